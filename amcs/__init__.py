@@ -1,0 +1,1 @@
+"""amcs: Adaptive Monte Carlo Search for process supervision."""

@@ -1,0 +1,6 @@
+"""Bundled tiny models: they make every command run with no GPU and no model hub."""
+
+from pathlib import Path
+
+ASSETS = Path(__file__).parent
+TINY_POLICY = ASSETS / "tiny-arith-policy"

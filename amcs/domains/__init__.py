@@ -1,0 +1,1 @@
+"""Problem domains with exact step truth."""

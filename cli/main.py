@@ -1,0 +1,38 @@
+"""The `amcs` command line: parses options, loads recipes, calls the library, shows progress."""
+
+from __future__ import annotations
+
+import typer
+
+from cli.problems import problems_command
+
+app = typer.Typer(
+    name="amcs",
+    help=(
+        "Adaptive Monte Carlo Search for process supervision: label solution steps with a policy "
+        "model, train process reward models on the labels, and verify solutions with them."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"amcs-prm {version('amcs-prm')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    pass
+
+
+app.command("problems")(problems_command)

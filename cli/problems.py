@@ -1,0 +1,49 @@
+"""`amcs problems`: load a problem set the way every other command will, and show it."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from amcs.problems import ProblemError, load_problems
+
+
+def problems_command(
+    source: str = typer.Argument(
+        "arith",
+        help="A .jsonl/.json/.parquet file, a Hugging Face dataset (name or name:split), "
+        "or the bundled arithmetic domain: 'arith' (200 problems) or 'arith:N'.",
+    ),
+    limit: int | None = typer.Option(None, "--limit", help="Keep only the first N problems."),
+    seed: int = typer.Option(0, "--seed", help="Seed for generated (arith) problems."),
+    show: int = typer.Option(5, "--show", help="How many problems to print."),
+    question_field: str | None = typer.Option(
+        None, "--question-field", help="Field holding the question (default: question|problem|query|prompt)."
+    ),
+    answer_field: str | None = typer.Option(
+        None, "--answer-field", help="Field holding the answer (default: answer|final_answer|...)."
+    ),
+) -> None:
+    """Check a problem set and preview it: the same loader and field mapping as `generate`.
+
+    Bad input (malformed JSON, a missing question or answer, a duplicate id) is reported with the
+    file and line, and the exit status is 2.
+
+    Example: amcs problems ../shared/data/gsm8k_test.jsonl --show 3
+    """
+    err = Console(stderr=True)
+    try:
+        problems = load_problems(
+            source, limit=limit, seed=seed, question_field=question_field, answer_field=answer_field
+        )
+    except ProblemError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    table = Table(title=f"{len(problems)} problems from {source}")
+    table.add_column("id")
+    table.add_column("question", overflow="fold", max_width=80)
+    table.add_column("answer")
+    for p in problems[:show]:
+        table.add_row(p.id, p.question, p.answer)
+    Console().print(table)
