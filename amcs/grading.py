@@ -12,6 +12,7 @@ and a worker that misses it is killed and the pool replaced.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import re
 from concurrent.futures import ProcessPoolExecutor
@@ -103,17 +104,16 @@ def answers_match_fast(a: str, b: str) -> bool | None:
     return x == y
 
 
-def _math_verify_config():
-    from math_verify import LatexExtractionConfig
-
-    # LaTeX only: ExprExtractionConfig goes through sympy's parse_expr, i.e. eval().
-    return [LatexExtractionConfig(boxed_match_priority=0)]
+def _init_worker() -> None:
+    # math-verify logs every timeout, echoing the (possibly 2,000-character) answer.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 
 def _verify_in_worker(predicted: str, reference: str, inner_timeout: int) -> bool:
-    from math_verify import parse, verify
+    from math_verify import LatexExtractionConfig, parse, verify
 
-    config = _math_verify_config()
+    # LaTeX only: ExprExtractionConfig goes through sympy's parse_expr, i.e. eval().
+    config = [LatexExtractionConfig(boxed_match_priority=0)]
     # Wrapping in \boxed{} makes the latex extractor take the whole answer.
     gold = parse(f"\\boxed{{{reference}}}", extraction_config=config, parsing_timeout=inner_timeout)
     pred = parse(f"\\boxed{{{predicted}}}", extraction_config=config, parsing_timeout=inner_timeout)
@@ -129,7 +129,10 @@ class Grader:
     """Async answer-equivalence checker backed by a spawned process pool.
 
     Every check answers True or False: deadline misses, parse failures and worker crashes
-    all count as "not equal". Use as ``async with Grader() as g:`` or call `aclose()`.
+    all count as "not equal" (only workers that cannot start at all raise). Use as
+    ``async with Grader() as g:`` or call `aclose()`. The pool starts on the first check
+    that needs it, taking a few seconds; spawned workers re-import the parent's
+    ``__main__``, so scripts must keep their top-level code under a main guard.
     """
 
     def __init__(self, max_workers: int = 2, timeout: float = 5.0) -> None:
@@ -159,9 +162,11 @@ class Grader:
             self._kill_pool(pool)
 
     async def check_completion(self, completion_text: str, reference: str) -> bool:
+        """Whether the final answer in `completion_text` is equivalent to `reference`."""
         return await self.equivalent(extract_answer(completion_text), reference)
 
     async def equivalent(self, predicted: str | None, reference: str) -> bool:
+        """Whether `predicted` is mathematically equivalent to the `reference` answer."""
         if self._closed:
             raise RuntimeError("Grader is closed")
         if predicted is None:
@@ -180,7 +185,8 @@ class Grader:
 
     async def _check_in_pool(self, predicted: str, reference: str) -> bool:
         loop = asyncio.get_running_loop()
-        for _attempt in range(2):  # a check broken by another check's pool kill gets one retry
+        # One retry for a check whose pool broke under it (another check's kill, or a crash).
+        for _attempt in range(2):
             pool = await self._get_pool()
             if pool is None:
                 return False  # closed while this check was in flight
@@ -207,7 +213,9 @@ class Grader:
             if self._pool is None:
                 # spawn, not fork: the parent has torch (and its threads) loaded.
                 pool = ProcessPoolExecutor(
-                    self.max_workers, mp_context=multiprocessing.get_context("spawn")
+                    self.max_workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_worker,
                 )
                 # Pay for process start and the sympy import here, outside any deadline.
                 loop = asyncio.get_running_loop()

@@ -19,7 +19,9 @@ def problems_command(
     seed: int = typer.Option(0, "--seed", help="Seed for generated (arith) problems."),
     show: int = typer.Option(5, "--show", help="How many problems to print."),
     question_field: str | None = typer.Option(
-        None, "--question-field", help="Field holding the question (default: question|problem|query|prompt)."
+        None,
+        "--question-field",
+        help="Field holding the question (default: question|problem|query|prompt).",
     ),
     answer_field: str | None = typer.Option(
         None, "--answer-field", help="Field holding the answer (default: answer|final_answer|...)."

@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(os.environ.get("AMCS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("AMCS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 def shared_data(name: str) -> Path:

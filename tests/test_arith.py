@@ -27,7 +27,9 @@ def test_same_seed_same_problems_and_distinct_seeds_differ():
 def test_config_is_respected():
     config = ArithConfig(min_ops=4, max_ops=5, operand_min=2, operand_max=9, max_abs_value=500)
     for p in generate_problems(200, seed=1, config=config):
-        numbers = [int(t) for t in p.expression.replace("(", " ").replace(")", " ").split() if t.isdigit()]
+        numbers = [
+            int(t) for t in p.expression.replace("(", " ").replace(")", " ").split() if t.isdigit()
+        ]
         assert 5 <= len(numbers) <= 6
         assert all(2 <= x <= 9 for x in numbers)
         assert len(p.solution_steps) - 1 in (4, 5)
@@ -76,18 +78,36 @@ def test_hand_checked_steps():
     assert check_steps("2 * 3 + 1", ["3 * 2 = 6", "1 + 6 = 7"]).step_correct == [True, True]
     assert check_steps("5 - 2", ["2 - 5 = -3"]).step_correct == [False]
     # Either independent operation may go first.
-    assert check_steps("2 * 3 + 4 * 5", ["4 * 5 = 20", "2 * 3 = 6", "6 + 20 = 26"]).prefix_correct[-1]
+    assert check_steps("2 * 3 + 4 * 5", ["4 * 5 = 20", "2 * 3 = 6", "6 + 20 = 26"]).prefix_correct[
+        -1
+    ]
     # Answering before the expression is reduced is wrong; so is anything after the answer.
     assert check_steps(expr, ["The answer is \\boxed{8}."]).step_correct == [False]
-    assert check_steps("1 + 1", ["1 + 1 = 2", "The answer is \\boxed{2}.", "2 + 0 = 2"]).step_correct == [True, True, False]
+    assert check_steps(
+        "1 + 1", ["1 + 1 = 2", "The answer is \\boxed{2}.", "2 + 0 = 2"]
+    ).step_correct == [True, True, False]
     # Negative intermediate values.
-    assert check_steps("2 - 5 * 1", ["5 * 1 = 5", "2 - 5 = -3", "The answer is \\boxed{-3}."]).solved
+    assert check_steps(
+        "2 - 5 * 1", ["5 * 1 = 5", "2 - 5 = -3", "The answer is \\boxed{-3}."]
+    ).solved
 
 
 @pytest.mark.parametrize(
     "junk",
-    ["", "   ", "garbage", "1 + = 2", "\\boxed{", "The answer is \\boxed{}.", "9" * 5000, "x" * 10**6,
-     "1 / 1 = 1", "((((", "1 + 1 = 2 = 2", "\x00\n\n\t"],
+    [
+        "",
+        "   ",
+        "garbage",
+        "1 + = 2",
+        "\\boxed{",
+        "The answer is \\boxed{}.",
+        "9" * 5000,
+        "x" * 10**6,
+        "1 / 1 = 1",
+        "((((",
+        "1 + 1 = 2 = 2",
+        "\x00\n\n\t",
+    ],
 )
 def test_malformed_steps_are_wrong_never_an_exception(junk):
     c = check_steps("1 + 2 * 3", [junk, "2 * 3 = 6"])
@@ -96,7 +116,10 @@ def test_malformed_steps_are_wrong_never_an_exception(junk):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(alphabet="0123456789 +-*=()\\boxed{}Theansw.\n", max_size=30), max_size=8), st.integers(0, 10**6))
+@given(
+    st.lists(st.text(alphabet="0123456789 +-*=()\\boxed{}Theansw.\n", max_size=30), max_size=8),
+    st.integers(0, 10**6),
+)
 def test_checker_never_raises_on_random_text(steps, seed):
     p = generate_problems(1, seed=seed % 1000)[0]
     c = check_steps(p.expression, steps)

@@ -27,9 +27,12 @@ def test_arith_source_is_seeded_and_sized():
 def test_field_mapping_and_gsm8k_answers(tmp_path):
     f = write(
         tmp_path / "p.jsonl",
-        json.dumps({"problem": "1+1?", "answer": "2", "unique_id": "a"}) + "\n\n"
-        + json.dumps({"query": "q2", "final_answer": 3, "level": 5}) + "\n"
-        + json.dumps({"question": "q3", "answer": "so 40 + 2 = 42\n#### 1,042"}) + "\n",
+        json.dumps({"problem": "1+1?", "answer": "2", "unique_id": "a"})
+        + "\n\n"
+        + json.dumps({"query": "q2", "final_answer": 3, "level": 5})
+        + "\n"
+        + json.dumps({"question": "q3", "answer": "so 40 + 2 = 42\n#### 1,042"})
+        + "\n",
     )
     ps = load_problems(f)
     assert [p.question for p in ps] == ["1+1?", "q2", "q3"]
@@ -59,13 +62,18 @@ def test_explicit_fields(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('{"question": "q", "answer": "1"}\n{"question": "q", "answer": \n', r"p.jsonl:2: malformed JSON"),
+        (
+            '{"question": "q", "answer": "1"}\n{"question": "q", "answer": \n',
+            r"p.jsonl:2: malformed JSON",
+        ),
         ('{"question": "q", "answer": "1"}\n{"answer": "1"}\n', r"p.jsonl:2: missing question"),
         ('{"question": "q"}\n', r"p.jsonl:1: missing answer"),
         ('{"question": "q", "answer": ""}\n', r"p.jsonl:1: missing answer"),
-        ('{"id": 1, "question": "q", "answer": "1"}\n\n{"id": 1, "question": "r", "answer": "2"}\n',
-         r"p.jsonl:3: duplicate id '1' \(first at .*p.jsonl:1\)"),
-        ('[1, 2]\n', r"p.jsonl:1: expected a JSON object"),
+        (
+            '{"id": 1, "question": "q", "answer": "1"}\n\n{"id": 1, "question": "r", "answer": "2"}\n',
+            r"p.jsonl:3: duplicate id '1' \(first at .*p.jsonl:1\)",
+        ),
+        ("[1, 2]\n", r"p.jsonl:1: expected a JSON object"),
     ],
 )
 def test_bad_input_names_file_and_line(tmp_path, text, message):

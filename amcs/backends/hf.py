@@ -9,6 +9,7 @@ seed, so a rollout does not depend on which other requests happened to share its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -73,6 +74,10 @@ class HFBackend:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amcs-hf")
         # Token pieces for stop-string checks, decoded once.
         self._pieces: list[str] | None = None
+        # Counters for progress displays and benchmarks.
+        self.batches_run = 0
+        self.rows_run = 0
+        self.tokens_generated = 0
 
     # --- the protocol -----------------------------------------------------------------------
 
@@ -87,7 +92,9 @@ class HFBackend:
             self._worker = loop.create_task(self._serve(), name="amcs-hf-batcher")
         futures = []
         for i in range(n):
-            seed = row_seed(params.seed, i) if params.seed is not None else self._rng.getrandbits(63)
+            seed = (
+                row_seed(params.seed, i) if params.seed is not None else self._rng.getrandbits(63)
+            )
             future = loop.create_future()
             self._pending.append(_Row(list(prompt_ids), params, seed, future))
             futures.append(future)
@@ -102,10 +109,8 @@ class HFBackend:
     async def aclose(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            except asyncio.CancelledError:
-                pass
             self._worker = None
         self._executor.shutdown(wait=True)
 
@@ -205,7 +210,13 @@ class HFBackend:
             is_eos = torch.isin(tokens, eos)
             keep = []
             for j, (row_idx, tok, lp, end) in enumerate(
-                zip(active.tolist(), tokens.tolist(), chosen_lp.tolist(), is_eos.tolist(), strict=True)
+                zip(
+                    active.tolist(),
+                    tokens.tolist(),
+                    chosen_lp.tolist(),
+                    is_eos.tolist(),
+                    strict=True,
+                )
             ):
                 if end:
                     finish[row_idx] = "stop"
@@ -228,7 +239,12 @@ class HFBackend:
                 # Drop finished rows from the batch so later steps only pay for live ones.
                 sel = torch.tensor(keep, device=dev)
                 cache.reorder_cache(sel)
-                active, tokens, mask, positions = active[sel], tokens[sel], mask[sel], positions[sel]
+                active, tokens, mask, positions = (
+                    active[sel],
+                    tokens[sel],
+                    mask[sel],
+                    positions[sel],
+                )
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             positions = positions[:, -1:] + 1
             logits = self.model(
@@ -239,10 +255,13 @@ class HFBackend:
                 use_cache=True,
             ).logits[:, -1, :]
 
+        self.batches_run += 1
+        self.rows_run += b
+        self.tokens_generated += sum(len(x) for x in out_ids)
         return [
             Rollout(
                 token_ids=out_ids[i],
-                text=self.tokenizer.decode(out_ids[i], skip_special_tokens=True),
+                text=self.tokenizer.decode(out_ids[i]),
                 logprob_sum=logprob_sums[i],
                 finish_reason=finish[i] or "length",
             )

@@ -65,8 +65,10 @@ def main() -> None:
     results = [asyncio.run(evaluate(args.model, args.n, t, args.seed)) for t in (0.0, 0.7)]
     for r in results:
         label = "greedy" if r["temperature"] == 0 else f"T={r['temperature']}"
-        print(f"{label:>7}: accuracy {r['accuracy']:.1%} on {r['problems']} problems; "
-              f"first error at step (0-based): {r['first_error_step_histogram']}")
+        print(
+            f"{label:>7}: accuracy {r['accuracy']:.1%} on {r['problems']} problems; "
+            f"first error at step (0-based): {r['first_error_step_histogram']}"
+        )
     print(f"({time.perf_counter() - start:.0f} s)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": str(args.model), "runs": results}, indent=2) + "\n")

@@ -1,0 +1,48 @@
+"""The searches that label solution steps: AMCS and its baselines in one framework.
+
+A search knows the backend protocol and an answer checker; it writes no files. ``run_search``
+runs one problem and returns its labelled paths, tree and statistics.
+"""
+
+from __future__ import annotations
+
+from amcs.backends.base import Backend
+from amcs.problems import Problem
+from amcs.search.config import METHODS, PRESETS, SearchConfig, make_config
+from amcs.search.context import AnswerChecker, SearchContext, SearchResult, derive_seed
+from amcs.search.omega import TreeSearch
+from amcs.search.shepherd import ShepherdSearch
+from amcs.steps import StepSplitter
+
+__all__ = [
+    "METHODS",
+    "PRESETS",
+    "SearchConfig",
+    "SearchResult",
+    "make_config",
+    "run_search",
+    "derive_seed",
+]
+
+
+async def run_search(
+    problem: Problem,
+    backend: Backend,
+    checker: AnswerChecker,
+    config: SearchConfig,
+    prompt_ids: list[int],
+    seed: int,
+    splitter: StepSplitter | None = None,
+) -> SearchResult:
+    """Label one problem with the configured method. `seed` makes it reproducible."""
+    ctx = SearchContext(
+        problem=problem,
+        backend=backend,
+        checker=checker,
+        config=config,
+        prompt_ids=prompt_ids,
+        seed=seed,
+        splitter=splitter or StepSplitter(backend.tokenizer, config.separator),
+    )
+    search = ShepherdSearch(ctx) if config.method == "shepherd" else TreeSearch(ctx)
+    return await search.run()

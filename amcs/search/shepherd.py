@@ -1,0 +1,40 @@
+"""Math-Shepherd's labelling in the same framework: sample solutions, then estimate MC at every
+step prefix of each with the configured estimator (fixed N rollouts by default).
+
+Hard label: MC > threshold (0: "any rollout correct"); soft label: the fraction correct.
+"""
+
+from __future__ import annotations
+
+from amcs.search.context import LabelledPath, SearchContext, SearchResult
+
+
+class ShepherdSearch:
+    def __init__(self, ctx: SearchContext) -> None:
+        self.ctx = ctx
+
+    async def run(self) -> SearchResult:
+        ctx = self.ctx
+        solutions = await ctx.draw(ctx.root, ctx.config.num_solutions)
+        if solutions:
+            ctx.root.mc = sum(ok for _, ok in solutions) / len(solutions)
+            ctx.root.rollouts = len(solutions)
+        paths: list[LabelledPath] = []
+        seen: set[tuple[int, ...]] = set()
+        for rollout, correct in solutions:
+            steps = ctx.splitter.split(rollout.token_ids)
+            if not steps or ctx.key(steps) in seen:
+                continue
+            seen.add(ctx.key(steps))
+            ctx.stats.searches += 1
+            node = ctx.root
+            # Every prefix but the full solution, which is already graded.
+            for step in steps[:-1]:
+                node = ctx.child(node, [step])
+                if node.mc is None:
+                    await ctx.evaluate(node)
+            last = ctx.child(node, [steps[-1]])
+            if last.mc is None:
+                last.mc, last.rollouts = float(correct), 1
+            paths.append(ctx.labelled_path(steps, last=None))
+        return ctx.finish(paths)

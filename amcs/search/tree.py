@@ -1,0 +1,54 @@
+"""The search tree: nodes are solution prefixes, edges are runs of steps the model wrote."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(eq=False)
+class Node:
+    """A prefix: the parent's prefix plus `steps` (token ids of each step, separator included).
+
+    mc is None until estimated. rollouts counts the rollouts spent estimating it; visits N(s)
+    counts how often a candidate from it was selected.
+    """
+
+    steps: list[list[int]]
+    parent: Node | None = None
+    children: list[Node] = field(default_factory=list)
+    mc: float | None = None
+    rollouts: int = 0
+    visits: int = 0
+    depth: int = 0  # steps from the root to the end of this node
+
+    def add_child(self, steps: list[list[int]]) -> Node:
+        child = Node(steps=steps, parent=self, depth=self.depth + len(steps))
+        self.children.append(child)
+        return child
+
+    def path(self) -> list[Node]:
+        """Nodes from the root's first child down to this one."""
+        nodes = []
+        node: Node | None = self
+        while node is not None and node.parent is not None:
+            nodes.append(node)
+            node = node.parent
+        return nodes[::-1]
+
+    def step_ids(self) -> list[list[int]]:
+        """All steps from the root to the end of this node."""
+        return [s for n in self.path() for s in n.steps]
+
+    def iter(self):
+        yield self
+        for child in self.children:
+            yield from child.iter()
+
+    def to_dict(self, text) -> dict:
+        """The tree as JSON: {"text", "mc", "rollouts", "children"}; text(ids) renders a step."""
+        return {
+            "text": "\n\n".join(text(s) for s in self.steps),
+            "mc": self.mc,
+            "rollouts": self.rollouts,
+            "children": [c.to_dict(text) for c in self.children],
+        }

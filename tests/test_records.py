@@ -1,0 +1,338 @@
+"""Output files of amcs generate: round trip, crash recovery, the lock, shards and exporters."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from amcs.records import (
+    OutputExistsError,
+    OutputLockedError,
+    RecordFormatError,
+    RecordWriter,
+    export_records,
+    meta_path_for,
+    parse_shard,
+    read_data,
+    read_meta,
+    shard_problems,
+)
+
+
+def path(steps, labels=None, values=None):
+    labels = labels if labels is not None else [True] * len(steps)
+    return {
+        "completions": steps,
+        "labels": labels,
+        "values": values if values is not None else [1.0 if x else 0.0 for x in labels],
+        "rollouts": [4] * len(steps),
+        "method": "amcs",
+        "model": "tiny",
+    }
+
+
+def write_sample(writer, problem_id, n_paths=2):
+    writer.write_problem(
+        problem_id,
+        f"question {problem_id}?",
+        "42",
+        [path([f"step {i}", "the answer is 42"]) for i in range(n_paths)],
+        stats={"rollouts": 8},
+    )
+
+
+def start_python(code, tmp_path):
+    """A child python that runs ``code`` with ``out`` set and prints 'ready' when it is set up."""
+    return subprocess.Popen(
+        [sys.executable, "-c", f"from pathlib import Path\nout = Path({str(tmp_path)!r})\n{code}"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_meta_path():
+    assert meta_path_for("a/data.jsonl").as_posix() == "a/data.meta.jsonl"
+    assert meta_path_for("a/data.json").as_posix() == "a/data.json.meta.jsonl"
+
+
+def test_round_trip(tmp_path):
+    out = tmp_path / "data.jsonl"
+    sizes = []
+    with RecordWriter(out) as w:
+        assert w.done_ids == set() and w.completed == []
+        for pid, n in (("a", 2), ("b", 0), ("c", 3)):
+            write_sample(w, pid, n)
+            sizes.append(out.stat().st_size)
+        with pytest.raises(ValueError, match="already"):
+            write_sample(w, "a")
+    with RecordWriter(out) as w:
+        assert w.done_ids == {"a", "b", "c"}
+        assert [m["problem_id"] for m in w.completed] == ["a", "b", "c"]
+        assert [m["data_end"] for m in w.completed] == sizes
+        assert [m["paths"] for m in w.completed] == [2, 0, 3]
+        assert w.completed[0]["stats"] == {"rollouts": 8} and w.completed[0]["tree"] is None
+    lines = list(read_data(out))
+    assert [line["problem_id"] for line in lines] == ["a", "a", "c", "c", "c"]
+    assert list(lines[0]) == [
+        "prompt",
+        "completions",
+        "labels",
+        "values",
+        "rollouts",
+        "problem_id",
+        "answer",
+        "method",
+        "model",
+    ]
+    assert lines[0]["prompt"] == "question a?" and lines[0]["labels"] == [True, True]
+    assert read_meta(meta_path_for(out)) == w.completed
+
+
+def test_bad_path_writes_nothing(tmp_path):
+    out = tmp_path / "data.jsonl"
+    with RecordWriter(out) as w:
+        with pytest.raises(ValueError, match="same length"):
+            w.write_problem("a", "q", "1", [path(["s1", "s2"], labels=[True])])
+        assert out.stat().st_size == 0 and w.done_ids == set()
+
+
+def test_torn_lines_are_cut_and_writing_continues(tmp_path):
+    out = tmp_path / "data.jsonl"
+    meta = meta_path_for(out)
+    with RecordWriter(out) as w:
+        write_sample(w, "a")
+        write_sample(w, "b")
+    committed = out.stat().st_size
+    with open(out, "a") as f:  # a problem that crashed mid data, then mid meta line
+        f.write(json.dumps({"prompt": "q", "completions": [], "labels": []}) + "\n")
+        f.write('{"prompt": "half a li')
+    with open(meta, "a") as f:
+        f.write('{"problem_id": "c", "sta')
+    with RecordWriter(out) as w:
+        assert w.done_ids == {"a", "b"}
+        assert out.stat().st_size == committed
+        assert meta.read_text().endswith("\n")
+        write_sample(w, "c")
+    assert [line["problem_id"] for line in read_data(out)] == ["a", "a", "b", "b", "c", "c"]
+    assert [m["problem_id"] for m in read_meta(meta)] == ["a", "b", "c"]
+
+
+def test_data_without_meta_line_is_dropped(tmp_path):
+    out = tmp_path / "data.jsonl"
+    with RecordWriter(out) as w:
+        write_sample(w, "a")
+    committed = out.read_bytes()
+    with open(out, "a") as f:  # complete data lines whose meta line never made it
+        for _ in range(3):
+            f.write(json.dumps({"prompt": "q", "completions": ["s"], "labels": [True]}) + "\n")
+    with RecordWriter(out) as w:
+        assert w.done_ids == {"a"} and out.read_bytes() == committed
+        write_sample(w, "b")
+    assert [line["problem_id"] for line in read_data(out)] == ["a", "a", "b", "b"]
+
+
+def test_corrupt_meta_line_in_the_middle_is_an_error(tmp_path):
+    out = tmp_path / "data.jsonl"
+    with RecordWriter(out) as w:
+        write_sample(w, "a")
+    meta = meta_path_for(out)
+    meta.write_text("not json\n" + meta.read_text())
+    with pytest.raises(RecordFormatError, match=r"data\.meta\.jsonl:1: invalid JSON"):
+        RecordWriter(out)
+    RecordWriter(out, overwrite=True).close()  # the lock was released by the failed open
+
+
+def test_data_shorter_than_meta_is_an_error(tmp_path):
+    out = tmp_path / "data.jsonl"
+    with RecordWriter(out) as w:
+        write_sample(w, "a")
+    out.write_text("")
+    with pytest.raises(RecordFormatError, match="do not belong together"):
+        RecordWriter(out)
+
+
+def test_read_data_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps({"prompt": "q", "completions": ["s"], "labels": [True]}) + "\n{oops\n"
+    )
+    with pytest.raises(RecordFormatError, match=r"bad\.jsonl:2: invalid JSON"):
+        list(read_data(bad))
+    bad.write_text(json.dumps({"prompt": "q", "completions": ["s"], "labels": []}) + "\n")
+    with pytest.raises(RecordFormatError, match=r"bad\.jsonl:1: expected"):
+        list(read_data(bad))
+
+
+CRASH_WRITER = """
+from amcs.records import RecordWriter
+steps = ["a fairly long step of reasoning " * 40] * 6
+p = {"completions": steps, "labels": [True] * 6, "values": [0.5] * 6, "rollouts": [8] * 6,
+     "method": "amcs", "model": "m"}
+with RecordWriter(out / "data.jsonl") as w:
+    print("ready", flush=True)
+    for i in range(100000):
+        w.write_problem(f"p{i}", "q", "1", [p] * (1 + i % 5), stats={"i": i})
+"""
+
+
+def test_sigkill_mid_run_leaves_a_resumable_file(tmp_path):
+    out = tmp_path / "data.jsonl"
+    child = start_python(CRASH_WRITER, tmp_path)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(meta_path_for(out).read_bytes()) < 20_000:
+            time.sleep(0.01)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    with RecordWriter(out) as w:
+        done = w.completed
+        assert len(done) >= 2
+        ids = [m["problem_id"] for m in done]
+        assert len(set(ids)) == len(ids) == len(w.done_ids)
+        assert out.stat().st_size == done[-1]["data_end"]
+        next_id = f"p{len(ids)}"
+        write_sample(w, next_id)
+    per_problem = {}
+    for line in read_data(out):
+        per_problem[line["problem_id"]] = per_problem.get(line["problem_id"], 0) + 1
+    assert per_problem == {m["problem_id"]: m["paths"] for m in done} | {next_id: 2}
+
+
+HOLDER = """
+from amcs.records import RecordWriter
+w = RecordWriter(out / "data.jsonl")
+print("ready", flush=True)
+import time
+time.sleep(60)
+"""
+
+
+def test_lock_refuses_a_second_writer_until_the_first_dies(tmp_path):
+    out = tmp_path / "data.jsonl"
+    child = start_python(HOLDER, tmp_path)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        with pytest.raises(OutputLockedError, match="another amcs process is writing"):
+            RecordWriter(out)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert (tmp_path / "data.jsonl.lock").exists()  # a stale lock file does not block
+    with RecordWriter(out) as w:
+        write_sample(w, "a")
+
+
+def test_no_resume_refuses_and_overwrite_empties(tmp_path):
+    out = tmp_path / "data.jsonl"
+    with RecordWriter(out) as w:
+        write_sample(w, "a")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        RecordWriter(out, resume=False)
+    with RecordWriter(out, overwrite=True) as w:
+        assert w.done_ids == set()
+        assert out.read_bytes() == b"" and meta_path_for(out).read_bytes() == b""
+    with RecordWriter(tmp_path / "fresh.jsonl", resume=False) as w:
+        write_sample(w, "a")
+
+
+def test_shards_partition_stably():
+    problems = [SimpleNamespace(id=f"problem-{i}") for i in range(200)]
+    shards = [shard_problems(problems, i, 4) for i in range(4)]
+    ids = [[p.id for p in shard] for shard in shards]
+    assert sorted(sum(ids, [])) == sorted(p.id for p in problems)
+    assert all(len(shard) > 20 for shard in ids)  # and none is empty or nearly so
+    assert ids == [[p.id for p in shard_problems(problems, i, 4)] for i in range(4)]
+    order = [p.id for p in problems]
+    assert all(shard == sorted(shard, key=order.index) for shard in ids)
+
+
+def test_shard_is_independent_of_the_process():
+    # Python's hash() of a str changes per process; the sha1-based shard must not.
+    code = (
+        "from types import SimpleNamespace as S; from amcs.records import shard_problems;"
+        "print([p.id for p in shard_problems([S(id=str(i)) for i in range(50)], 1, 3)])"
+    )
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout}
+    problems = [SimpleNamespace(id=str(i)) for i in range(50)]
+    assert runs == {str([p.id for p in shard_problems(problems, 1, 3)]) + "\n"}
+
+
+def test_parse_shard():
+    assert parse_shard("0/4") == (0, 4) and parse_shard(" 3 / 4 ") == (3, 4)
+    for bad in ("4/4", "1/0", "-1/4", "1", "a/b", "1/2/3", ""):
+        with pytest.raises(ValueError, match="bad shard"):
+            parse_shard(bad)
+
+
+@pytest.fixture
+def two_step(tmp_path):
+    out = tmp_path / "data.jsonl"
+    tree = {
+        "text": "",
+        "mc": 0.5,
+        "rollouts": 8,
+        "children": [
+            {"text": "2 + 2 = 4.", "mc": 1.0, "rollouts": 4, "children": []},
+            {"text": "2 + 2 = 5.", "mc": None, "rollouts": 0, "children": []},
+        ],
+    }
+    with RecordWriter(out) as w:
+        w.write_problem(
+            "p1",
+            "What is 2 + 2?",
+            "4",
+            [path(["2 + 2 = 5.\n", "The answer is: 4"], labels=[False, True], values=[0.0, 1.0])],
+            tree=tree,
+        )
+        w.write_problem("p2", "What is 1 + 1?", "2", [], status="failed", reason="timeout")
+    return out
+
+
+def test_export_trl(two_step, tmp_path):
+    assert export_records(two_step, "trl", tmp_path / "trl.jsonl") == 1
+    assert (tmp_path / "trl.jsonl").read_text() == (
+        '{"prompt": "What is 2 + 2?", "completions": ["2 + 2 = 5.\\n", "The answer is: 4"], '
+        '"labels": [false, true]}\n'
+    )
+
+
+def test_export_shepherd(two_step, tmp_path):
+    assert export_records(two_step, "shepherd", tmp_path / "s.jsonl") == 1
+    line = json.loads((tmp_path / "s.jsonl").read_text())
+    assert line == {
+        "input": "What is 2 + 2? Step 1: 2 + 2 = 5. ки\nStep 2: The answer is: 4 ки",
+        "label": "What is 2 + 2? Step 1: 2 + 2 = 5. -\nStep 2: The answer is: 4 +",
+        "task": "amcs",
+    }
+
+
+def test_export_tree(two_step, tmp_path):
+    assert export_records(two_step, "tree", tmp_path / "t.jsonl") == 1  # the failed one is skipped
+    line = json.loads((tmp_path / "t.jsonl").read_text())
+    assert line == {
+        "question": "What is 2 + 2?",
+        "final_answer": "4",
+        "reasoning_steps": {
+            "text": "What is 2 + 2?",
+            "mc_value": 0.5,
+            "children": [
+                {"text": "2 + 2 = 4.", "mc_value": 1.0, "children": []},
+                {"text": "2 + 2 = 5.", "mc_value": None, "children": []},
+            ],
+        },
+        "question_id": "p1",
+    }
+
+
+def test_export_errors(two_step, tmp_path):
+    with pytest.raises(ValueError, match="trl, shepherd, tree"):
+        export_records(two_step, "csv", tmp_path / "x")
+    with pytest.raises(ValueError, match="overwrite its own input"):
+        export_records(two_step, "trl", two_step)
