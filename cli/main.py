@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from cli.generate import generate_command
 from cli.problems import problems_command
 
 app = typer.Typer(
@@ -35,4 +36,5 @@ def main(
     pass
 
 
+app.command("generate")(generate_command)
 app.command("problems")(problems_command)

@@ -1,0 +1,174 @@
+"""The engine and `amcs generate` end to end: real tiny policy, real files, real processes."""
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from amcs.backends.hf import HFBackend
+from amcs.engine import generate
+from amcs.grading import Grader
+from amcs.problems import arith_problems
+from amcs.prompts import prompt_ids
+from amcs.records import RecordWriter, meta_path_for, read_data, read_meta, shard_problems
+from amcs.search import make_config
+
+# Small searches keep the suite fast; the code path is the same as the defaults'.
+SMALL = {"max_new_tokens": 120, "rollout_budget": 40, "max_search_count": 3}
+
+
+@pytest.fixture(scope="module")
+def backend():
+    b = HFBackend(max_batch_size=128)
+    yield b
+    asyncio.run(b.aclose())
+
+
+async def _run(backend, problems, out, *, seed=0, method="amcs", retries=3, **kw):
+    config = make_config(method, **SMALL)
+    async with Grader() as grader:
+        with RecordWriter(out) as writer:
+            return await generate(
+                problems,
+                backend,
+                grader,
+                config,
+                writer,
+                lambda p: prompt_ids(backend.tokenizer, p.question),
+                model_name="tiny",
+                seed=seed,
+                concurrency=8,
+                retries=retries,
+                **kw,
+            )
+
+
+def test_same_seed_gives_identical_files_and_other_seed_differs(backend, tmp_path):
+    problems = arith_problems(6, seed=1)
+    asyncio.run(_run(backend, problems, tmp_path / "a.jsonl", seed=3))
+    asyncio.run(_run(backend, problems, tmp_path / "b.jsonl", seed=3))
+    asyncio.run(_run(backend, problems, tmp_path / "c.jsonl", seed=4))
+    a = (tmp_path / "a.jsonl").read_bytes()
+    assert a and a == (tmp_path / "b.jsonl").read_bytes()
+    assert a != (tmp_path / "c.jsonl").read_bytes()
+    meta = read_meta(meta_path_for(tmp_path / "a.jsonl"))
+    assert [m["problem_id"] for m in meta] == [p.id for p in problems]  # input order
+
+
+def test_shards_partition_the_job_and_match_the_whole_run(backend, tmp_path):
+    problems = arith_problems(6, seed=2)
+    asyncio.run(_run(backend, problems, tmp_path / "all.jsonl"))
+    parts = []
+    for i in range(2):
+        shard = shard_problems(problems, i, 2)
+        asyncio.run(_run(backend, shard, tmp_path / f"s{i}.jsonl"))
+        parts.append({m["problem_id"] for m in read_meta(meta_path_for(tmp_path / f"s{i}.jsonl"))})
+    assert parts[0].isdisjoint(parts[1]) and parts[0] | parts[1] == {p.id for p in problems}
+    # Per-problem seeds come from (run seed, problem id), so a shard writes the same lines.
+    whole = sorted(map(json.dumps, read_data(tmp_path / "all.jsonl")))
+    split = sorted(json.dumps(r) for i in range(2) for r in read_data(tmp_path / f"s{i}.jsonl"))
+    assert whole == split
+
+
+class FlakyBackend:
+    """Fails a seeded fraction of requests, as an overloaded server would."""
+
+    def __init__(self, inner, failure_rate, seed=0):
+        self.inner, self.tokenizer = inner, inner.tokenizer
+        self.rate, self.rng = failure_rate, random.Random(seed)
+        self.failures = 0
+
+    async def sample(self, prompt_ids, n, params):
+        if self.rng.random() < self.rate:
+            self.failures += 1
+            raise ConnectionError("injected fault")
+        return await self.inner.sample(prompt_ids, n, params)
+
+    async def aclose(self):
+        pass
+
+
+def test_injected_faults_are_retried_or_recorded(backend, tmp_path):
+    problems = arith_problems(8, seed=3)
+    flaky = FlakyBackend(backend, 0.3, seed=1)
+    counters = asyncio.run(_run(flaky, problems, tmp_path / "retry.jsonl", retries=5))
+    assert flaky.failures > 0 and counters.retries == flaky.failures
+    assert counters.done == 8 and counters.failed == 0
+
+    flaky = FlakyBackend(backend, 0.5, seed=2)
+    counters = asyncio.run(_run(flaky, problems, tmp_path / "fail.jsonl", retries=0))
+    meta = read_meta(meta_path_for(tmp_path / "fail.jsonl"))
+    assert len(meta) == 8 and counters.failed > 0 and counters.done + counters.failed == 8
+    failed = [m for m in meta if m["status"] == "failed"]
+    assert len(failed) == counters.failed
+    assert all("ConnectionError: injected fault" in m["reason"] for m in failed)
+
+
+def _cli(*args, **kw):
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", "generate", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def test_kill_and_resume_holds_every_problem_exactly_once(tmp_path):
+    out = tmp_path / "data.jsonl"
+    meta = meta_path_for(out)
+    args = ["--problems", "arith:40", "--out", str(out), "--quiet", "--concurrency", "16"]
+    args += [f"--set={k}={v}" for k, v in SMALL.items()]
+    proc = _cli(*args)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if meta.exists() and meta.read_text().count("\n") >= 5:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, (
+        f"run ended before it could be killed: {proc.communicate()[1][-2000:]}"
+    )
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_at_kill = len(read_meta(meta))
+    assert 5 <= done_at_kill < 40
+
+    resumed = _cli(*args)
+    _, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr[-3000:]
+    records = read_meta(meta)
+    ids = [m["problem_id"] for m in records]
+    assert sorted(ids) == sorted(f"arith-0-{i}" for i in range(40))  # each exactly once
+    lines = out.read_text().splitlines()
+    assert all(json.loads(line) for line in lines)  # nothing torn
+    per_problem = {}
+    for r in read_data(out):
+        per_problem[r["problem_id"]] = per_problem.get(r["problem_id"], 0) + 1
+    assert all(per_problem.get(m["problem_id"], 0) == m["paths"] for m in records)
+
+
+def test_cli_refuses_a_second_writer_and_an_existing_file(tmp_path):
+    out = tmp_path / "d.jsonl"
+    with RecordWriter(out):
+        proc = _cli("--problems", "arith:2", "--out", str(out), "--quiet")
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and "another amcs process is writing" in stderr
+    out.write_text("")
+    proc = _cli("--problems", "arith:2", "--out", str(out), "--no-resume")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "--overwrite" in stderr
+
+
+def test_cli_bad_problem_file_stops_before_generation(tmp_path):
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"question": "1+1", "answer": "2"}\n{"question": "oops"\n')
+    proc = _cli("--problems", str(bad), "--out", str(tmp_path / "o.jsonl"))
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "p.jsonl:2: malformed JSON" in stderr
+    assert not (tmp_path / "o.jsonl").exists()
