@@ -1,13 +1,15 @@
 """How a question and a solution prefix become model input.
 
-A node's prefix is the prompt's token ids followed by the ids the model itself produced for the
-steps so far; the text is never re-tokenised, so prefix caches hit and the distribution sampled is
-the model's own.
+Instruct models get the question through the tokenizer's chat template (system prompt + user
+turn, then the assistant turn opened); base models get a plain template. A node's prefix is the
+prompt's token ids followed by the ids the model itself produced for the steps so far, never text
+tokenised again, so prefix caches hit and the distribution sampled is the model's own.
 """
 
 from __future__ import annotations
 
 PLAIN_TEMPLATE = "{question}\n\n"
+DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 def plain_prompt(question: str, template: str = PLAIN_TEMPLATE) -> str:
@@ -15,6 +17,26 @@ def plain_prompt(question: str, template: str = PLAIN_TEMPLATE) -> str:
     return template.format(question=question)
 
 
-def prompt_ids(tokenizer, question: str, template: str = PLAIN_TEMPLATE) -> list[int]:
-    """Token ids of the prompt, without special tokens the tokenizer would add on its own."""
+def uses_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def prompt_ids(
+    tokenizer,
+    question: str,
+    *,
+    template: str = PLAIN_TEMPLATE,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    chat: bool | None = None,
+) -> list[int]:
+    """Token ids of the prompt. chat=None uses the chat template when the tokenizer has one."""
+    if chat is None:
+        chat = uses_chat_template(tokenizer)
+    if chat:
+        messages = [{"role": "user", "content": question}]
+        if system_prompt:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        # transformers 5 may return a BatchEncoding-like mapping.
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
     return tokenizer(plain_prompt(question, template), add_special_tokens=False)["input_ids"]
