@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from cli.export import export_command
 from cli.generate import generate_command
 from cli.problems import problems_command
 
@@ -37,4 +38,5 @@ def main(
 
 
 app.command("generate")(generate_command)
+app.command("export")(export_command)
 app.command("problems")(problems_command)

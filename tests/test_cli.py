@@ -1,0 +1,66 @@
+"""The command line as a user meets it."""
+
+import json
+
+from typer.testing import CliRunner
+
+from amcs.records import RecordWriter
+from cli.main import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands_that_exist():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("generate", "export", "problems"):
+        assert command in result.output
+    gen = runner.invoke(app, ["generate", "--help"])
+    assert gen.exit_code == 0 and "--recipe" in gen.output and "--shard" in gen.output
+
+
+def test_export_formats(tmp_path):
+    data = tmp_path / "d.jsonl"
+    with RecordWriter(data) as w:
+        path = {
+            "completions": ["1 + 1 = 2", "The answer is \\boxed{3}."],
+            "labels": [True, False],
+            "values": [1.0, 0.0],
+            "rollouts": [6, 1],
+            "method": "amcs",
+            "model": "tiny",
+        }
+        tree = {"text": "", "mc": 0.5, "rollouts": 6, "children": []}
+        w.write_problem("p1", "What is 1 + 1?", "2", [path], tree=tree)
+    out = tmp_path / "o.jsonl"
+    assert runner.invoke(app, ["export", str(data), "-f", "trl", "-o", str(out)]).exit_code == 0
+    assert json.loads(out.read_text()) == {
+        "prompt": "What is 1 + 1?",
+        "completions": path["completions"],
+        "labels": [True, False],
+    }
+    assert (
+        runner.invoke(app, ["export", str(data), "-f", "shepherd", "-o", str(out)]).exit_code == 0
+    )
+    assert json.loads(out.read_text())["label"].endswith("Step 2: The answer is \\boxed{3}. -")
+    assert runner.invoke(app, ["export", str(data), "-f", "tree", "-o", str(out)]).exit_code == 0
+    assert json.loads(out.read_text())["reasoning_steps"]["mc_value"] == 0.5
+    bad = runner.invoke(app, ["export", str(data), "-f", "csv", "-o", str(out)])
+    assert bad.exit_code == 2 and "unknown export format" in bad.output
+
+
+def test_generate_rejects_bad_options_before_loading_a_model(tmp_path):
+    out = tmp_path / "x.jsonl"
+    r = runner.invoke(app, ["generate", "--method", "magic", "--out", str(out)])
+    assert r.exit_code == 2 and "unknown method 'magic'" in r.output
+    r = runner.invoke(app, ["generate", "--set", "k0", "--out", str(out)])
+    assert r.exit_code == 2 and "KEY=VALUE" in r.output
+    r = runner.invoke(app, ["generate", "--set", "nonsense=1", "--out", str(out)])
+    assert r.exit_code == 2 and "unknown search parameter" in r.output
+    r = runner.invoke(app, ["generate", "--shard", "3/2", "--out", str(out)])
+    assert r.exit_code == 2
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("problems: arith:3\nbogus: 1\n")
+    r = runner.invoke(app, ["generate", "--recipe", str(recipe), "--out", str(out)])
+    assert r.exit_code == 2 and "bogus" in r.output
+    assert not out.exists()
