@@ -66,7 +66,9 @@ class TreeSearch:
             self.total_visits += 1
             ctx.stats.searches += 1
             path = await self._locate_first_error(candidate)
-            if path is not None:
+            # Rollouts that share the prefix where the first error lies give the same path.
+            if path is not None and ctx.key(path.steps) not in seen:
+                seen.add(ctx.key(path.steps))
                 paths.append(path)
         return ctx.finish(paths)
 
