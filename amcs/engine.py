@@ -171,32 +171,30 @@ async def generate(
         finished[index] = _Outcome(problem, result, reason, time.monotonic() - start)
         progressed.set()
 
-    def commit(outcome: _Outcome) -> None:
+    def record(outcome: _Outcome) -> dict:
         p, r = outcome.problem, outcome.result
+        base = {"problem_id": p.id, "question": p.question, "answer": p.answer}
         if r is None:
-            writer.write_problem(
-                p.id,
-                p.question,
-                p.answer,
-                [],
-                status="failed",
-                reason=outcome.reason,
-                stats={"wall_time": round(outcome.seconds, 3)},
-            )
             counters.failed += 1
-            return
+            stats = {"wall_time": round(outcome.seconds, 3)}
+            return base | {
+                "paths": [],
+                "status": "failed",
+                "reason": outcome.reason,
+                "stats": stats,
+            }
         paths = [dict(path, method=config.method, model=model_name) for path in r.paths]
         stats = r.stats.to_dict() | {
             "wall_time": round(outcome.seconds, 3),
             "labels_positive": r.labels_positive,
             "labels_negative": r.labels_negative,
         }
-        writer.write_problem(p.id, p.question, p.answer, paths, stats=stats, tree=r.tree)
         counters.done += 1
         counters.paths += len(paths)
         counters.labels_positive += r.labels_positive
         counters.labels_negative += r.labels_negative
         counters.early_exits += r.stats.early_exits
+        return base | {"paths": paths, "stats": stats, "tree": r.tree}
 
     async def write_in_order() -> None:
         nonlocal next_to_write
@@ -204,8 +202,12 @@ async def generate(
             while next_to_write not in finished:
                 progressed.clear()
                 await progressed.wait()
-            commit(finished.pop(next_to_write))
-            next_to_write += 1
+            # Everything finished in order so far goes out in one commit (one fsync per file).
+            batch = []
+            while next_to_write in finished:
+                batch.append(record(finished.pop(next_to_write)))
+                next_to_write += 1
+            writer.write_problems(batch)
             progressed.set()  # the launcher may be waiting for the window to move
 
     async def launch_all(tg: asyncio.TaskGroup) -> None:

@@ -39,4 +39,8 @@ def prompt_ids(
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         # transformers 5 may return a BatchEncoding-like mapping.
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-    return tokenizer(plain_prompt(question, template), add_special_tokens=False)["input_ids"]
+    text = plain_prompt(question, template)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the same ids without transformers' per-call overhead
+        return backend.encode(text, add_special_tokens=False).ids
+    return tokenizer(text, add_special_tokens=False)["input_ids"]

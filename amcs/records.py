@@ -130,31 +130,60 @@ class RecordWriter:
         tree: dict | None = None,
     ) -> None:
         """Append one problem's data lines, then its meta line; it is done once this returns."""
-        if problem_id in self.done_ids:
-            raise ValueError(f"problem {problem_id!r} is already in {self.meta_path}")
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        self.write_problems(
+            [
+                {
+                    "problem_id": problem_id,
+                    "question": question,
+                    "answer": answer,
+                    "paths": paths,
+                    "status": status,
+                    "reason": reason,
+                    "stats": stats,
+                    "tree": tree,
+                }
+            ]
+        )
+
+    def write_problems(self, problems: Sequence[dict]) -> None:
+        """Commit several problems (each a dict of write_problem's arguments) with one fsync per
+        file: all data lines, then all meta lines. They are done once this returns."""
+        ids = [p["problem_id"] for p in problems]
+        for pid in ids:
+            if pid in self.done_ids or ids.count(pid) > 1:
+                raise ValueError(f"problem {pid!r} is already in {self.meta_path}")
         # Build every line before writing any, so a bad path leaves the files untouched.
-        data = b"".join(_dump(_data_line(problem_id, question, answer, p)) for p in paths)
-        self._data.write(data)
+        chunks, metas = [], []
+        end = self._data.tell()
+        for p in problems:
+            status = p.get("status", "ok")
+            if status not in STATUSES:
+                raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+            pid, paths = p["problem_id"], p["paths"]
+            data = b"".join(_dump(_data_line(pid, p["question"], p["answer"], x)) for x in paths)
+            end += len(data)
+            chunks.append(data)
+            metas.append(
+                {
+                    "problem_id": pid,
+                    "question": p["question"],
+                    "answer": p["answer"],
+                    "status": status,
+                    "reason": p.get("reason"),
+                    "paths": len(paths),
+                    "stats": p.get("stats") or {},
+                    "tree": p.get("tree"),
+                    "data_end": end,
+                }
+            )
+        self._data.write(b"".join(chunks))
         self._data.flush()
         os.fsync(self._data.fileno())
-        meta = {
-            "problem_id": problem_id,
-            "question": question,
-            "answer": answer,
-            "status": status,
-            "reason": reason,
-            "paths": len(paths),
-            "stats": stats or {},
-            "tree": tree,
-            "data_end": self._data.tell(),
-        }
-        self._meta.write(_dump(meta))
+        self._meta.write(b"".join(_dump(m) for m in metas))
         self._meta.flush()
         os.fsync(self._meta.fileno())
-        self.done_ids.add(problem_id)
-        self.completed.append(meta)
+        self.done_ids.update(ids)
+        self.completed.extend(metas)
 
     def close(self) -> None:
         for f in (self._data, self._meta, self._lock):

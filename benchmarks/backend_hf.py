@@ -79,7 +79,8 @@ def main() -> None:
         label = r.get("label", str(r["concurrency"]))
         print(f"{label:>20} {r['rollouts_per_s']:>11.1f} {r['tokens_per_s']:>10.0f} {ratio:>7.1f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"model": args.model, "runs": rows}, indent=2) + "\n")
+    model = "amcs/tiny-arith-policy" if args.model == str(TINY_POLICY) else args.model
+    args.out.write_text(json.dumps({"model": model, "runs": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

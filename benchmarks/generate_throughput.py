@@ -90,15 +90,21 @@ async def main_async(args) -> dict:
     problems = arith_problems(args.problems, seed=4242)
     backend = HFBackend(max_batch_size=args.batch_size)
     results: dict = {"config": {"problems": args.problems, "batch_size": args.batch_size}}
-    try:
-        runs = [await run_engine(backend, problems, c, config) for c in (1, 64)]
-        results["engine"] = runs
-        prompts = [prompt_ids(backend.tokenizer, p.question) for p in problems]
-        # The backend's peak: every prompt k0 times, all submitted at once.
-        peak = await measure(
+    prompts = [prompt_ids(backend.tokenizer, p.question) for p in problems]
+
+    async def peak() -> dict:
+        # Every prompt k0 times, all submitted at once: the backend's best case.
+        return await measure(
             backend, prompts * config.k0, len(prompts) * config.k0, args.max_new_tokens
         )
-        results["backend_peak"] = peak
+
+    try:
+        # The peak is measured before and after the engine runs; the higher one is the baseline.
+        before = await peak()
+        results["engine"] = [await run_engine(backend, problems, c, config) for c in (1, 64)]
+        after = await peak()
+        results["backend_peak_runs"] = [before, after]
+        results["backend_peak"] = max(before, after, key=lambda r: r["tokens_per_s"])
 
         # Precomputed rollouts for the overhead run: 24 real rollouts per problem's root.
         pools = {}
@@ -122,7 +128,7 @@ async def main_async(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--problems", type=int, default=64)
-    ap.add_argument("--overhead-problems", type=int, default=512)
+    ap.add_argument("--overhead-problems", type=int, default=4096)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=200)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/generate_throughput.json"))

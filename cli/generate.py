@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "overwrite": False,
     "request_timeout": None,
     "retries": 3,
+    "max_batch_size": 128,
 }
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -71,6 +72,9 @@ def generate_command(
     concurrency: int | None = typer.Option(None, help="Searches running at once. [default: 64]"),
     max_inflight: int | None = typer.Option(
         None, help="Backend requests in flight. [default: 128]"
+    ),
+    max_batch_size: int | None = typer.Option(
+        None, help="hf backend: sequences decoded together. [default: 128]"
     ),
     seed: int | None = typer.Option(
         None, help="Run seed; per-problem seeds derive from it. [default: 0]"
@@ -121,6 +125,7 @@ def generate_command(
         "out": out,
         "concurrency": concurrency,
         "max_inflight": max_inflight,
+        "max_batch_size": max_batch_size,
         "seed": seed,
         "shard": shard,
         "threshold": threshold,
@@ -183,7 +188,9 @@ def _run(opts: dict, config, todo, writer, quiet: bool):
 
     async def main() -> None:
         try:
-            backend = make_backend(opts["backend"], model_name)
+            backend = make_backend(
+                opts["backend"], model_name, max_batch_size=int(opts["max_batch_size"])
+            )
         except (OSError, ValueError) as exc:
             fail(f"cannot load {opts['backend']} backend with model {model_name}: {exc}")
         display = RunDisplay(counters, quiet=quiet)

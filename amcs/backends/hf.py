@@ -1,27 +1,28 @@
 """The transformers backend: the CPU default, also runs on CUDA.
 
-Concurrent ``sample`` calls are queued as rows (one per requested rollout) and gathered into
-left-padded batches that a single worker thread decodes with a KV cache, so the event loop never
-blocks and many searches share every forward pass. Each row draws its random numbers from its own
-seed, so a rollout does not depend on which other requests happened to share its batch.
+Concurrent ``sample`` calls become rows (one per requested rollout) that a single worker thread
+decodes together with a KV cache, by continuous batching: rows that arrive while others are being
+decoded are prefilled and join the running batch at the next step, and finished rows leave it at
+once, so many searches share every forward pass and the event loop never blocks. Each row draws
+its random numbers from its own seed, so a rollout does not depend on which other rows shared its
+batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import threading
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from amcs.assets import TINY_POLICY
 from amcs.backends.base import Rollout, SamplingParams
-
-_MASK = 2**63 - 1
 
 
 def row_seed(seed: int, index: int) -> int:
@@ -29,12 +30,43 @@ def row_seed(seed: int, index: int) -> int:
     return random.Random(f"{seed}:{index}").getrandbits(63)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Row:
     prompt_ids: list[int]
     params: SamplingParams
     seed: int
     future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    budget: int = 0
+    uniforms: list[float] = field(default_factory=list)
+    out_ids: list[int] = field(default_factory=list)
+    logprob_sum: float = 0.0
+    tail: str = ""
+
+    def resolve(self, result: Rollout | BaseException) -> None:
+        """Hand the result to the caller's event loop (called from the worker thread)."""
+        self.loop.call_soon_threadsafe(_settle, self.future, result)
+
+
+def _settle(future: asyncio.Future, result) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+@dataclass(eq=False)
+class _Batch:
+    """The rows being decoded: their KV cache, attention mask (left padding), the position of
+    each row's last token, and the logits for each row's next token."""
+
+    rows: list[_Row]
+    cache: DynamicCache
+    mask: torch.Tensor
+    positions: torch.Tensor
+    logits: torch.Tensor
 
 
 class HFBackend:
@@ -49,7 +81,7 @@ class HFBackend:
         *,
         device: str | None = None,
         dtype: torch.dtype | None = None,
-        max_batch_size: int = 64,
+        max_batch_size: int = 128,
         seed: int = 0,
     ) -> None:
         self.model_name = str(model)
@@ -62,211 +94,225 @@ class HFBackend:
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
         eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
-        self.pad_id = (
-            self.tokenizer.pad_token_id
-            if self.tokenizer.pad_token_id is not None
-            else next(iter(self.eos_ids), 0)
-        )
+        self._eos = torch.tensor(sorted(self.eos_ids), device=self.device)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else next(iter(self.eos_ids), 0)
         self._rng = random.Random(seed)
-        self._pending: list[_Row] = []
-        self._wakeup: asyncio.Event | None = None
-        self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amcs-hf")
-        # Token pieces for stop-string checks, decoded once.
-        self._pieces: list[str] | None = None
-        # Counters for progress displays and benchmarks.
-        self.batches_run = 0
+        self._pending: deque[_Row] = deque()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._pieces: list[str] | None = None  # decoded tokens, for stop strings
+        # Counters for progress displays, benchmarks and tests.
+        self.forward_passes = 0
+        self.peak_rows = 0
         self.rows_run = 0
         self.tokens_generated = 0
 
     # --- the protocol -----------------------------------------------------------------------
 
     async def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Rollout]:
+        if self._closed:
+            raise RuntimeError("backend is closed")
         if n < 1:
             return []
         if not prompt_ids:
             raise ValueError("prompt_ids is empty")
+        budget = params.max_new_tokens
+        if self.max_positions:
+            budget = min(budget, self.max_positions - len(prompt_ids))
+        if budget < 1:
+            raise ValueError(
+                f"prompt of {len(prompt_ids)} tokens leaves no room to generate "
+                f"(model context {self.max_positions})"
+            )
         loop = asyncio.get_running_loop()
-        if self._worker is None or self._worker.done():
-            self._wakeup = asyncio.Event()
-            self._worker = loop.create_task(self._serve(), name="amcs-hf-batcher")
-        futures = []
+        rows = []
         for i in range(n):
             seed = (
                 row_seed(params.seed, i) if params.seed is not None else self._rng.getrandbits(63)
             )
-            future = loop.create_future()
-            self._pending.append(_Row(list(prompt_ids), params, seed, future))
-            futures.append(future)
-        self._wakeup.set()
+            rows.append(_Row(list(prompt_ids), params, seed, loop.create_future(), loop, budget))
+        with self._wake:
+            self._pending.extend(rows)
+            self._wake.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="amcs-hf", daemon=True)
+            self._thread.start()
         try:
-            return list(await asyncio.gather(*futures))
+            return list(await asyncio.gather(*(r.future for r in rows)))
         except asyncio.CancelledError:
-            for f in futures:
-                f.cancel()
+            for r in rows:
+                r.future.cancel()  # the worker drops cancelled rows at its next step
             raise
 
     async def aclose(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
-        self._executor.shutdown(wait=True)
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
 
-    # --- batching ---------------------------------------------------------------------------
+    # --- the worker thread ------------------------------------------------------------------
 
-    async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            self._pending = [r for r in self._pending if not r.future.done()]
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                # Let every caller that is ready right now enqueue before the batch is cut.
-                await asyncio.sleep(0)
-                continue
-            batch = self._pending[: self.max_batch_size]
-            self._pending = self._pending[self.max_batch_size :]
-            try:
-                results = await loop.run_in_executor(self._executor, self._generate, batch)
-            except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
-                for row in batch:
-                    if not row.future.done():
-                        row.future.set_exception(exc)
-                continue
-            for row, rollout in zip(batch, results, strict=True):
-                if not row.future.done():
-                    row.future.set_result(rollout)
+    def _serve(self) -> None:
+        batch: _Batch | None = None
+        with torch.inference_mode():
+            while True:
+                with self._wake:
+                    while not self._pending and batch is None and not self._closed:
+                        self._wake.wait()
+                    if self._closed:
+                        break
+                    room = self.max_batch_size - (len(batch.rows) if batch else 0)
+                    # Joining costs a prefill and a copy of the running cache, so rows join in
+                    # groups: when the batch is empty or has at least half its room free.
+                    if batch is not None and room < self.max_batch_size // 2:
+                        room = 0
+                    new = []
+                    while self._pending and len(new) < room:
+                        row = self._pending.popleft()
+                        if not row.future.cancelled():
+                            new.append(row)
+                try:
+                    if new:
+                        batch = self._merge(batch, self._prefill(new))
+                    if batch is not None:
+                        batch = self._step(batch)
+                except Exception as exc:  # noqa: BLE001 - every caller in the batch gets it
+                    for row in (batch.rows if batch else []) + new:
+                        row.resolve(exc)
+                    batch = None
+        closed = RuntimeError("backend closed")
+        for row in (batch.rows if batch else []) + list(self._pending):
+            row.resolve(closed)
 
-    # --- decoding (worker thread) -----------------------------------------------------------
-
-    def _stop_pieces(self) -> list[str]:
-        if self._pieces is None:
-            vocab = len(self.tokenizer)
-            self._pieces = [self.tokenizer.decode([i]) for i in range(vocab)]
-        return self._pieces
-
-    @torch.inference_mode()
-    def _generate(self, rows: list[_Row]) -> list[Rollout]:
-        dev = self.device
-        b = len(rows)
-        budgets = []
-        for row in rows:
-            budget = row.params.max_new_tokens
-            if self.max_positions:
-                budget = min(budget, self.max_positions - len(row.prompt_ids))
-            if budget < 1:
-                raise ValueError(
-                    f"prompt of {len(row.prompt_ids)} tokens leaves no room to generate "
-                    f"(model context {self.max_positions})"
-                )
-            budgets.append(budget)
-        steps = max(budgets)
-
-        width = max(len(r.prompt_ids) for r in rows)
-        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((b, width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
-            mask[i, width - len(row.prompt_ids) :] = 1
-        ids, mask = ids.to(dev), mask.to(dev)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-
-        temperature = torch.tensor([r.params.temperature for r in rows], device=dev)
-        top_p = torch.tensor([r.params.top_p for r in rows], device=dev)
-        top_k = torch.tensor([r.params.top_k for r in rows], device=dev)
-        uniforms = torch.stack(
-            [
-                torch.rand(steps, generator=torch.Generator().manual_seed(r.seed & _MASK))
-                for r in rows
-            ]
-        ).to(dev)
-        eos = torch.tensor(sorted(self.eos_ids), device=dev)
-
-        cache = DynamicCache(config=self.model.config)
-        logits = self.model(
+    def _forward(self, ids, mask, positions, cache, **kw) -> torch.Tensor:
+        self.forward_passes += 1
+        self.peak_rows = max(self.peak_rows, ids.shape[0])
+        out = self.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1, :]
+            **kw,
+        )
+        return out.logits[:, -1, :].float()
 
-        out_ids: list[list[int]] = [[] for _ in rows]
-        logprob_sums = [0.0] * b
-        finish = [""] * b
-        stops = [r.params.stop for r in rows]
-        pieces = self._stop_pieces() if any(stops) else None
-        tails = [""] * b
-        active = torch.arange(b, device=dev)  # which original rows are still in the batch
-        for t in range(steps):
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            tokens = _choose(
-                logprobs, temperature[active], top_p[active], top_k[active], uniforms[active, t]
-            )
-            chosen_lp = logprobs.gather(1, tokens[:, None]).squeeze(1)
-            is_eos = torch.isin(tokens, eos)
-            keep = []
-            for j, (row_idx, tok, lp, end) in enumerate(
-                zip(
-                    active.tolist(),
-                    tokens.tolist(),
-                    chosen_lp.tolist(),
-                    is_eos.tolist(),
-                    strict=True,
-                )
-            ):
-                if end:
-                    finish[row_idx] = "stop"
-                    continue
-                out_ids[row_idx].append(tok)
-                logprob_sums[row_idx] += lp
-                if pieces is not None and stops[row_idx]:
-                    longest = max(len(s) for s in stops[row_idx])
-                    tails[row_idx] = (tails[row_idx] + pieces[tok])[-(longest + 16) :]
-                    if any(s in tails[row_idx] for s in stops[row_idx]):
-                        finish[row_idx] = "stop"
-                        continue
-                if len(out_ids[row_idx]) >= budgets[row_idx]:
-                    finish[row_idx] = "length"
-                    continue
+    def _prefill(self, rows: list[_Row]) -> _Batch:
+        dev = self.device
+        width = max(len(r.prompt_ids) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
+            mask[i, width - len(row.prompt_ids) :] = 1
+            gen = torch.Generator().manual_seed(row.seed)
+            row.uniforms = torch.rand(row.budget, generator=gen, dtype=torch.float64).tolist()
+        ids, mask = ids.to(dev), mask.to(dev)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(ids, mask, positions, cache, logits_to_keep=1)
+        self.rows_run += len(rows)
+        return _Batch(rows, cache, mask, positions[:, -1:], logits)
+
+    @staticmethod
+    def _merge(a: _Batch | None, b: _Batch) -> _Batch:
+        """One batch from two: left-pad the shorter to the other's length, stack the rows."""
+        if a is None:
+            return b
+        length = max(a.mask.shape[1], b.mask.shape[1])
+        for x in (a, b):
+            pad = length - x.mask.shape[1]
+            if pad:
+                x.mask = F.pad(x.mask, (pad, 0))
+                for layer in x.cache.layers:
+                    layer.keys = F.pad(layer.keys, (0, 0, pad, 0))
+                    layer.values = F.pad(layer.values, (0, 0, pad, 0))
+        for la, lb in zip(a.cache.layers, b.cache.layers, strict=True):
+            la.keys = torch.cat([la.keys, lb.keys])
+            la.values = torch.cat([la.values, lb.values])
+        return _Batch(
+            a.rows + b.rows,
+            a.cache,
+            torch.cat([a.mask, b.mask]),
+            torch.cat([a.positions, b.positions]),
+            torch.cat([a.logits, b.logits]),
+        )
+
+    def _stop_pieces(self) -> list[str]:
+        if self._pieces is None:
+            self._pieces = [self.tokenizer.decode([i]) for i in range(len(self.tokenizer))]
+        return self._pieces
+
+    def _step(self, batch: _Batch) -> _Batch | None:
+        """Sample one token for every row, finish the rows that are done, then run the model one
+        step for the rest. Returns the batch that goes on, or None when it is empty."""
+        dev = self.device
+        rows = batch.rows
+        logprobs = torch.log_softmax(batch.logits, dim=-1)
+        tokens = _choose(
+            logprobs,
+            torch.tensor([r.params.temperature for r in rows], device=dev),
+            torch.tensor([r.params.top_p for r in rows], device=dev),
+            torch.tensor([r.params.top_k for r in rows], device=dev),
+            torch.tensor(
+                [r.uniforms[len(r.out_ids)] for r in rows], device=dev, dtype=torch.float64
+            ),
+        )
+        chosen = logprobs.gather(1, tokens[:, None]).squeeze(1).tolist()
+        is_eos = torch.isin(tokens, self._eos).tolist()
+        keep = []
+        for j, (row, tok, lp, end) in enumerate(
+            zip(rows, tokens.tolist(), chosen, is_eos, strict=True)
+        ):
+            if row.future.cancelled():
+                continue
+            finish = "stop" if end else None
+            if not end:
+                row.out_ids.append(tok)
+                row.logprob_sum += lp
+                if row.params.stop and self._hits_stop(row, tok):
+                    finish = "stop"
+                elif len(row.out_ids) >= row.budget:
+                    finish = "length"
+            if finish is None:
                 keep.append(j)
-            if not keep:
-                break
-            if len(keep) < len(active):
-                # Drop finished rows from the batch so later steps only pay for live ones.
-                sel = torch.tensor(keep, device=dev)
-                cache.reorder_cache(sel)
-                active, tokens, mask, positions = (
-                    active[sel],
-                    tokens[sel],
-                    mask[sel],
-                    positions[sel],
+            else:
+                self.tokens_generated += len(row.out_ids)
+                row.resolve(
+                    Rollout(
+                        token_ids=row.out_ids,
+                        text=self.tokenizer.decode(row.out_ids),
+                        logprob_sum=row.logprob_sum,
+                        finish_reason=finish,
+                    )
                 )
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            positions = positions[:, -1:] + 1
-            logits = self.model(
-                input_ids=tokens[:, None],
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=cache,
-                use_cache=True,
-            ).logits[:, -1, :]
+        if not keep:
+            return None
+        if len(keep) < len(rows):
+            sel = torch.tensor(keep, device=dev)
+            batch.cache.reorder_cache(sel)
+            batch.rows = [rows[j] for j in keep]
+            batch.mask, batch.positions, tokens = batch.mask[sel], batch.positions[sel], tokens[sel]
+            # Drop leading columns that are padding for every remaining row.
+            lead = int((batch.mask.cumsum(-1) == 0).sum(-1).min())
+            if lead:
+                batch.mask = batch.mask[:, lead:]
+                for layer in batch.cache.layers:
+                    layer.keys = layer.keys[:, :, lead:]
+                    layer.values = layer.values[:, :, lead:]
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
+        batch.positions = batch.positions + 1
+        batch.logits = self._forward(tokens[:, None], batch.mask, batch.positions, batch.cache)
+        return batch
 
-        self.batches_run += 1
-        self.rows_run += b
-        self.tokens_generated += sum(len(x) for x in out_ids)
-        return [
-            Rollout(
-                token_ids=out_ids[i],
-                text=self.tokenizer.decode(out_ids[i]),
-                logprob_sum=logprob_sums[i],
-                finish_reason=finish[i] or "length",
-            )
-            for i in range(b)
-        ]
+    def _hits_stop(self, row: _Row, token: int) -> bool:
+        longest = max(len(s) for s in row.params.stop)
+        row.tail = (row.tail + self._stop_pieces()[token])[-(longest + 16) :]
+        return any(s in row.tail for s in row.params.stop)
 
 
 def _choose(
@@ -280,15 +326,13 @@ def _choose(
     tempered, top-k and top-p filtered distribution with the row's own uniform number u."""
     greedy = logprobs.argmax(-1)
     temp = temperature.clamp(min=1e-5)[:, None]
-    probs = torch.softmax(logprobs / temp, dim=-1)
+    probs = torch.softmax(logprobs / temp, dim=-1).double()
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     rank = torch.arange(probs.shape[-1], device=probs.device)[None, :]
     k = torch.where(top_k > 0, top_k, probs.shape[-1])[:, None]
-    before = sorted_probs.cumsum(-1) - sorted_probs  # mass of higher-ranked tokens
+    before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the higher-ranked tokens
     keep = (rank < k) & ((before < top_p[:, None]) | (rank == 0))
-    sorted_probs = sorted_probs * keep
-    cdf = sorted_probs.cumsum(-1)
-    target = u[:, None] * cdf[:, -1:]
-    index = (cdf <= target).sum(-1).clamp(max=probs.shape[-1] - 1)
+    cdf = (sorted_probs * keep).cumsum(-1)
+    index = (cdf <= u[:, None] * cdf[:, -1:]).sum(-1).clamp(max=probs.shape[-1] - 1)
     sampled = order.gather(1, index[:, None]).squeeze(1)
     return torch.where(temperature > 0, sampled, greedy)

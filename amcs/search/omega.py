@@ -51,8 +51,8 @@ class TreeSearch:
         for rollout, ok in root_drawn:
             if len(paths) >= self.config.positive_paths:
                 break
-            steps = ctx.splitter.split(rollout.token_ids)
-            if ok and steps and ctx.key(steps) not in seen:
+            steps = ctx.splitter.split(rollout.token_ids) if ok else []
+            if steps and ctx.key(steps) not in seen:
                 seen.add(ctx.key(steps))
                 paths.append(ctx.labelled_path(steps, last=(1.0, 1)))
 

@@ -71,7 +71,8 @@ def main() -> None:
         )
     print(f"({time.perf_counter() - start:.0f} s)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"model": str(args.model), "runs": results}, indent=2) + "\n")
+    model = "amcs/tiny-arith-policy" if args.model == TINY_POLICY else str(args.model)
+    args.out.write_text(json.dumps({"model": model, "runs": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
