@@ -171,7 +171,9 @@ def generate_command(
     )
     with writer:
         counters = _run(opts, config, todo, writer, quiet)
-    Console(stderr=True).print(summary_table(counters, opts["out"]))
+    console = Console(stderr=True)
+    console.print()
+    console.print(summary_table(counters, opts["out"]))
     if counters.failed:
         err.print(f"[yellow]{counters.failed} problem(s) failed; see {writer.meta_path}[/yellow]")
 

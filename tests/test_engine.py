@@ -59,6 +59,12 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(backend, tmp_pat
     assert a != (tmp_path / "c.jsonl").read_bytes()
     meta = read_meta(meta_path_for(tmp_path / "a.jsonl"))
     assert [m["problem_id"] for m in meta] == [p.id for p in problems]  # input order
+    # The data file is a dataset as it stands.
+    import datasets
+
+    ds = datasets.load_dataset("json", data_files=str(tmp_path / "a.jsonl"), split="train")
+    assert len(ds) == sum(m["paths"] for m in meta) > 0
+    assert set(ds.column_names) >= {"prompt", "completions", "labels", "values", "rollouts"}
 
 
 def test_shards_partition_the_job_and_match_the_whole_run(backend, tmp_path):
