@@ -1,6 +1,7 @@
 """The command line as a user meets it."""
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -64,3 +65,30 @@ def test_generate_rejects_bad_options_before_loading_a_model(tmp_path):
     r = runner.invoke(app, ["generate", "--recipe", str(recipe), "--out", str(out)])
     assert r.exit_code == 2 and "bogus" in r.output
     assert not out.exists()
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def test_recipes_are_valid():
+    from amcs.recipes import load_recipe
+    from amcs.search import make_config
+    from cli.generate import DEFAULTS
+
+    for path in sorted(RECIPES.glob("*/generate.yaml")):
+        recipe = load_recipe(path)
+        search = recipe.pop("search", {})
+        assert set(recipe) <= set(DEFAULTS), path
+        make_config(recipe.get("method", "amcs"), **search)
+
+
+def test_tiny_recipe_runs_end_to_end_with_command_line_overrides(tmp_path):
+    out = tmp_path / "r.jsonl"
+    recipe = RECIPES / "tiny-arith" / "generate.yaml"
+    result = runner.invoke(
+        app, ["generate", "--recipe", str(recipe), "--limit", "3", "--out", str(out), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines and all(r["method"] == "amcs" for r in lines)
+    assert len({r["problem_id"] for r in lines}) <= 3

@@ -86,6 +86,13 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def label(backend, grader, problem, method, seed, **overrides):
+    """Run one search of `problem` with the real policy and grader."""
+    config = make_config(method, **overrides)
+    ids = prompt_ids(backend.tokenizer, problem.question)
+    return run(run_search(problem, backend, grader, config, ids, seed=seed))
+
+
 def fake_draw(p_correct: float, seed: int):
     """Outcomes with known success probability, for the estimators alone."""
     rng = random.Random(seed)
@@ -153,16 +160,15 @@ def test_labelled_paths_are_consistent_with_the_search(backend, grader):
     """Every AMCS path: labels are MC > threshold; steps before the last are positive; a path
     ending in a negative step ends at a measured MC of 0; no path is written twice."""
     for problem in arith_problems(8, seed=5):
-        config = make_config("amcs", max_new_tokens=120, rollout_budget=60, max_search_count=4)
-        result = run(
-            run_search(
-                problem,
-                backend,
-                grader,
-                config,
-                prompt_ids(backend.tokenizer, problem.question),
-                seed=1,
-            )
+        result = label(
+            backend,
+            grader,
+            problem,
+            "amcs",
+            1,
+            max_new_tokens=120,
+            rollout_budget=60,
+            max_search_count=4,
         )
         assert result.stats.rollouts <= 60
         seen = set()
@@ -186,23 +192,17 @@ def test_labelled_paths_are_consistent_with_the_search(backend, grader):
 )
 def test_amcs_never_exceeds_its_budget(backend, grader, budget, k0, eps, searches, seed):
     problem = arith_problems(1, seed=seed)[0]
-    config = make_config(
+    result = label(
+        backend,
+        grader,
+        problem,
         "amcs",
+        seed,
         rollout_budget=budget,
         k0=k0,
         eps_node=eps,
         max_search_count=searches,
         max_new_tokens=100,
-    )
-    result = run(
-        run_search(
-            problem,
-            backend,
-            grader,
-            config,
-            prompt_ids(backend.tokenizer, problem.question),
-            seed=seed,
-        )
     )
     assert result.stats.rollouts <= budget
     assert result.stats.searches <= searches
@@ -217,16 +217,8 @@ def test_amcs_never_exceeds_its_budget(backend, grader, budget, k0, eps, searche
 
 def test_shepherd_labels_every_step_with_n_rollouts(backend, grader):
     problem = arith_problems(1, seed=2)[0]
-    config = make_config("shepherd", k=4, num_solutions=3, max_new_tokens=120)
-    result = run(
-        run_search(
-            problem,
-            backend,
-            grader,
-            config,
-            prompt_ids(backend.tokenizer, problem.question),
-            seed=0,
-        )
+    result = label(
+        backend, grader, problem, "shepherd", 0, k=4, num_solutions=3, max_new_tokens=120
     )
     assert 1 <= len(result.paths) <= 3
     for path in result.paths:
