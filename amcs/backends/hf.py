@@ -103,11 +103,9 @@ class HFBackend:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._pieces: list[str] | None = None  # decoded tokens, for stop strings
-        # Counters for progress displays, benchmarks and tests.
+        # How much batching happens: forward passes run, and the most rows in one.
         self.forward_passes = 0
         self.peak_rows = 0
-        self.rows_run = 0
-        self.tokens_generated = 0
 
     # --- the protocol -----------------------------------------------------------------------
 
@@ -215,7 +213,6 @@ class HFBackend:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         logits = self._forward(ids, mask, positions, cache, logits_to_keep=1)
-        self.rows_run += len(rows)
         return _Batch(rows, cache, mask, positions[:, -1:], logits)
 
     @staticmethod
@@ -281,7 +278,6 @@ class HFBackend:
             if finish is None:
                 keep.append(j)
             else:
-                self.tokens_generated += len(row.out_ids)
                 row.resolve(
                     Rollout(
                         token_ids=row.out_ids,
