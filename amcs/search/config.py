@@ -37,6 +37,8 @@ class SearchConfig:
     k_max_node: int = 20
     k_step_scale: float = 12.0
     k_step_max: int = 6
+    # All-wrong early exit needs the Wilson upper bound below this; 1.0 exits at k0 (the paper).
+    zero_exit_upper: float = 1.0
     # Selection of the next (node, incorrect rollout) to search.
     selection: str = "adaptive"  # adaptive: (1 - w_t) Q + w_t U | sum: Q + U
     alpha: float = 0.5

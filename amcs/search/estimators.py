@@ -99,8 +99,10 @@ class FixedEstimator:
 class AdaptiveEstimator:
     """AMCS's adaptive estimate of MC(s).
 
-    1. Draw k0 rollouts. All correct or all wrong: MC = 1 or 0, stop (early exit).
-    2. Features per rollout (mean token NLL, log length), z-scored with the k0 rollouts' mean and
+    1. Draw k0 rollouts. All correct or all wrong: MC = 1 or 0, stop (early exit). With
+       zero_exit_upper < 1, all wrong stops only once the Wilson upper bound of the success rate
+       is below it (drawing k_step_max more at a time, up to k_max_node).
+    2. Features per rollout (mean token NLL, log length), z-scored with the first rollouts' mean and
        std (std 0 -> 1); K-means into K clusters (seeded); centroids fixed from then on.
     3. Per cluster j: Wilson interval on (n_j, successes_j), half-width h_j; cluster j is frozen
        when n_j >= freeze_n and h_j <= freeze_halfwidth.
@@ -119,6 +121,18 @@ class AdaptiveEstimator:
         outcomes = await draw(c.k0)
         if not outcomes:
             return Estimate(mc=0.0, rollouts=0)
+        # All wrong: a valid prefix with a low success rate also comes out all wrong often
+        # (0.85^6 = 0.38), so MC = 0 needs the Wilson upper bound below zero_exit_upper
+        # (1.0, the paper's rule, accepts the first k0).
+        while (
+            not any(ok for _, ok in outcomes)
+            and sum(wilson_interval(0, len(outcomes), c.wilson_z)) >= c.zero_exit_upper
+            and len(outcomes) < c.k_max_node
+        ):
+            more = await draw(min(c.k_step_max, c.k_max_node - len(outcomes)))
+            if not more:
+                break
+            outcomes += more
         wins = sum(ok for _, ok in outcomes)
         if wins in (0, len(outcomes)):
             return Estimate(mc=wins / len(outcomes), rollouts=len(outcomes), early_exit=True)

@@ -86,6 +86,18 @@ class TreeSearch:
         base = candidate.node.step_ids()
         parent = candidate.node
         lo, hi = 0, len(steps) - 1
+        # Prefixes of this rollout that other searches already estimated narrow the interval:
+        # positives before the first known zero raise lo, that zero lowers hi. Without this a
+        # path could pass a prefix already labelled 0 and contradict itself.
+        for idx in range(len(steps) - 1):
+            known = ctx.lookup(base + steps[: idx + 1])
+            if known is None or known.mc is None:
+                continue
+            if known.mc > 0:
+                parent, lo = known, idx + 1
+            else:
+                hi = idx
+                break
         while lo < hi:
             mid = (lo + hi) // 2
             node = ctx.child(parent, steps[lo : mid + 1])
