@@ -353,6 +353,20 @@ def plots(results: dict, out_dir: Path, stem: str) -> list[Path]:
     fig.savefig(path, dpi=120)
     written.append(path)
     plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, e in est.items():
+        marker = "s" if name.startswith("fixed") else "^"
+        ax.scatter(e["mean_rollouts_per_node"], e["mean_abs_error"], marker=marker, label=name)
+    ax.set_xlabel("mean rollouts per node")
+    ax.set_ylabel("mean |estimate - oracle|")
+    ax.set_title("Estimator error vs rollouts spent")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / f"{stem}_estimator_error.png"
+    fig.savefig(path, dpi=120)
+    written.append(path)
+    plt.close(fig)
     return written
 
 
@@ -399,13 +413,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="30 problems, a few settings (minutes)")
     ap.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--plots-only", action="store_true", help="redraw the plots from the JSON")
     args = ap.parse_args()
+    stem = "label_quality_quick" if args.quick else "label_quality"
+    if args.plots_only:
+        results = json.loads((args.out_dir / f"{stem}.json").read_text())
+        for path in plots(results, args.out_dir, stem):
+            print(f"wrote {path}")
+        return
 
     start = time.perf_counter()
     results = asyncio.run(main_async("quick" if args.quick else "full"))
     results["seconds"] = round(time.perf_counter() - start, 1)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "label_quality_quick" if args.quick else "label_quality"
     (args.out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     (args.out_dir / f"{stem}.md").write_text(table)
