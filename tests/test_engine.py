@@ -178,3 +178,27 @@ def test_cli_bad_problem_file_stops_before_generation(tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "p.jsonl:2: malformed JSON" in stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_ctrl_c_finishes_writes_and_leaves_a_resumable_file(tmp_path):
+    out = tmp_path / "data.jsonl"
+    meta = meta_path_for(out)
+    args = ["--problems", "arith:40", "--out", str(out), "--quiet", "--concurrency", "16"]
+    args += [f"--set={k}={v}" for k, v in SMALL.items()]
+    proc = _cli(*args)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if meta.exists() and meta.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "run the same command again to resume" in stderr
+    committed = read_meta(meta)
+    assert len(out.read_bytes()) == committed[-1]["data_end"]  # nothing half-written
+    assert all(json.loads(line) for line in out.read_text().splitlines())
+    resumed = _cli(*args)
+    _, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr[-3000:]
+    assert len(read_meta(meta)) == 40
