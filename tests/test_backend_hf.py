@@ -170,3 +170,16 @@ def test_bad_requests(backend):
     with pytest.raises(ValueError, match="no room"):
         run(backend.sample(too_long, 1, SamplingParams()))
     assert run(backend.sample([5], 0, SamplingParams())) == []
+
+
+@pytest.mark.gpu
+def test_cuda_greedy_matches_the_cpu_backend(backend, prompts):
+    gpu = HFBackend(TINY_POLICY, device="cuda", dtype=torch.float32)
+    try:
+        params = SamplingParams(temperature=0, max_new_tokens=100)
+        for ids in prompts[:4]:
+            (a,) = run(gpu.sample(ids, 1, params))
+            (b,) = run(backend.sample(ids, 1, params))
+            assert a.token_ids == b.token_ids
+    finally:
+        run(gpu.aclose())
