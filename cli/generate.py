@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "method": "amcs",
     "backend": "hf",
     "model": None,  # the bundled tiny policy
+    "url": None,  # server URL(s) for sglang-http / openai
     "out": "amcs-data.jsonl",
     "concurrency": 64,
     "max_inflight": 128,
@@ -62,9 +63,21 @@ def generate_command(
     ),
     limit: int | None = typer.Option(None, help="Only the first N problems (before sharding)."),
     method: str | None = typer.Option(None, help="amcs | omegaprm | shepherd. [default: amcs]"),
-    backend: str | None = typer.Option(None, help="hf (transformers). [default: hf]"),
+    backend: str | None = typer.Option(
+        None,
+        help="hf (transformers in process), sglang-http (SGLang /generate) or openai "
+        "(/v1/completions). [default: hf]",
+    ),
     model: str | None = typer.Option(
-        None, help="Policy model path or hub id. [default: the bundled tiny arithmetic policy]"
+        None,
+        help="Policy model path or hub id; for sglang-http/openai the tokenizer path, and for "
+        "openai also the served model name. [default: the bundled tiny arithmetic policy]",
+    ),
+    url: list[str] = typer.Option(
+        [],
+        "--url",
+        help="Server URL for sglang-http/openai, e.g. http://127.0.0.1:30000; repeat it for "
+        "several SGLang servers (round robin).",
     ),
     out: Path | None = typer.Option(
         None, help="Data file; meta goes to *.meta.jsonl. [default: amcs-data.jsonl]"
@@ -122,6 +135,7 @@ def generate_command(
         "method": method,
         "backend": backend,
         "model": model,
+        "url": list(url) or None,
         "out": out,
         "concurrency": concurrency,
         "max_inflight": max_inflight,
@@ -147,6 +161,8 @@ def generate_command(
     )
     from amcs.search import make_config
 
+    if opts["backend"] in ("sglang-http", "openai") and not opts["url"]:
+        fail(f"the {opts['backend']} backend needs a server URL: pass --url")
     try:
         config = make_config(opts["method"], **search_overrides)
     except (TypeError, ValueError) as exc:
@@ -190,11 +206,21 @@ def _run(opts: dict, config, todo, writer, quiet: bool):
 
     async def main() -> None:
         try:
-            backend = make_backend(
-                opts["backend"], model_name, max_batch_size=int(opts["max_batch_size"])
-            )
+            if opts["backend"] == "hf":
+                options: dict[str, Any] = {"max_batch_size": int(opts["max_batch_size"])}
+            else:
+                urls = opts["url"]
+                options = {"urls": [urls] if isinstance(urls, str) else list(urls or [])}
+            backend = make_backend(opts["backend"], model_name, **options)
         except (OSError, ValueError) as exc:
             fail(f"cannot load {opts['backend']} backend with model {model_name}: {exc}")
+        start = getattr(backend, "start", None)
+        if start is not None:
+            try:
+                await start()
+            except (OSError, ValueError) as exc:
+                await backend.aclose()
+                fail(str(exc))
         display = RunDisplay(counters, quiet=quiet)
         async with Grader(max_workers=min(2, os.cpu_count() or 1)) as grader:
             try:

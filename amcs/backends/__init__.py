@@ -6,15 +6,39 @@ from typing import Any
 
 from amcs.backends.base import Backend, Rollout, SamplingParams
 
-BACKENDS = ("hf",)
+BACKENDS = ("hf", "sglang-http", "openai")
 
 __all__ = ["BACKENDS", "Backend", "Rollout", "SamplingParams", "make_backend"]
 
 
 def make_backend(name: str, model: str, **options: Any) -> Backend:
-    """Create a backend by name; options are passed to its constructor."""
+    """Create a backend by name; options are passed to its constructor.
+
+    hf: `model` is the model path. sglang-http: `model` is the tokenizer path and option `urls`
+    (a list) the servers. openai: `model` is the served model name and the tokenizer path (or
+    option `tokenizer`), option `url` the server."""
     if name == "hf":
         from amcs.backends.hf import HFBackend
 
         return HFBackend(model, **options)
+    if name == "sglang-http":
+        from amcs.backends.http import SGLangHTTPBackend
+
+        urls = options.pop("urls", None) or options.pop("url", None)
+        if not urls:
+            raise ValueError("the sglang-http backend needs a server URL (--url)")
+        tokenizer = options.pop("tokenizer", None) or model
+        return SGLangHTTPBackend(urls, tokenizer, **options)
+    if name == "openai":
+        from amcs.backends.http import OpenAICompletionsBackend
+
+        urls = options.pop("urls", None) or options.pop("url", None)
+        if isinstance(urls, list | tuple):
+            if len(urls) != 1:
+                raise ValueError("the openai backend takes exactly one --url")
+            urls = urls[0]
+        if not urls:
+            raise ValueError("the openai backend needs a server URL (--url)")
+        tokenizer = options.pop("tokenizer", None) or model
+        return OpenAICompletionsBackend(urls, model, tokenizer, **options)
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,311 @@
+"""Backends that talk to a running inference server over HTTP; no engine is imported.
+
+``SGLangHTTPBackend`` uses SGLang's native ``POST /generate`` with ``input_ids`` (one URL, several
+URLs in round robin, or a sglang-router URL), so the prompt's token ids reach the engine exactly
+and its radix cache reports ``cached_tokens``. ``OpenAICompletionsBackend`` uses the
+OpenAI-compatible ``POST /v1/completions`` (vLLM, SGLang, llama.cpp) with the prompt as a list of
+token ids.
+
+Errors: a 4xx answer is a bad request and raises ValueError (the engine does not retry it); a 5xx
+answer, a refused or dropped connection raise ConnectionError, and a timeout TimeoutError, which
+the engine retries with backoff. Every message names the server's URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+from transformers import AutoTokenizer
+
+from amcs.backends.base import Rollout, SamplingParams
+
+
+def _load_tokenizer(tokenizer):
+    if isinstance(tokenizer, str | Path):
+        return AutoTokenizer.from_pretrained(tokenizer)
+    return tokenizer
+
+
+async def _post(
+    client: httpx.AsyncClient, url: str, body: dict, headers=None, server: str = "server"
+) -> Any:
+    """POST JSON and return the decoded answer, mapping failures as the module docstring says."""
+    try:
+        resp = await client.post(url, json=body, headers=headers)
+    except httpx.TimeoutException as exc:
+        raise TimeoutError(f"request to {url} timed out: {exc!r}") from exc
+    except httpx.TransportError as exc:
+        raise ConnectionError(f"cannot reach {server} at {url}: {exc!r}") from exc
+    if 400 <= resp.status_code < 500:
+        raise ValueError(f"{url} rejected the request: HTTP {resp.status_code}: {resp.text[:2000]}")
+    if resp.status_code >= 500:
+        raise ConnectionError(f"{url} failed: HTTP {resp.status_code}: {resp.text[:500]}")
+    try:
+        return resp.json()
+    except ValueError as exc:  # a broken answer is transient, not a bad request
+        raise ConnectionError(f"{url} sent a response that is not JSON: {resp.text[:200]}") from exc
+
+
+def _eos_ids(tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    return ids
+
+
+class SGLangHTTPBackend:
+    """SGLang's native ``/generate`` API on one or more servers.
+
+    Requests go round robin over ``urls``, at most ``max_inflight_per_server`` at once per server.
+    ``start()`` checks ``/health`` and ``/server_info`` on every server; ``sample`` calls it on
+    first use.
+    """
+
+    def __init__(
+        self,
+        urls: str | list[str],
+        tokenizer,
+        *,
+        timeout: float = 600,
+        max_inflight_per_server: int = 64,
+    ) -> None:
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        if not urls:
+            raise ValueError("sglang-http backend needs at least one server URL (--url)")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.tokenizer = _load_tokenizer(tokenizer)
+        self.timeout = timeout
+        self.max_inflight_per_server = max_inflight_per_server
+        self.server_info: dict[str, Any] = {}
+        self._client: httpx.AsyncClient | None = None
+        self._gates: list[asyncio.Semaphore] = []
+        self._next = itertools.count()
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._eos = _eos_ids(self.tokenizer)
+
+    async def start(self) -> None:
+        """Open the connection pool and check that every server is up."""
+        if self._started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            if self._client is None:
+                n = self.max_inflight_per_server * len(self.urls)
+                self._client = httpx.AsyncClient(
+                    timeout=httpx.Timeout(self.timeout, connect=min(30.0, self.timeout)),
+                    limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+                )
+            for url in self.urls:
+                try:
+                    health = await self._client.get(f"{url}/health", timeout=30)
+                    info = await self._client.get(f"{url}/server_info", timeout=30)
+                    if info.status_code == 404:  # older SGLang releases
+                        info = await self._client.get(f"{url}/get_server_info", timeout=30)
+                except httpx.HTTPError as exc:
+                    raise ConnectionError(
+                        f"cannot reach SGLang server at {url}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                if health.status_code != 200:
+                    raise ConnectionError(
+                        f"SGLang server at {url} is not healthy: /health answered HTTP "
+                        f"{health.status_code}"
+                    )
+                self.server_info[url] = info.json() if info.status_code == 200 else {}
+            self._gates = [asyncio.Semaphore(self.max_inflight_per_server) for _ in self.urls]
+            self._started = True
+
+    def _body(self, prompt_ids: list[int], n: int, params: SamplingParams) -> dict:
+        sp: dict[str, Any] = {
+            "n": n,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k if params.top_k > 0 else -1,
+            "max_new_tokens": params.max_new_tokens,
+            "stop": list(params.stop),
+            "no_stop_trim": True,
+        }
+        if params.seed is not None:
+            sp["sampling_seed"] = params.seed
+        return {"input_ids": list(prompt_ids), "sampling_params": sp, "return_logprob": True}
+
+    async def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Rollout]:
+        if n < 1:
+            return []
+        if not prompt_ids:
+            raise ValueError("prompt_ids is empty")
+        await self.start()
+        assert self._client is not None
+        i = next(self._next) % len(self.urls)
+        url = self.urls[i]
+        async with self._gates[i]:
+            data = await _post(
+                self._client,
+                f"{url}/generate",
+                self._body(prompt_ids, n, params),
+                server="SGLang server",
+            )
+        outs = data if isinstance(data, list) else [data]
+        if len(outs) != n:
+            raise ConnectionError(f"{url}/generate returned {len(outs)} outputs, asked for {n}")
+        return [self._rollout(o) for o in outs]
+
+    def _rollout(self, out: dict) -> Rollout:
+        meta = out.get("meta_info") or {}
+        fr = meta.get("finish_reason") or {}
+        kind = fr.get("type") if isinstance(fr, dict) else str(fr)
+        ids = list(out.get("output_ids") or [])
+        lps = [float(x[0]) for x in meta.get("output_token_logprobs") or [] if x[0] is not None]
+        # Rollout token ids exclude the end-of-sequence token; SGLang may include it.
+        matched = fr.get("matched") if isinstance(fr, dict) else None
+        if kind == "stop" and ids and (ids[-1] == matched or ids[-1] in self._eos):
+            if len(lps) == len(ids):
+                lps = lps[:-1]
+            ids = ids[:-1]
+        return Rollout(
+            token_ids=ids,
+            text=out.get("text", ""),
+            logprob_sum=sum(lps),
+            finish_reason="length" if kind == "length" else "stop",
+            cached_tokens=int(meta.get("cached_tokens") or 0),
+        )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        self._started = False
+
+
+class OpenAICompletionsBackend:
+    """The OpenAI-compatible ``/v1/completions`` API with a token-id prompt.
+
+    Token ids of a rollout come from ``logprobs.tokens``: vLLM's ``token_id:N`` form (with
+    ``return_tokens_as_token_ids``) is exact; token strings are mapped with
+    ``tokenizer.convert_tokens_to_ids``. Servers that return decoded text pieces instead of
+    vocabulary tokens (so some piece does not map) fall back to re-encoding the text, which may
+    tokenize differently from what the model sampled: prefer a server that returns tokens.
+
+    Stop strings are kept in the text: ``include_stop_str_in_output`` is sent (vLLM, SGLang), and
+    when the server still trims and says which stop it hit (``stop_reason``), it is appended.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        tokenizer,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout: float = 600,
+        extra_body: dict | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.model = model
+        self.tokenizer = _load_tokenizer(tokenizer)
+        self.timeout = timeout
+        self.extra_body = (
+            {"include_stop_str_in_output": True} if extra_body is None else dict(extra_body)
+        )
+        key = os.environ.get(api_key_env) if api_key_env else None
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client: httpx.AsyncClient | None = None
+        self._eos = _eos_ids(self.tokenizer)
+
+    async def start(self) -> None:
+        """Open the connection pool and check the server answers ``/v1/models``."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=min(30.0, self.timeout))
+            )
+            try:
+                await self._client.get(f"{self.url}/v1/models", headers=self._headers, timeout=30)
+            except httpx.HTTPError as exc:
+                await self.aclose()
+                raise ConnectionError(
+                    f"cannot reach OpenAI-compatible server at {self.url}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+
+    def _body(self, prompt_ids: list[int], n: int, params: SamplingParams) -> dict:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": list(prompt_ids),
+            "n": n,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+            "stop": list(params.stop) or None,
+            "logprobs": 1,
+        }
+        if params.top_k > 0:
+            body["top_k"] = params.top_k  # a vLLM / SGLang extension
+        if params.seed is not None:
+            body["seed"] = params.seed
+        return body | self.extra_body
+
+    async def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Rollout]:
+        if n < 1:
+            return []
+        if not prompt_ids:
+            raise ValueError("prompt_ids is empty")
+        if self._client is None:
+            await self.start()
+        assert self._client is not None
+        url = f"{self.url}/v1/completions"
+        data = await _post(self._client, url, self._body(prompt_ids, n, params), self._headers)
+        choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
+        if len(choices) != n:
+            raise ConnectionError(f"{url} returned {len(choices)} choices, asked for {n}")
+        usage = data.get("usage") or {}
+        cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        return [self._rollout(c, params, cached) for c in choices]
+
+    def _token_ids(self, tokens: list[str], text: str) -> list[int]:
+        if tokens and all(isinstance(t, str) and t.startswith("token_id:") for t in tokens):
+            return [int(t.removeprefix("token_id:")) for t in tokens]
+        unk = self.tokenizer.unk_token_id
+        ids = self.tokenizer.convert_tokens_to_ids(tokens) if tokens else []
+        if all(
+            i is not None and (i != unk or t == self.tokenizer.unk_token)
+            for i, t in zip(ids, tokens, strict=True)
+        ):
+            return list(ids)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _rollout(self, choice: dict, params: SamplingParams, cached: int) -> Rollout:
+        text = choice.get("text") or ""
+        finish = choice.get("finish_reason") or "stop"
+        stop_reason = choice.get("stop_reason")
+        lp = choice.get("logprobs") or {}
+        tokens = list(lp.get("tokens") or [])
+        lps = list(lp.get("token_logprobs") or [])
+        ids = self._token_ids(tokens, text)
+        if ids and len(ids) == len(lps) and finish == "stop" and ids[-1] in self._eos:
+            ids, lps = ids[:-1], lps[:-1]
+        if (
+            finish == "stop"
+            and isinstance(stop_reason, str)
+            and stop_reason in params.stop
+            and not text.endswith(stop_reason)
+        ):
+            text += stop_reason
+            ids = ids + self.tokenizer(stop_reason, add_special_tokens=False)["input_ids"]
+        return Rollout(
+            token_ids=ids,
+            text=text,
+            logprob_sum=sum(float(x) for x in lps if x is not None),
+            finish_reason="length" if finish == "length" else "stop",
+            cached_tokens=cached,
+        )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
