@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from amcs.problems import ProblemError, load_problems
 from amcs.recipes import RecipeError, load_recipe
@@ -23,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "backend": "hf",
     "model": None,  # the bundled tiny policy
     "url": None,  # server URL(s) for sglang-http / openai
+    "backend_options": None,  # recipe only: a mapping passed to the backend's constructor
     "out": "amcs-data.jsonl",
     "concurrency": 64,
     "max_inflight": 128,
@@ -40,7 +43,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(2)
 
 
@@ -65,7 +68,8 @@ def generate_command(
     method: str | None = typer.Option(None, help="amcs | omegaprm | shepherd. [default: amcs]"),
     backend: str | None = typer.Option(
         None,
-        help="hf (transformers in process), sglang-http (SGLang /generate) or openai "
+        help="hf (transformers in process), sglang (SGLang's engine in process; CUDA, "
+        "pip install 'amcs-prm[sglang]'), sglang-http (SGLang /generate) or openai "
         "(/v1/completions). [default: hf]",
     ),
     model: str | None = typer.Option(
@@ -163,6 +167,12 @@ def generate_command(
 
     if opts["backend"] in ("sglang-http", "openai") and not opts["url"]:
         fail(f"the {opts['backend']} backend needs a server URL: pass --url")
+    if opts["backend_options"] is not None and not isinstance(opts["backend_options"], dict):
+        fail("backend_options must be a mapping of option names to values")
+    if opts["backend"] == "sglang" and importlib.util.find_spec("sglang") is None:
+        from amcs.backends.sglang_engine import INSTALL_HINT
+
+        fail(INSTALL_HINT)
     try:
         config = make_config(opts["method"], **search_overrides)
     except (TypeError, ValueError) as exc:
@@ -208,11 +218,16 @@ def _run(opts: dict, config, todo, writer, quiet: bool):
         try:
             if opts["backend"] == "hf":
                 options: dict[str, Any] = {"max_batch_size": int(opts["max_batch_size"])}
+            elif opts["backend"] == "sglang":
+                options = {}
             else:
                 urls = opts["url"]
                 options = {"urls": [urls] if isinstance(urls, str) else list(urls or [])}
+            options |= opts["backend_options"] or {}
             backend = make_backend(opts["backend"], model_name, **options)
-        except (OSError, ValueError) as exc:
+        except ImportError as exc:  # an optional engine (sglang) is not installed
+            fail(str(exc))
+        except (OSError, ValueError, TypeError) as exc:
             fail(f"cannot load {opts['backend']} backend with model {model_name}: {exc}")
         start = getattr(backend, "start", None)
         if start is not None:

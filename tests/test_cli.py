@@ -75,7 +75,7 @@ def test_recipes_are_valid():
     from amcs.search import make_config
     from cli.generate import DEFAULTS
 
-    for path in sorted(RECIPES.glob("*/generate.yaml")):
+    for path in sorted(RECIPES.glob("*/generate*.yaml")):
         recipe = load_recipe(path)
         search = recipe.pop("search", {})
         assert set(recipe) <= set(DEFAULTS), path

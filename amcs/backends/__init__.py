@@ -6,7 +6,7 @@ from typing import Any
 
 from amcs.backends.base import Backend, Rollout, SamplingParams
 
-BACKENDS = ("hf", "sglang-http", "openai")
+BACKENDS = ("hf", "sglang", "sglang-http", "openai")
 
 __all__ = ["BACKENDS", "Backend", "Rollout", "SamplingParams", "make_backend"]
 
@@ -14,13 +14,20 @@ __all__ = ["BACKENDS", "Backend", "Rollout", "SamplingParams", "make_backend"]
 def make_backend(name: str, model: str, **options: Any) -> Backend:
     """Create a backend by name; options are passed to its constructor.
 
-    hf: `model` is the model path. sglang-http: `model` is the tokenizer path and option `urls`
-    (a list) the servers. openai: `model` is the served model name and the tokenizer path (or
-    option `tokenizer`), option `url` the server."""
+    hf: `model` is the model path. sglang: SGLang's engine in process (CUDA only, the `sglang`
+    extra); `model` is the model path, options tp_size, dp_size, mem_fraction_static,
+    context_length (or any other sglang.Engine argument); ImportError without SGLang.
+    sglang-http: `model` is the tokenizer path and option `urls` (a list) the servers.
+    openai: `model` is the served model name and the tokenizer path (or option `tokenizer`),
+    option `url` the server."""
     if name == "hf":
         from amcs.backends.hf import HFBackend
 
         return HFBackend(model, **options)
+    if name == "sglang":
+        from amcs.backends.sglang_engine import SGLangEngineBackend
+
+        return SGLangEngineBackend(model, **options)
     if name == "sglang-http":
         from amcs.backends.http import SGLangHTTPBackend
 

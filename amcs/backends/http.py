@@ -25,7 +25,7 @@ from transformers import AutoTokenizer
 from amcs.backends.base import Rollout, SamplingParams
 
 
-def _load_tokenizer(tokenizer):
+def load_tokenizer(tokenizer):
     if isinstance(tokenizer, str | Path):
         return AutoTokenizer.from_pretrained(tokenizer)
     return tokenizer
@@ -51,9 +51,48 @@ async def _post(
         raise ConnectionError(f"{url} sent a response that is not JSON: {resp.text[:200]}") from exc
 
 
-def _eos_ids(tokenizer) -> set[int]:
+def eos_ids(tokenizer) -> set[int]:
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     return ids
+
+
+def sglang_sampling_params(n: int, params: SamplingParams) -> dict[str, Any]:
+    """SGLang's ``sampling_params`` for ``n`` rollouts, the same over HTTP and in process."""
+    sp: dict[str, Any] = {
+        "n": n,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k if params.top_k > 0 else -1,
+        "max_new_tokens": params.max_new_tokens,
+        "stop": list(params.stop),
+        "no_stop_trim": True,  # stop strings stay in the text and token ids
+    }
+    if params.seed is not None:
+        sp["sampling_seed"] = params.seed
+    return sp
+
+
+def rollout_from_sglang(out: dict, eos_ids: set[int]) -> Rollout:
+    """One SGLang generate output (``text``, ``output_ids``, ``meta_info``), the same over HTTP
+    and from the in-process engine, as a Rollout; ``return_logprob`` must have been set."""
+    meta = out.get("meta_info") or {}
+    fr = meta.get("finish_reason") or {}
+    kind = fr.get("type") if isinstance(fr, dict) else str(fr)
+    ids = list(out.get("output_ids") or [])
+    lps = [float(x[0]) for x in meta.get("output_token_logprobs") or [] if x[0] is not None]
+    # Rollout token ids exclude the end-of-sequence token; SGLang may include it.
+    matched = fr.get("matched") if isinstance(fr, dict) else None
+    if kind == "stop" and ids and (ids[-1] == matched or ids[-1] in eos_ids):
+        if len(lps) == len(ids):
+            lps = lps[:-1]
+        ids = ids[:-1]
+    return Rollout(
+        token_ids=ids,
+        text=out.get("text", ""),
+        logprob_sum=sum(lps),
+        finish_reason="length" if kind == "length" else "stop",
+        cached_tokens=int(meta.get("cached_tokens") or 0),
+    )
 
 
 class SGLangHTTPBackend:
@@ -76,7 +115,7 @@ class SGLangHTTPBackend:
         if not urls:
             raise ValueError("sglang-http backend needs at least one server URL (--url)")
         self.urls = [u.rstrip("/") for u in urls]
-        self.tokenizer = _load_tokenizer(tokenizer)
+        self.tokenizer = load_tokenizer(tokenizer)
         self.timeout = timeout
         self.max_inflight_per_server = max_inflight_per_server
         self.server_info: dict[str, Any] = {}
@@ -85,7 +124,7 @@ class SGLangHTTPBackend:
         self._next = itertools.count()
         self._started = False
         self._start_lock: asyncio.Lock | None = None
-        self._eos = _eos_ids(self.tokenizer)
+        self._eos = eos_ids(self.tokenizer)
 
     async def start(self) -> None:
         """Open the connection pool and check that every server is up."""
@@ -122,18 +161,11 @@ class SGLangHTTPBackend:
             self._started = True
 
     def _body(self, prompt_ids: list[int], n: int, params: SamplingParams) -> dict:
-        sp: dict[str, Any] = {
-            "n": n,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "top_k": params.top_k if params.top_k > 0 else -1,
-            "max_new_tokens": params.max_new_tokens,
-            "stop": list(params.stop),
-            "no_stop_trim": True,
+        return {
+            "input_ids": list(prompt_ids),
+            "sampling_params": sglang_sampling_params(n, params),
+            "return_logprob": True,
         }
-        if params.seed is not None:
-            sp["sampling_seed"] = params.seed
-        return {"input_ids": list(prompt_ids), "sampling_params": sp, "return_logprob": True}
 
     async def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Rollout]:
         if n < 1:
@@ -154,27 +186,7 @@ class SGLangHTTPBackend:
         outs = data if isinstance(data, list) else [data]
         if len(outs) != n:
             raise ConnectionError(f"{url}/generate returned {len(outs)} outputs, asked for {n}")
-        return [self._rollout(o) for o in outs]
-
-    def _rollout(self, out: dict) -> Rollout:
-        meta = out.get("meta_info") or {}
-        fr = meta.get("finish_reason") or {}
-        kind = fr.get("type") if isinstance(fr, dict) else str(fr)
-        ids = list(out.get("output_ids") or [])
-        lps = [float(x[0]) for x in meta.get("output_token_logprobs") or [] if x[0] is not None]
-        # Rollout token ids exclude the end-of-sequence token; SGLang may include it.
-        matched = fr.get("matched") if isinstance(fr, dict) else None
-        if kind == "stop" and ids and (ids[-1] == matched or ids[-1] in self._eos):
-            if len(lps) == len(ids):
-                lps = lps[:-1]
-            ids = ids[:-1]
-        return Rollout(
-            token_ids=ids,
-            text=out.get("text", ""),
-            logprob_sum=sum(lps),
-            finish_reason="length" if kind == "length" else "stop",
-            cached_tokens=int(meta.get("cached_tokens") or 0),
-        )
+        return [rollout_from_sglang(o, self._eos) for o in outs]
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -208,7 +220,7 @@ class OpenAICompletionsBackend:
     ) -> None:
         self.url = url.rstrip("/")
         self.model = model
-        self.tokenizer = _load_tokenizer(tokenizer)
+        self.tokenizer = load_tokenizer(tokenizer)
         self.timeout = timeout
         self.extra_body = (
             {"include_stop_str_in_output": True} if extra_body is None else dict(extra_body)
@@ -216,7 +228,7 @@ class OpenAICompletionsBackend:
         key = os.environ.get(api_key_env) if api_key_env else None
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client: httpx.AsyncClient | None = None
-        self._eos = _eos_ids(self.tokenizer)
+        self._eos = eos_ids(self.tokenizer)
 
     async def start(self) -> None:
         """Open the connection pool and check the server answers ``/v1/models``."""
