@@ -105,8 +105,9 @@ class LimitedBackend:
         c.requests += 1
         c.rollouts += len(rollouts)
         c.tokens += sum(r.num_tokens for r in rollouts)
-        c.prompt_tokens += len(prompt_ids)
-        c.cached_tokens += max((r.cached_tokens for r in rollouts), default=0)
+        # Per rollout: each one's prompt is either served from the cache or computed.
+        c.prompt_tokens += len(prompt_ids) * len(rollouts)
+        c.cached_tokens += sum(r.cached_tokens for r in rollouts)
         return rollouts
 
     async def aclose(self) -> None:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from amcs.problems import ProblemError, load_problems
+from amcs.prompts import DEFAULT_SYSTEM_PROMPT
 from amcs.recipes import RecipeError, load_recipe
 from cli.progress import RunDisplay, summary_table
 
@@ -25,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "backend": "hf",
     "model": None,  # the bundled tiny policy
     "url": None,  # server URL(s) for sglang-http / openai
+    "prompt_format": "auto",  # auto: the chat template when the tokenizer has one
+    "system_prompt": DEFAULT_SYSTEM_PROMPT,
     "backend_options": None,  # recipe only: a mapping passed to the backend's constructor
     "out": "amcs-data.jsonl",
     "concurrency": 64,
@@ -76,6 +79,14 @@ def generate_command(
         None,
         help="Policy model path or hub id; for sglang-http/openai the tokenizer path, and for "
         "openai also the served model name. [default: the bundled tiny arithmetic policy]",
+    ),
+    prompt_format: str | None = typer.Option(
+        None,
+        help="auto | chat | plain: chat uses the tokenizer's chat template (instruct models), "
+        "plain the question and a blank line (base models). [default: auto]",
+    ),
+    system_prompt: str | None = typer.Option(
+        None, help="System prompt for chat prompts. [default: reason step by step, \\boxed{}]"
     ),
     url: list[str] = typer.Option(
         [],
@@ -140,6 +151,8 @@ def generate_command(
         "backend": backend,
         "model": model,
         "url": list(url) or None,
+        "prompt_format": prompt_format,
+        "system_prompt": system_prompt,
         "out": out,
         "concurrency": concurrency,
         "max_inflight": max_inflight,
@@ -165,6 +178,8 @@ def generate_command(
     )
     from amcs.search import make_config
 
+    if opts["prompt_format"] not in ("auto", "chat", "plain"):
+        fail(f"--prompt-format must be auto, chat or plain, not {opts['prompt_format']!r}")
     if opts["backend"] in ("sglang-http", "openai") and not opts["url"]:
         fail(f"the {opts['backend']} backend needs a server URL: pass --url")
     if opts["backend_options"] is not None and not isinstance(opts["backend_options"], dict):
@@ -209,7 +224,7 @@ def _run(opts: dict, config, todo, writer, quiet: bool):
     from amcs.backends import make_backend
     from amcs.engine import RunCounters, generate
     from amcs.grading import Grader
-    from amcs.prompts import prompt_ids
+    from amcs.prompts import prompt_ids, uses_chat_template
 
     model_name = str(opts["model"] or TINY_POLICY)
     counters = RunCounters()
@@ -236,6 +251,9 @@ def _run(opts: dict, config, todo, writer, quiet: bool):
             except (OSError, ValueError) as exc:
                 await backend.aclose()
                 fail(str(exc))
+        if opts["prompt_format"] == "chat" and not uses_chat_template(backend.tokenizer):
+            await backend.aclose()
+            fail(f"--prompt-format chat: the tokenizer of {model_name} has no chat template")
         display = RunDisplay(counters, quiet=quiet)
         async with Grader(max_workers=min(2, os.cpu_count() or 1)) as grader:
             try:
@@ -246,7 +264,14 @@ def _run(opts: dict, config, todo, writer, quiet: bool):
                         grader,
                         config,
                         writer,
-                        lambda p: prompt_ids(backend.tokenizer, p.question),
+                        lambda p: prompt_ids(
+                            backend.tokenizer,
+                            p.question,
+                            system_prompt=opts["system_prompt"],
+                            chat={"auto": None, "chat": True, "plain": False}[
+                                opts["prompt_format"]
+                            ],
+                        ),
                         model_name=model_name if opts["model"] else "amcs/tiny-arith-policy",
                         seed=int(opts["seed"]),
                         concurrency=int(opts["concurrency"]),

@@ -17,6 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts contain brackets ("[default: 64]", "\\boxed{}") that are not markup.
+    rich_markup_mode=None,
 )
 
 

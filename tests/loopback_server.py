@@ -120,9 +120,12 @@ class LoopbackServer:
             stop=tuple(sp.get("stop") or ()),
             seed=sp.get("sampling_seed"),
         )
+        # Like a radix cache: the first copy finds what earlier requests left (prompts and the
+        # tokens they generated); parallel copies after it find the whole prompt.
         cached = self._trie.add(ids)
         outs = []
-        for r in self._sample(ids, n, params):
+        for i, r in enumerate(self._sample(ids, n, params)):
+            self._trie.add(ids + r.token_ids)
             per = r.logprob_sum / max(1, len(r.token_ids))
             outs.append(
                 {
@@ -132,7 +135,7 @@ class LoopbackServer:
                         "finish_reason": {"type": r.finish_reason},
                         "prompt_tokens": len(ids),
                         "completion_tokens": len(r.token_ids),
-                        "cached_tokens": cached,
+                        "cached_tokens": cached if i == 0 else len(ids),
                         "output_token_logprobs": [[per, t, None] for t in r.token_ids],
                     },
                 }

@@ -177,6 +177,11 @@ def test_cli_generate_end_to_end_with_cache_ratio(server, tmp_path):
     meta = [json.loads(line) for line in out.with_suffix(".meta.jsonl").read_text().splitlines()]
     assert len(meta) == 6 and all(m["status"] == "ok" for m in meta)
     assert all(p == "/generate" for p, _ in server.requests)
+    # The server caches like a radix tree, so most prompt tokens of an AMCS run are cache hits:
+    # the k rollouts of a node share its prefix, and a node's prefix is tokens already generated.
+    cached = sum(m["stats"]["cached_tokens"] for m in meta)
+    prompt = sum(m["stats"]["prompt_tokens"] for m in meta)
+    assert cached / prompt > 0.8, f"cache hit ratio {cached / prompt:.2f}"
 
 
 def test_server_killed_mid_run_records_failures_and_resumes(tmp_path):

@@ -92,3 +92,29 @@ def test_tiny_recipe_runs_end_to_end_with_command_line_overrides(tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert lines and all(r["method"] == "amcs" for r in lines)
     assert len({r["problem_id"] for r in lines}) <= 3
+
+
+def test_prompt_format_options(tmp_path):
+    out = tmp_path / "p.jsonl"
+    r = runner.invoke(
+        app, ["generate", "--prompt-format", "chat", "--problems", "arith:2", "--out", str(out)]
+    )
+    assert r.exit_code == 2 and "has no chat template" in r.output
+    r = runner.invoke(
+        app,
+        [
+            "generate",
+            "--prompt-format",
+            "plain",
+            "--problems",
+            "arith:2",
+            "--out",
+            str(out),
+            "-q",
+            "--set",
+            "max_new_tokens=100",
+            "--set",
+            "rollout_budget=20",
+        ],
+    )
+    assert r.exit_code == 0, r.output

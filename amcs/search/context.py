@@ -108,8 +108,8 @@ class SearchContext:
         ]
         self.stats.rollouts += len(rollouts)
         self.stats.tokens += sum(r.num_tokens for r in rollouts)
-        self.stats.prompt_tokens += len(self.prompt_ids) + len(prefix)
-        self.stats.cached_tokens += max((r.cached_tokens for r in rollouts), default=0)
+        self.stats.prompt_tokens += (len(self.prompt_ids) + len(prefix)) * len(rollouts)
+        self.stats.cached_tokens += sum(r.cached_tokens for r in rollouts)
         return list(zip(rollouts, graded, strict=True))
 
     async def evaluate(self, node: Node) -> list[tuple[Rollout, bool]]:
