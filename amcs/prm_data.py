@@ -1,0 +1,238 @@
+"""PRM training data from several formats, in one in-memory form.
+
+Every loader returns TRL's stepwise-supervision rows ``{"prompt": str, "completions": [str],
+"labels": [bool]}``, plus ``"values": [float]`` (soft Monte-Carlo values) where the source has
+them. Other keys of the source are dropped.
+
+Formats (``fmt``; ``auto`` picks one from the keys of the first row):
+
+- ``trl`` / ``amcs``: TRL's format and ``amcs generate`` data files (``amcs/records.py``);
+  labels may be bools or 0/1, ``values`` is kept when present.
+- ``shepherd``: Math-Shepherd, ``{"input": "<question> Step 1: <step> ки\\nStep 2: <step> ки",
+  "label": <input with each "ки" replaced by + or ->}``. The question is the text before the first
+  "Step 1:" less the one separating space; steps lose their "Step N:" prefix and surrounding
+  whitespace. This inverts ``amcs.records`` shepherd export exactly (for stripped steps).
+- ``prm800k``: OpenAI's PRM800K phase 1/2 labels. One row per labelled sample, following the path
+  the labeller took: at each step the chosen completion, else the human completion (positive
+  unless it carries a rating), else the first completion; a step with no text or an unrated model
+  completion ends the row. Rating 1 is positive, -1 negative, 0 (neutral) positive when
+  ``neutral_is_positive`` (default) else negative. The row ends after its first negative step.
+  Samples that yield no step are skipped.
+
+A source that is not an existing file (and does not end in .jsonl/.json) is taken as a Hugging
+Face dataset name and loaded with ``datasets.load_dataset(name, split="train")``; its rows go
+through the same converters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from amcs.records import SHEPHERD_TAG, RecordFormatError
+
+FORMATS = ("auto", "trl", "amcs", "shepherd", "prm800k")
+_STEP_PREFIX = re.compile(r"^\s*Step\s*\d+\s*:")
+_FIRST_STEP = re.compile(r"Step\s*1\s*:")
+
+
+class PRMDataError(RecordFormatError):
+    """Input that cannot be read as PRM data; the message names the file and line."""
+
+
+def load_prm_rows(
+    source: str | Path, fmt: str = "auto", *, neutral_is_positive: bool = True
+) -> list[dict]:
+    """Rows of ``source`` (a JSONL file or a Hugging Face dataset name) in TRL's PRM form."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown PRM data format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    path = Path(source)
+    if path.is_file():
+        records: Iterable[tuple[str, Any]] = _read_jsonl(path)
+    elif path.exists():
+        raise PRMDataError(f"{path} is not a file")
+    elif path.suffix in (".jsonl", ".json") or str(source).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"{path} not found")
+    else:
+        records = _read_hub(str(source))
+    rows: list[dict] = []
+    convert = None
+    for where, record in records:
+        if not isinstance(record, dict):
+            raise PRMDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        if convert is None:
+            convert = _CONVERTERS[detect_format(record, where) if fmt == "auto" else fmt]
+        row = convert(record, where, neutral_is_positive)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def detect_format(record: dict, where: str = "<row>") -> str:
+    """The format of one row, from its keys: trl, amcs, shepherd or prm800k."""
+    keys = set(record)
+    if {"prompt", "completions", "labels"} <= keys:
+        return "amcs" if "values" in keys or "rollouts" in keys else "trl"
+    if {"input", "label"} <= keys:
+        return "shepherd"
+    if isinstance(record.get("question"), dict) and isinstance(record.get("label"), dict):
+        return "prm800k"
+    hint = ""
+    if "data_end" in keys:
+        hint = " (this looks like an amcs .meta.jsonl file: pass the data file instead)"
+    elif "reasoning_steps" in keys:
+        hint = " (math-aps / tree files are not PRM step data)"
+    raise PRMDataError(
+        f"{where}: cannot tell the format from keys {sorted(keys)}{hint}; expected trl/amcs "
+        "(prompt, completions, labels), shepherd (input, label) or prm800k (question, label)"
+    )
+
+
+def write_trl(rows: Iterable[dict], path: str | Path) -> int:
+    """Write rows as TRL JSONL (prompt, completions, labels, and values where present)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            out = {k: row[k] for k in ("prompt", "completions", "labels")}
+            if row.get("values") is not None:
+                out["values"] = row["values"]
+            f.write(json.dumps(out, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{line_no}", json.loads(line)
+            except ValueError as e:
+                raise PRMDataError(f"{path}:{line_no}: invalid JSON ({e})") from None
+
+
+def _read_hub(name: str) -> Iterator[tuple[str, Any]]:
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - datasets is a dependency
+        raise PRMDataError(f"{name} is not a file, and the datasets package is missing") from e
+    try:
+        dataset = datasets.load_dataset(name, split="train")
+    except Exception as e:
+        raise PRMDataError(
+            f"{name} is not a file, and loading it as a Hugging Face dataset failed "
+            f"(offline, or no such dataset?): {type(e).__name__}: {e}"
+        ) from e
+    for i, row in enumerate(dataset):
+        yield f"{name}[train]:{i}", row
+
+
+def _trl_row(record: dict, where: str, _neutral: bool) -> dict:
+    prompt, completions, labels = (record.get(k) for k in ("prompt", "completions", "labels"))
+    if not isinstance(prompt, str):
+        raise PRMDataError(f"{where}: prompt missing or not a string")
+    if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
+        raise PRMDataError(f"{where}: completions missing or not a list of strings")
+    if not isinstance(labels, list) or len(labels) != len(completions):
+        raise PRMDataError(f"{where}: labels must be a list as long as completions")
+    if not all(isinstance(x, bool) or x in (0, 1) for x in labels):
+        raise PRMDataError(f"{where}: labels must be booleans (or 0/1)")
+    row = {"prompt": prompt, "completions": completions, "labels": [bool(x) for x in labels]}
+    values = record.get("values")
+    if values is not None:
+        if (
+            not isinstance(values, list)
+            or len(values) != len(completions)
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        ):
+            raise PRMDataError(f"{where}: values must be a list of numbers as long as completions")
+        row["values"] = [float(v) for v in values]
+    return row
+
+
+def _shepherd_row(record: dict, where: str, _neutral: bool) -> dict:
+    text, label = record.get("input"), record.get("label")
+    if not isinstance(text, str) or not isinstance(label, str):
+        raise PRMDataError(f"{where}: shepherd rows need string input and label")
+    parts = text.split(SHEPHERD_TAG)
+    if len(parts) < 2 or parts[-1].strip():
+        raise PRMDataError(
+            f"{where}: shepherd input must end with a {SHEPHERD_TAG!r} tag after each step"
+        )
+    labels, pos = [], 0
+    for part in parts[:-1]:
+        tag = label[pos + len(part) : pos + len(part) + 1]
+        if label[pos : pos + len(part)] != part or tag not in ("+", "-"):
+            raise PRMDataError(
+                f"{where}: label does not match input with each {SHEPHERD_TAG!r} "
+                f"replaced by + or - (step {len(labels) + 1})"
+            )
+        labels.append(tag == "+")
+        pos += len(part) + 1
+    if label[pos:] != parts[-1]:
+        raise PRMDataError(f"{where}: label and input differ after the last tag")
+    first = _FIRST_STEP.search(parts[0])
+    if first is None:
+        raise PRMDataError(f"{where}: no 'Step 1:' after the question in shepherd input")
+    question = parts[0][: first.start()]
+    question = question[:-1] if question.endswith(" ") else question
+    steps = [parts[0][first.end() :].strip()]
+    for part in parts[1:-1]:
+        steps.append(_STEP_PREFIX.sub("", part, count=1).strip())
+    return {"prompt": question, "completions": steps, "labels": labels}
+
+
+def _prm800k_row(record: dict, where: str, neutral_is_positive: bool) -> dict | None:
+    question, label = record.get("question"), record.get("label")
+    if not isinstance(question, dict) or not isinstance(question.get("problem"), str):
+        raise PRMDataError(f"{where}: prm800k rows need question.problem")
+    if not isinstance(label, dict) or not isinstance(label.get("steps"), list):
+        raise PRMDataError(f"{where}: prm800k rows need label.steps")
+    completions: list[str] = []
+    labels: list[bool] = []
+    for i, step in enumerate(label["steps"], 1):
+        if not isinstance(step, dict):
+            raise PRMDataError(f"{where}: label.steps[{i - 1}] is not an object")
+        options = step.get("completions") or []
+        chosen, human = step.get("chosen_completion"), step.get("human_completion")
+        if chosen is not None:
+            if not isinstance(chosen, int) or not 0 <= chosen < len(options):
+                raise PRMDataError(
+                    f"{where}: step {i}: chosen_completion {chosen!r} is not an index "
+                    f"into its {len(options)} completions"
+                )
+            pick, rating = options[chosen], options[chosen].get("rating")
+        elif human is not None:
+            pick = human
+            rating = human.get("rating")
+            rating = 1 if rating is None else rating  # human-written steps are unrated: good
+        elif options:
+            pick, rating = options[0], options[0].get("rating")
+        else:
+            break
+        if rating is None:
+            break  # an unrated model step: nothing to learn from here on
+        if rating not in (-1, 0, 1) or not isinstance(pick.get("text"), str):
+            raise PRMDataError(f"{where}: step {i}: need a text and a rating in -1, 0, 1")
+        good = rating == 1 or (rating == 0 and neutral_is_positive)
+        completions.append(pick["text"])
+        labels.append(good)
+        if not good:
+            break
+    if not completions:
+        return None
+    return {"prompt": question["problem"], "completions": completions, "labels": labels}
+
+
+_CONVERTERS = {
+    "trl": _trl_row,
+    "amcs": _trl_row,
+    "shepherd": _shepherd_row,
+    "prm800k": _prm800k_row,
+}
