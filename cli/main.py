@@ -7,6 +7,7 @@ import typer
 from cli.export import export_command
 from cli.generate import generate_command
 from cli.problems import problems_command
+from cli.train import train_command
 
 app = typer.Typer(
     name="amcs",
@@ -40,5 +41,6 @@ def main(
 
 
 app.command("generate")(generate_command)
+app.command("train")(train_command)
 app.command("export")(export_command)
 app.command("problems")(problems_command)

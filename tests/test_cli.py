@@ -118,3 +118,38 @@ def test_prompt_format_options(tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
+
+
+def test_train_command_trains_and_saves_a_prm(tmp_path):
+    data = tmp_path / "d.jsonl"
+    gen = runner.invoke(
+        app,
+        [
+            "generate",
+            "--problems",
+            "arith:8",
+            "--out",
+            str(data),
+            "-q",
+            "--set",
+            "max_new_tokens=100",
+        ],
+    )
+    assert gen.exit_code == 0, gen.output
+    out = tmp_path / "prm"
+    r = runner.invoke(
+        app, ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--lr", "0.003"]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "amcs_prm.json").read_text())["separator"] == "\n\n"
+    assert (out / "model.safetensors").exists()
+    bad = runner.invoke(app, ["train", "--out", str(out)])
+    assert bad.exit_code == 2 and "no training data" in bad.output
+
+
+def test_train_recipes_are_valid():
+    from amcs.recipes import load_recipe
+    from cli.train import DEFAULTS
+
+    for path in sorted(RECIPES.glob("*/train.yaml")):
+        assert set(load_recipe(path)) <= set(DEFAULTS), path
