@@ -126,20 +126,24 @@ def _cli(*args, **kw):
     )
 
 
-def test_kill_and_resume_holds_every_problem_exactly_once(tmp_path):
-    out = tmp_path / "data.jsonl"
-    meta = meta_path_for(out)
+def _start_run_of_40(out, committed):
+    """Start `amcs generate` on 40 problems; return once `committed` problems are on disk."""
     args = ["--problems", "arith:40", "--out", str(out), "--quiet", "--concurrency", "16"]
     args += [f"--set={k}={v}" for k, v in SMALL.items()]
     proc = _cli(*args)
+    meta = meta_path_for(out)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        if meta.exists() and meta.read_text().count("\n") >= 5:
+        if meta.exists() and meta.read_text().count("\n") >= committed:
             break
         time.sleep(0.05)
-    assert proc.poll() is None, (
-        f"run ended before it could be killed: {proc.communicate()[1][-2000:]}"
-    )
+    assert proc.poll() is None, f"run ended too soon: {proc.communicate()[1][-2000:]}"
+    return proc, args, meta
+
+
+def test_kill_and_resume_holds_every_problem_exactly_once(tmp_path):
+    out = tmp_path / "data.jsonl"
+    proc, args, meta = _start_run_of_40(out, 5)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_at_kill = len(read_meta(meta))
@@ -182,16 +186,7 @@ def test_cli_bad_problem_file_stops_before_generation(tmp_path):
 
 def test_ctrl_c_finishes_writes_and_leaves_a_resumable_file(tmp_path):
     out = tmp_path / "data.jsonl"
-    meta = meta_path_for(out)
-    args = ["--problems", "arith:40", "--out", str(out), "--quiet", "--concurrency", "16"]
-    args += [f"--set={k}={v}" for k, v in SMALL.items()]
-    proc = _cli(*args)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if meta.exists() and meta.read_text().count("\n") >= 3:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "run ended before it could be interrupted"
+    proc, args, meta = _start_run_of_40(out, 3)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "run the same command again to resume" in stderr
