@@ -15,9 +15,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from amcs.backends.base import Backend, Rollout, SamplingParams
 from amcs.problems import Problem
+from amcs.prompts import prompt_ids as default_prompt_ids
 from amcs.records import RecordWriter
 from amcs.search import AnswerChecker, SearchConfig, SearchResult, derive_seed, run_search
 from amcs.steps import StepSplitter
@@ -128,8 +130,8 @@ async def generate(
     checker: AnswerChecker,
     config: SearchConfig,
     writer: RecordWriter,
-    prompt_ids: Callable[[Problem], list[int]],
     *,
+    prompt_ids: Callable[[Problem], list[int]] | None = None,
     model_name: str,
     seed: int = 0,
     concurrency: int = 64,
@@ -138,8 +140,16 @@ async def generate(
     request_timeout: float | None = None,
     counters: RunCounters | None = None,
 ) -> RunCounters:
-    """Label every problem not already committed in `writer`'s file; returns the run's totals."""
+    """Label every problem not already committed in `writer`'s file; returns the run's totals.
+
+    prompt_ids turns a problem into the model's prompt (default: amcs.prompts.prompt_ids, the
+    chat template when the tokenizer has one)."""
     counters = counters or RunCounters()
+    if prompt_ids is None:
+
+        def prompt_ids(problem: Problem) -> list[int]:
+            return default_prompt_ids(backend.tokenizer, problem.question)
+
     todo = [p for p in problems if p.id not in writer.done_ids]
     counters.total = len(problems)
     counters.skipped = len(problems) - len(todo)
@@ -223,3 +233,16 @@ async def generate(
         tg.create_task(launch_all(tg))
         tg.create_task(write_in_order())
     return counters
+
+
+async def generate_to_file(
+    problems: list[Problem],
+    backend: Backend,
+    checker: AnswerChecker,
+    config: SearchConfig,
+    out: str | Path,
+    **options,
+) -> RunCounters:
+    """`generate` into the file `out` (resumed if it exists); options as for `generate`."""
+    with RecordWriter(out) as writer:
+        return await generate(problems, backend, checker, config, writer, **options)

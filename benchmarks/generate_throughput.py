@@ -27,11 +27,10 @@ from backend_hf import measure  # noqa: E402
 
 from amcs.backends.base import Rollout, SamplingParams  # noqa: E402
 from amcs.backends.hf import HFBackend  # noqa: E402
-from amcs.engine import RunCounters, generate  # noqa: E402
+from amcs.engine import RunCounters, generate_to_file  # noqa: E402
 from amcs.grading import Grader  # noqa: E402
 from amcs.problems import arith_problems  # noqa: E402
 from amcs.prompts import prompt_ids  # noqa: E402
-from amcs.records import RecordWriter  # noqa: E402
 from amcs.search import make_config  # noqa: E402
 
 
@@ -39,21 +38,19 @@ async def run_engine(backend, problems, concurrency: int, config) -> dict:
     counters = RunCounters()
     with tempfile.TemporaryDirectory() as tmp:
         async with Grader() as grader:
-            with RecordWriter(Path(tmp) / "data.jsonl") as writer:
-                start = time.perf_counter()
-                await generate(
-                    problems,
-                    backend,
-                    grader,
-                    config,
-                    writer,
-                    lambda p: prompt_ids(backend.tokenizer, p.question),
-                    model_name="tiny",
-                    seed=0,
-                    concurrency=concurrency,
-                    counters=counters,
-                )
-                seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            await generate_to_file(
+                problems,
+                backend,
+                grader,
+                config,
+                Path(tmp) / "data.jsonl",
+                model_name="tiny",
+                seed=0,
+                concurrency=concurrency,
+                counters=counters,
+            )
+            seconds = time.perf_counter() - start
     return {
         "concurrency": concurrency,
         "problems": len(problems),

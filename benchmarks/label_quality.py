@@ -30,11 +30,11 @@ from pathlib import Path
 
 from amcs.backends.hf import HFBackend
 from amcs.domains.arith import check_steps
-from amcs.engine import RunCounters, generate
+from amcs.engine import RunCounters, generate_to_file
 from amcs.grading import Grader
 from amcs.problems import Problem, arith_problems
 from amcs.prompts import prompt_ids
-from amcs.records import RecordWriter, read_data
+from amcs.records import read_data
 from amcs.search import make_config
 from amcs.search.context import SearchContext
 from amcs.steps import StepSplitter
@@ -112,19 +112,17 @@ async def label_problems(backend, grader, problems, method, overrides, seed=0):
     counters = RunCounters()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "data.jsonl"
-        with RecordWriter(out) as writer:
-            await generate(
-                problems,
-                backend,
-                grader,
-                config,
-                writer,
-                lambda p: prompt_ids(backend.tokenizer, p.question),
-                model_name="tiny",
-                seed=seed,
-                concurrency=64,
-                counters=counters,
-            )
+        await generate_to_file(
+            problems,
+            backend,
+            grader,
+            config,
+            out,
+            model_name="tiny",
+            seed=seed,
+            concurrency=64,
+            counters=counters,
+        )
         records = list(read_data(out))
     return records, counters
 

@@ -264,7 +264,7 @@ def _run(opts: dict, config, todo, writer, quiet: bool):
                         grader,
                         config,
                         writer,
-                        lambda p: prompt_ids(
+                        prompt_ids=lambda p: prompt_ids(
                             backend.tokenizer,
                             p.question,
                             system_prompt=opts["system_prompt"],

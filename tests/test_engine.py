@@ -12,10 +12,9 @@ import time
 import pytest
 
 from amcs.backends.hf import HFBackend
-from amcs.engine import generate
+from amcs.engine import generate_to_file
 from amcs.grading import Grader
 from amcs.problems import arith_problems
-from amcs.prompts import prompt_ids
 from amcs.records import RecordWriter, meta_path_for, read_data, read_meta, shard_problems
 from amcs.search import make_config
 
@@ -33,20 +32,18 @@ def backend():
 async def _run(backend, problems, out, *, seed=0, method="amcs", retries=3, **kw):
     config = make_config(method, **SMALL)
     async with Grader() as grader:
-        with RecordWriter(out) as writer:
-            return await generate(
-                problems,
-                backend,
-                grader,
-                config,
-                writer,
-                lambda p: prompt_ids(backend.tokenizer, p.question),
-                model_name="tiny",
-                seed=seed,
-                concurrency=8,
-                retries=retries,
-                **kw,
-            )
+        return await generate_to_file(
+            problems,
+            backend,
+            grader,
+            config,
+            out,
+            model_name="tiny",
+            seed=seed,
+            concurrency=8,
+            retries=retries,
+            **kw,
+        )
 
 
 def test_same_seed_gives_identical_files_and_other_seed_differs(backend, tmp_path):
