@@ -202,15 +202,20 @@ def _matches(redex: tuple, op: str, a: int, b: int) -> bool:
     return (r_a, r_b) == (a, b) or (op != "-" and (r_b, r_a) == (a, b))
 
 
-def reference_steps(expr: Expr) -> list[str]:
-    """The canonical solution: always reduce the leftmost operation that can be evaluated."""
-    steps = []
+def _canonical_reductions(expr: Expr):
+    """Reduce the leftmost operation that can be evaluated, until one number is left; yields
+    (a, op, b, value) for each reduction."""
     while isinstance(expr, tuple):
         path, (op, a, b) = _redexes(expr)[0]
         value = _apply(op, a, b)
-        steps.append(f"{a} {op} {b} = {value}")
+        yield a, op, b, value
         expr = _replace(expr, path, value)
-    steps.append(ANSWER_TEMPLATE.format(value=expr))
+
+
+def reference_steps(expr: Expr) -> list[str]:
+    """The canonical solution: always reduce the leftmost operation that can be evaluated."""
+    steps = [f"{a} {op} {b} = {value}" for a, op, b, value in _canonical_reductions(expr)]
+    steps.append(ANSWER_TEMPLATE.format(value=evaluate(expr)))
     return steps
 
 
@@ -278,13 +283,7 @@ def _random_expression(rng: random.Random, n_ops: int, config: ArithConfig) -> s
 
 
 def _within_range(expr: Expr, limit: int) -> bool:
-    while isinstance(expr, tuple):
-        path, (op, a, b) = _redexes(expr)[0]
-        value = _apply(op, a, b)
-        if abs(value) > limit:
-            return False
-        expr = _replace(expr, path, value)
-    return True
+    return all(abs(value) <= limit for *_, value in _canonical_reductions(expr))
 
 
 def generate_problems(
