@@ -1,7 +1,8 @@
 """Problems: what a search or an evaluation runs on, and where they come from.
 
 A source is a JSONL, JSON or Parquet file, a Hugging Face dataset name (``name`` or
-``name:split``), or the bundled arithmetic domain (``arith`` for 200 problems, ``arith:N``).
+``name:split``), or the bundled arithmetic domain (``arith`` for 200 problems, ``arith:N``;
+``arith-heldout:N`` for the held-out set the bundled tiny models never trained on).
 Common field names are mapped: question | problem | query | prompt, and answer | final_answer
 (GSM8K's "... #### 42" keeps what follows ``####``). Bad input fails before any work starts, with
 the file and line that caused it.
@@ -21,7 +22,7 @@ QUESTION_FIELDS = ("question", "problem", "query", "prompt")
 ANSWER_FIELDS = ("answer", "final_answer", "expected_answer", "ground_truth")
 ID_FIELDS = ("id", "unique_id", "problem_id", "idx")
 DEFAULT_ARITH_COUNT = 200
-_ARITH_RE = re.compile(r"^arith(?::(\d+))?$")
+_ARITH_RE = re.compile(r"^arith(-heldout)?(?::(\d+))?$")
 
 
 class ProblemError(ValueError):
@@ -36,8 +37,12 @@ class Problem:
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
-def arith_problems(n: int = DEFAULT_ARITH_COUNT, seed: int = 0) -> list[Problem]:
-    """Problems from the bundled arithmetic domain; meta carries the expression for exact checks."""
+def arith_problems(
+    n: int = DEFAULT_ARITH_COUNT, seed: int = 0, *, held_out: bool = False
+) -> list[Problem]:
+    """Problems from the bundled arithmetic domain; meta carries the expression for exact checks.
+    ``held_out`` gives the tiny models' held-out set (``arith.held_out_problems``) instead."""
+    drawn = arith.held_out_problems(n) if held_out else arith.generate_problems(n, seed=seed)
     return [
         Problem(
             id=p.id,
@@ -45,7 +50,7 @@ def arith_problems(n: int = DEFAULT_ARITH_COUNT, seed: int = 0) -> list[Problem]
             answer=str(p.answer),
             meta={"domain": "arith", "expression": p.expression},
         )
-        for p in arith.generate_problems(n, seed=seed)
+        for p in drawn
     ]
 
 
@@ -61,7 +66,8 @@ def load_problems(
     text = str(source)
     m = _ARITH_RE.match(text)
     if m:
-        problems = arith_problems(int(m.group(1) or DEFAULT_ARITH_COUNT), seed=seed)
+        count = int(m.group(2) or DEFAULT_ARITH_COUNT)
+        problems = arith_problems(count, seed=seed, held_out=bool(m.group(1)))
     else:
         path = Path(text)
         if path.exists():

@@ -121,6 +121,7 @@ def train_command(
 
     from amcs.assets import TINY_POLICY
     from amcs.training import train_prm
+    from cli.train_progress import TrainProgress
 
     lora = opts["lora"]
     if lora:
@@ -145,6 +146,7 @@ def train_command(
         seed=int(opts["seed"]),
         threshold=float(opts["threshold"]),
         separator=opts["separator"],
+        callbacks=[TrainProgress()],
     )
     table = Table(title=f"amcs train → {opts['out']}", show_header=False)
     for key, value in metrics.items():

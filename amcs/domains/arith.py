@@ -320,6 +320,18 @@ def generate_problems(
     return problems
 
 
+# The held-out set of the bundled tiny models: 4-5 operation problems that neither the tiny policy
+# nor the tiny PRM trains on (their recipes exclude these expressions). Evaluations use it.
+HELD_OUT_SEED = 20260
+HELD_OUT_CONFIG = ArithConfig(min_ops=4, max_ops=5)
+HELD_OUT_SIZE = 500
+
+
+def held_out_problems(n: int = HELD_OUT_SIZE) -> list[ArithProblem]:
+    """The first n problems of the held-out set (ids ``heldout-20260-i``)."""
+    return generate_problems(n, seed=HELD_OUT_SEED, config=HELD_OUT_CONFIG, id_prefix="heldout")
+
+
 def expression_from_question(question: str) -> str:
     """Recover the expression from a question written with QUESTION_TEMPLATE."""
     prefix, suffix = QUESTION_TEMPLATE.split("{expression}")

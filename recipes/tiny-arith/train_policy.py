@@ -8,7 +8,7 @@ wrong operands, skipped operations) so that step labels have something to find. 
 steps, not wall-clock time, so the result does not depend on the machine; on 2 idle CPU cores it
 takes about 18 minutes. Where other processes compete for the cores, set OMP_WAIT_POLICY=PASSIVE:
 spinning OpenMP threads otherwise make each step several times slower. The held-out evaluation set
-(seed EVAL_SEED) is excluded from training.
+(amcs.domains.arith.held_out_problems) is excluded from training.
 """
 
 from __future__ import annotations
@@ -25,16 +25,14 @@ from trl import SFTConfig, SFTTrainer
 sys.path.insert(0, str(Path(__file__).parent))
 from tokenizer import build_tokenizer  # noqa: E402
 
-from amcs.domains.arith import ArithConfig, generate_problems  # noqa: E402
+from amcs.domains.arith import (  # noqa: E402
+    ArithConfig,
+    generate_problems,
+    held_out_problems,
+)
 from amcs.prompts import plain_prompt  # noqa: E402
 
 TRAIN_SEED = 1234
-EVAL_SEED = 20260  # the held-out set: 500 problems with 4-5 operations
-EVAL_CONFIG = ArithConfig(min_ops=4, max_ops=5)
-
-
-def held_out_problems(n: int = 500):
-    return generate_problems(n, seed=EVAL_SEED, config=EVAL_CONFIG, id_prefix="heldout")
 
 
 def training_rows(n: int) -> list[dict]:

@@ -1,0 +1,425 @@
+"""Load a process reward model (PRM) and score solution steps with it.
+
+A step's score is the PRM's probability that the step is correct, in [0, 1]. Three checkpoint
+layouts are understood (``prm_format``):
+
+``token-cls``
+    Our own PRMs from ``amcs train`` (and TRL-style token-classification PRMs): an
+    ``AutoModelForTokenClassification`` with 2 labels (1 = step correct), its tokenizer and,
+    for ours, ``amcs_prm.json`` (separator, label meaning, base model, label kind). Inputs are
+    built exactly as in training (:func:`amcs.training.tokenize_prm_row`): prompt ids, then the
+    ids of ``step + separator`` for each step; a step's score is softmax(logits)[1] on the last
+    token of ``step + separator``. Without ``amcs_prm.json`` the separator is ``"\\n\\n"``.
+
+``step-tag``
+    Math-Shepherd / OpenR-style causal LMs. The input text is
+    ``question + " " + "\\n".join(step + " " + tag for step in steps)`` (tag ``"ки"`` by
+    default), and a step's score is P(good) from the next-token logits at the tag's position,
+    restricted to the good and bad tokens (``"+"`` and ``"-"``).
+
+``qwen-prm``
+    The Qwen2.5-Math-PRM layout: a chat (system prompt, user = question, assistant = the steps
+    each followed by ``"<extra_0>"``) rendered with the tokenizer's chat template; the model
+    returns (batch, seq, 2) logits and a step's score is softmax(logits)[..., 1] at its
+    ``"<extra_0>"`` token. Real checkpoints load with remote code (``AutoModel`` +
+    ``trust_remote_code``, when config.json has an ``auto_map``); otherwise the checkpoint loads
+    as ``AutoModelForTokenClassification``.
+
+:func:`detect_prm_format` guesses the format from the files; a plain causal LM whose vocabulary
+happens to hold the step tag looks like a step-tag PRM, so pass the format when unsure.
+
+:class:`PRMScorer` scores synchronously (:meth:`PRMScorer.score_batch`) or from asyncio
+(:meth:`PRMScorer.score`): concurrent ``score`` calls are queued and one worker thread runs them
+together in padded batches of up to ``max_batch_size`` sequences, so many searches share each
+forward pass and the event loop never blocks on the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import inspect
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
+
+from amcs.prompts import DEFAULT_SYSTEM_PROMPT
+from amcs.training import IGNORE_INDEX, PRM_CONFIG_FILE, load_prm_config, tokenize_prm_row
+
+PRM_FORMATS = ("token-cls", "step-tag", "qwen-prm")
+DEFAULT_SEPARATOR = "\n\n"
+DEFAULT_STEP_TAG = "ки"
+DEFAULT_GOOD_TOKEN = "+"
+DEFAULT_BAD_TOKEN = "-"
+QWEN_STEP_TOKEN = "<extra_0>"
+
+
+def _token_id(tokenizer, text: str) -> int | None:
+    """The id of ``text`` when it encodes (without special tokens) to one token, else None.
+
+    A leading token that decodes to only whitespace is ignored (sentencepiece tokenizers may put
+    a lone prefix-space piece first); the unknown token does not count."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if len(ids) > 1 and not tokenizer.decode(ids[:1]).strip():
+        ids = ids[1:]
+    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+        return None
+    return ids[0]
+
+
+def _required_token_id(tokenizer, text: str, role: str) -> int:
+    token_id = _token_id(tokenizer, text)
+    if token_id is None:
+        raise ValueError(f"the {role} {text!r} is not a single token in the PRM's vocabulary")
+    return token_id
+
+
+@dataclass(eq=False)
+class _Request:
+    question: str
+    steps: list[str]
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+    def resolve(self, result) -> None:
+        """Hand a result or an exception to the caller's event loop (from the worker thread)."""
+        # A closed loop raises RuntimeError: nobody is waiting for the result any more.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(_settle, self.future, result)
+
+
+def _settle(future: asyncio.Future, result) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+class PRMScorer:
+    """Scores the steps of solutions with a loaded PRM (see the module docstring for formats).
+
+    ``calls`` counts the (question, steps) sequences scored so far and ``forward_passes`` the
+    batched model forward passes run for them.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prm_format: str,
+        *,
+        max_batch_size: int = 32,
+        separator: str = DEFAULT_SEPARATOR,
+        step_tag: str = DEFAULT_STEP_TAG,
+        good_token: str = DEFAULT_GOOD_TOKEN,
+        bad_token: str = DEFAULT_BAD_TOKEN,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    ) -> None:
+        if prm_format not in PRM_FORMATS:
+            raise ValueError(f"unknown PRM format {prm_format!r}; expected one of {PRM_FORMATS}")
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.prm_format = prm_format
+        self.max_batch_size = max_batch_size
+        self.separator = separator
+        self.step_tag = step_tag
+        self.system_prompt = system_prompt
+        self.device = next(model.parameters()).device
+        self.max_positions = getattr(model.config, "max_position_embeddings", None)
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
+        if prm_format == "step-tag":
+            self.marker_id = _required_token_id(tokenizer, step_tag, "step tag")
+            self.good_id = _required_token_id(tokenizer, good_token, "good token")
+            self.bad_id = _required_token_id(tokenizer, bad_token, "bad token")
+            if self.good_id == self.bad_id:
+                raise ValueError("the good and bad tokens have the same id")
+            forward_params = inspect.signature(model.forward).parameters
+            self._keeps_logits = "logits_to_keep" in forward_params
+        elif prm_format == "qwen-prm":
+            self.marker_id = _required_token_id(tokenizer, QWEN_STEP_TOKEN, "step token")
+        self.calls = 0
+        self.forward_passes = 0
+        self._lock = threading.Lock()  # one forward pass at a time; guards the counters
+        self._pending: deque[_Request] = deque()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def encode(self, question: str, steps: list[str]) -> tuple[list[int], list[int]]:
+        """Token ids of one sequence and the position whose logits score each step."""
+        steps = list(steps)
+        if self.prm_format == "token-cls":
+            row = {"prompt": question, "completions": steps, "labels": [True] * len(steps)}
+            feat = tokenize_prm_row(row, self.tokenizer, self.separator, max_length=None)
+            ids = feat["input_ids"]
+            positions = [i for i, label in enumerate(feat["labels"]) if label != IGNORE_INDEX]
+        else:
+            if self.prm_format == "step-tag":
+                text = question + " " + "\n".join(f"{step} {self.step_tag}" for step in steps)
+                ids = list(self.tokenizer(text)["input_ids"])
+            else:
+                text = self._qwen_text(question, steps)
+                ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            positions = [i for i, token in enumerate(ids) if token == self.marker_id]
+            if len(positions) != len(steps):
+                marker = self.step_tag if self.prm_format == "step-tag" else QWEN_STEP_TOKEN
+                raise ValueError(
+                    f"found {len(positions)} {marker!r} tokens for {len(steps)} steps: the "
+                    f"question or a step contains the marker, or it does not tokenize to the "
+                    f"same token inside the text"
+                )
+        if self.max_positions and len(ids) > self.max_positions:
+            raise ValueError(
+                f"a solution of {len(steps)} steps is {len(ids)} tokens long, more than the "
+                f"PRM's {self.max_positions} positions; shorten it (steps are never dropped)"
+            )
+        return ids, positions
+
+    def _qwen_text(self, question: str, steps: list[str]) -> str:
+        messages = []
+        if self.system_prompt is not None:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.append({"role": "user", "content": question})
+        content = "".join(step + QWEN_STEP_TOKEN for step in steps)
+        messages.append({"role": "assistant", "content": content})
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=False
+        )
+
+    # --- scoring ---------------------------------------------------------------------------
+
+    def score_batch(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
+        """P(step correct) for every step of every (question, steps) item, in order."""
+        encoded = [self.encode(question, steps) for question, steps in items]
+        scores = self._score_encoded(encoded)
+        with self._lock:
+            self.calls += len(items)
+        return scores
+
+    def _score_encoded(self, encoded: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+        """Score encoded sequences in padded batches of similar length."""
+        results: list[list[float]] = [[] for _ in encoded]
+        order = sorted(
+            (i for i, (_, pos) in enumerate(encoded) if pos), key=lambda i: -len(encoded[i][0])
+        )
+        for start in range(0, len(order), self.max_batch_size):
+            chunk = order[start : start + self.max_batch_size]
+            scores = self._run_model([encoded[i] for i in chunk])
+            for i, row in zip(chunk, scores, strict=True):
+                results[i] = row
+        return results
+
+    def _run_model(self, batch: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+        """One forward pass over right-padded sequences; the step scores of each."""
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (ids, _) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[row, : len(ids)] = 1
+        inputs = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
+        # Where each row's step scores sit in the logits' sequence dimension.
+        columns = [positions for _, positions in batch]
+        if self.prm_format == "step-tag":
+            inputs["use_cache"] = False
+            if self._keeps_logits:
+                # Only the tag positions need vocabulary-sized logits.
+                keep = sorted({p for _, positions in batch for p in positions})
+                inputs["logits_to_keep"] = torch.tensor(keep, device=self.device)
+                columns = [[bisect.bisect_left(keep, p) for p in pos] for _, pos in batch]
+        with self._lock, torch.inference_mode():
+            out = self.model(**inputs)
+            self.forward_passes += 1
+        logits = out.logits if getattr(out, "logits", None) is not None else out[0]
+        scores = []
+        for row, cols in enumerate(columns):
+            picked = logits[row, cols].float()
+            if self.prm_format == "step-tag":
+                pair = picked[:, [self.good_id, self.bad_id]]
+                probs = pair.softmax(-1)[:, 0]
+            else:
+                probs = picked.softmax(-1)[:, 1]
+            scores.append(probs.tolist())
+        return scores
+
+    # --- asyncio ---------------------------------------------------------------------------
+
+    async def score(self, question: str, steps: list[str]) -> list[float]:
+        """P(step correct) for each step; concurrent calls share batched forward passes."""
+        steps = list(steps)
+        loop = asyncio.get_running_loop()
+        request = _Request(question, steps, loop.create_future(), loop)
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("PRM scorer is closed")
+            if not steps:
+                with self._lock:
+                    self.calls += 1
+                return []
+            self._pending.append(request)
+            self._wake.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="amcs-prm", daemon=True)
+                self._thread.start()
+        return await request.future
+
+    async def aclose(self) -> None:
+        """Stop the worker thread; queued calls fail with RuntimeError."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+
+    def _serve(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    break
+                requests = []
+                while self._pending and len(requests) < self.max_batch_size:
+                    request = self._pending.popleft()
+                    if not request.future.cancelled():
+                        requests.append(request)
+            live, encoded = [], []
+            for request in requests:
+                try:
+                    encoded.append(self.encode(request.question, request.steps))
+                    live.append(request)
+                except Exception as exc:  # noqa: BLE001 - this caller's own input is at fault
+                    request.resolve(exc)
+            try:
+                scores = self._score_encoded(encoded)
+            except Exception as exc:  # noqa: BLE001 - every caller in the batch gets it
+                for request in live:
+                    request.resolve(exc)
+                continue
+            with self._lock:
+                self.calls += len(live)
+            for request, row in zip(live, scores, strict=True):
+                request.resolve(row)
+        closed = RuntimeError("PRM scorer closed")
+        with self._wake:
+            leftover, self._pending = list(self._pending), deque()
+        for request in leftover:
+            request.resolve(closed)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _read_config(path: Path) -> dict:
+    return json.loads((path / "config.json").read_text())
+
+
+def _num_labels(config: dict) -> int:
+    """The label count of a config.json (transformers leaves out the default of 2 labels)."""
+    if isinstance(config.get("id2label"), dict):
+        return len(config["id2label"])
+    return int(config.get("num_labels", 2))
+
+
+def detect_prm_format(path: str | Path, *, step_tag: str = DEFAULT_STEP_TAG) -> str:
+    """Guess a checkpoint's PRM format from its files (see the module docstring).
+
+    Raises ValueError, naming the path, when the directory matches none of the formats."""
+    path = Path(path)
+    hint = f"pass --prm-format (one of {', '.join(PRM_FORMATS)})"
+    if (path / PRM_CONFIG_FILE).is_file():
+        return "token-cls"
+    if not (path / "config.json").is_file():
+        raise ValueError(f"cannot tell the PRM format of {path}: no config.json there; {hint}")
+    config = _read_config(path)
+    architectures = config.get("architectures") or [""]
+    arch = architectures[0] or ""
+    num_labels = _num_labels(config)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # noqa: BLE001 - any failure means we cannot tell
+        raise ValueError(f"cannot tell the PRM format of {path}: {exc}; {hint}") from exc
+    has_step_token = QWEN_STEP_TOKEN in tokenizer.get_vocab()
+    two_label_classifier = arch.endswith("ForTokenClassification") and num_labels == 2
+    if has_step_token and (
+        any("ProcessRewardModel" in a for a in architectures if a) or two_label_classifier
+    ):
+        return "qwen-prm"
+    if two_label_classifier:
+        return "token-cls"
+    has_tag = _token_id(tokenizer, step_tag) is not None
+    if arch.endswith("ForCausalLM") and has_tag:
+        return "step-tag"
+    raise ValueError(
+        f"cannot tell the PRM format of {path}: architecture {arch or 'unknown'!r} with "
+        f"{num_labels} labels, no {PRM_CONFIG_FILE}, {QWEN_STEP_TOKEN!r} token "
+        f"{'present' if has_step_token else 'absent'}, step tag {step_tag!r} "
+        f"{'present' if has_tag else 'absent'}; {hint}"
+    )
+
+
+def load_prm(
+    path: str | Path,
+    prm_format: str | None = None,
+    *,
+    device: str | None = None,
+    max_batch_size: int = 32,
+    dtype: torch.dtype | None = None,
+    step_tag: str = DEFAULT_STEP_TAG,
+    good_token: str = DEFAULT_GOOD_TOKEN,
+    bad_token: str = DEFAULT_BAD_TOKEN,
+) -> PRMScorer:
+    """Load a PRM checkpoint directory as a :class:`PRMScorer`.
+
+    ``prm_format`` None detects it (:func:`detect_prm_format`). ``device`` defaults to CUDA
+    when available, else CPU; ``dtype`` to bfloat16 on CUDA and float32 on CPU.
+    """
+    path = Path(path)
+    if prm_format is None:
+        prm_format = detect_prm_format(path, step_tag=step_tag)
+    if prm_format not in PRM_FORMATS:
+        raise ValueError(f"unknown PRM format {prm_format!r}; expected one of {PRM_FORMATS}")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype is None:
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    separator = DEFAULT_SEPARATOR
+    if prm_format == "token-cls":
+        if (path / PRM_CONFIG_FILE).is_file():
+            separator = load_prm_config(path).get("separator", DEFAULT_SEPARATOR)
+        model = AutoModelForTokenClassification.from_pretrained(str(path), dtype=dtype)
+    elif prm_format == "step-tag":
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    elif (path / "config.json").is_file() and _read_config(path).get("auto_map"):
+        model = AutoModel.from_pretrained(str(path), dtype=dtype, trust_remote_code=True)
+    else:
+        model = AutoModelForTokenClassification.from_pretrained(str(path), dtype=dtype)
+    return PRMScorer(
+        model.to(dev),
+        tokenizer,
+        prm_format,
+        max_batch_size=max_batch_size,
+        separator=separator,
+        step_tag=step_tag,
+        good_token=good_token,
+        bad_token=bad_token,
+    )

@@ -1,0 +1,200 @@
+"""Step-level evaluation of a PRM, the way ProcessBench measures it.
+
+A step-evaluation file is JSONL in ProcessBench's layout, one solution per line::
+
+    {"id": "...", "problem": "What is 3 + 4 * 5?", "steps": ["4 * 5 = 20", ...],
+     "label": 1, "final_answer_correct": false, "generator": "tiny-arith-policy"}
+
+``label`` is the index of the earliest wrong step, or -1 when every step is correct. A PRM predicts
+the earliest error as the first step whose score falls below a threshold (-1 when none does). With
+a1 = accuracy of that prediction on erroneous solutions (label >= 0) and a2 = accuracy on correct
+ones (label = -1), the score is their harmonic mean F1 = 2 a1 a2 / (a1 + a2), so a PRM that calls
+everything right (a1 = 0) or everything wrong (a2 = 0) scores 0.
+
+The bundled arithmetic domain writes such files with exact truth (:func:`arith_step_examples`):
+solutions sampled from a policy, each step judged by :func:`amcs.domains.arith.check_steps`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from amcs.backends.base import Backend, SamplingParams
+from amcs.domains.arith import STEP_SEPARATOR, check_steps, evaluate, parse_expression
+from amcs.grading import answers_match_fast, extract_answer
+from amcs.prompts import prompt_ids
+from amcs.search.context import derive_seed
+
+DEFAULT_THRESHOLD = 0.5
+SWEEP = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 ... 0.95
+
+
+class StepDataError(ValueError):
+    """Bad step-evaluation input; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class StepExample:
+    id: str
+    problem: str
+    steps: list[str]
+    label: int  # earliest wrong step, -1 when all steps are correct
+    final_answer_correct: bool | None = None
+    generator: str | None = None
+
+
+def read_step_examples(path: str | Path) -> list[StepExample]:
+    """Read a ProcessBench-layout JSONL file; errors name the file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise StepDataError(f"{path}: no such file")
+    examples = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise StepDataError(f"{where}: malformed JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise StepDataError(f"{where}: expected a JSON object")
+            missing = [k for k in ("problem", "steps", "label") if k not in record]
+            if missing:
+                raise StepDataError(f"{where}: missing {', '.join(missing)}")
+            steps, label = record["steps"], record["label"]
+            if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+                raise StepDataError(f"{where}: 'steps' must be a list of strings")
+            if not isinstance(label, int) or not -1 <= label < len(steps):
+                raise StepDataError(
+                    f"{where}: 'label' must be -1 or a step index below {len(steps)}, got {label!r}"
+                )
+            examples.append(
+                StepExample(
+                    id=str(record.get("id", line_no)),
+                    problem=str(record["problem"]),
+                    steps=steps,
+                    label=label,
+                    final_answer_correct=record.get("final_answer_correct"),
+                    generator=record.get("generator"),
+                )
+            )
+    return examples
+
+
+def write_step_examples(path: str | Path, examples: Sequence[StepExample]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for example in examples:
+            f.write(json.dumps(asdict(example), ensure_ascii=False) + "\n")
+
+
+def predict_first_error(scores: Sequence[float], threshold: float = DEFAULT_THRESHOLD) -> int:
+    """The predicted earliest error: the first step scored below ``threshold``, else -1."""
+    return next((i for i, s in enumerate(scores) if s < threshold), -1)
+
+
+def first_error_f1(predictions: Sequence[int], labels: Sequence[int]) -> dict:
+    """ProcessBench's metric.
+
+    a1 = mean[pred == label] over erroneous solutions (label >= 0),
+    a2 = mean[pred == -1] over correct solutions (label == -1),
+    F1 = 2 a1 a2 / (a1 + a2) (0 when a1 + a2 = 0). An empty group counts as accuracy 0.
+    """
+    if len(predictions) != len(labels):
+        raise ValueError("predictions and labels differ in length")
+    erroneous = [(p, y) for p, y in zip(predictions, labels, strict=True) if y >= 0]
+    correct = [p for p, y in zip(predictions, labels, strict=True) if y < 0]
+    a1 = sum(p == y for p, y in erroneous) / len(erroneous) if erroneous else 0.0
+    a2 = sum(p == -1 for p in correct) / len(correct) if correct else 0.0
+    f1 = 2 * a1 * a2 / (a1 + a2) if a1 + a2 > 0 else 0.0
+    return {
+        "f1": f1,
+        "a1_erroneous": a1,
+        "a2_correct": a2,
+        "n_erroneous": len(erroneous),
+        "n_correct": len(correct),
+    }
+
+
+def f1_at(scores: Sequence[Sequence[float]], labels: Sequence[int], threshold: float) -> dict:
+    predictions = [predict_first_error(s, threshold) for s in scores]
+    return first_error_f1(predictions, labels) | {"threshold": threshold}
+
+
+def step_report(
+    scores: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    threshold: float = DEFAULT_THRESHOLD,
+    sweep: Sequence[float] = SWEEP,
+) -> dict:
+    """F1 at ``threshold`` plus the sweep over ``sweep`` and its best point. The best threshold is
+    chosen on the same data, so it is an optimistic upper bound, reported as such."""
+    table = [f1_at(scores, labels, t) for t in sweep]
+    best = max(table, key=lambda row: (row["f1"], -abs(row["threshold"] - threshold)))
+    return f1_at(scores, labels, threshold) | {"best_threshold": best, "sweep": table}
+
+
+async def score_examples(scorer, examples: Sequence[StepExample]) -> list[list[float]]:
+    """Step scores of every example from a scorer with ``async score(question, steps)``;
+    the calls run concurrently so a batching scorer can group them."""
+    return list(await asyncio.gather(*(scorer.score(e.problem, e.steps) for e in examples)))
+
+
+def split_steps(text: str, separator: str = STEP_SEPARATOR) -> list[str]:
+    return [s.strip() for s in text.split(separator) if s.strip()]
+
+
+async def arith_step_examples(
+    backend: Backend,
+    problems: Sequence,
+    *,
+    samples: int = 1,
+    temperature: float = 1.0,
+    max_new_tokens: int = 200,
+    seed: int = 0,
+    generator: str = "tiny-arith-policy",
+) -> list[StepExample]:
+    """Sample ``samples`` solutions per arithmetic problem (``amcs.domains.arith.ArithProblem``
+    or ``amcs.problems.Problem`` with the expression in meta) and label each with the exact
+    checker: ``label`` = first wrong step, -1 when every step is right."""
+
+    async def one(problem) -> list[StepExample]:
+        expression = getattr(problem, "expression", None) or problem.meta["expression"]
+        true_value = str(evaluate(parse_expression(expression)))
+        params = SamplingParams(
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=derive_seed(seed, problem.id),
+        )
+        ids = prompt_ids(backend.tokenizer, problem.question)
+        rollouts = await backend.sample(ids, samples, params)
+        out = []
+        for j, rollout in enumerate(rollouts):
+            steps = split_steps(rollout.text)
+            if not steps:
+                continue
+            check = check_steps(expression, steps)
+            out.append(
+                StepExample(
+                    id=f"{problem.id}-{j}",
+                    problem=problem.question,
+                    steps=steps,
+                    label=check.first_error,
+                    final_answer_correct=answers_match_fast(
+                        extract_answer(rollout.text) or "", true_value
+                    )
+                    is True,
+                    generator=generator,
+                )
+            )
+        return out
+
+    groups = await asyncio.gather(*(one(p) for p in problems))
+    return [example for group in groups for example in group]

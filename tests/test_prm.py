@@ -1,0 +1,313 @@
+import asyncio
+import json
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForTokenClassification,
+)
+
+from amcs.assets import TINY_POLICY
+from amcs.prm import PRM_FORMATS, PRMScorer, detect_prm_format, load_prm
+from amcs.prompts import DEFAULT_SYSTEM_PROMPT
+from amcs.training import IGNORE_INDEX, PRM_CONFIG_FILE, build_prm_model, tokenize_prm_row
+
+QUESTION = "What is 2 + 3 * 4?"
+STEPS = ["3 * 4 = 12", "2 + 12 = 14", "The answer is \\boxed{14}."]
+WORDS = "what is a b c d + - = * ? Step 1: 2: 3: answer".split()  # noqa: SIM905
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+)
+
+
+def word_tokenizer(specials: list[str] = ()) -> PreTrainedTokenizerFast:
+    """A whitespace-split word-level tokenizer over WORDS, plus added special tokens."""
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<s>", "</s>", "ки", *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+    )
+    if specials:
+        tokenizer.add_tokens(list(specials), special_tokens=True)
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def token_cls_dir(tmp_path_factory):
+    """The bundled tiny policy with a fresh 2-label head, saved like `amcs train` saves a PRM
+    (with a non-default separator, so reading amcs_prm.json matters)."""
+    out = tmp_path_factory.mktemp("token-cls")
+    torch.manual_seed(0)
+    model = build_prm_model(str(TINY_POLICY))
+    with torch.no_grad():
+        model.score.weight.mul_(5)  # spread the scores away from 0.5
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(TINY_POLICY)).save_pretrained(out)
+    config = {"separator": "\n", "label_meaning": {"1": "step correct"}, "labels": "hard"}
+    (out / PRM_CONFIG_FILE).write_text(json.dumps(config))
+    return out
+
+
+@pytest.fixture(scope="module")
+def token_cls(token_cls_dir):
+    return load_prm(token_cls_dir, device="cpu", max_batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def step_tag_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("step-tag")
+    tokenizer = word_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(50)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qwen-prm")
+    tokenizer = word_tokenizer(["<|im_start|>", "<|im_end|>", "<extra_0>"])
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        num_labels=2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = Qwen2ForTokenClassification(config)
+    with torch.no_grad():
+        model.score.weight.mul_(50)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def probs_at(logits: torch.Tensor, positions: list[int], column: int = 1) -> list[float]:
+    return logits[0, positions].float().softmax(-1)[:, column].tolist()
+
+
+# --- token-cls -------------------------------------------------------------------------------
+
+
+def test_token_cls_detected_and_reads_separator(token_cls_dir, token_cls):
+    assert detect_prm_format(token_cls_dir) == "token-cls"
+    assert token_cls.prm_format == "token-cls"
+    assert token_cls.separator == "\n"
+
+
+def test_token_cls_positions_match_training(token_cls):
+    tok = token_cls.tokenizer
+    ids, positions = token_cls.encode("1", ["2", "3"])
+    # Char-level tokenizer, no BOS: "1", "2", "\n", "3", "\n"; each step's label on its "\n".
+    assert tok.convert_ids_to_tokens(ids) == ["1", "2", "\n", "3", "\n"]
+    assert positions == [2, 4]
+    row = {"prompt": QUESTION, "completions": STEPS, "labels": [True, False, True]}
+    feat = tokenize_prm_row(row, tok, "\n")
+    ids, positions = token_cls.encode(QUESTION, STEPS)
+    assert ids == feat["input_ids"]
+    assert positions == [i for i, label in enumerate(feat["labels"]) if label != IGNORE_INDEX]
+
+
+def test_token_cls_scores_match_manual_softmax(token_cls):
+    scores = token_cls.score_batch([(QUESTION, STEPS)])[0]
+    ids, positions = token_cls.encode(QUESTION, STEPS)
+    with torch.no_grad():
+        logits = token_cls.model(input_ids=torch.tensor([ids])).logits
+    assert len(scores) == len(STEPS)
+    assert all(0.0 < s < 1.0 for s in scores)
+    assert scores == pytest.approx(probs_at(logits, positions), abs=1e-6)
+    assert max(scores) - min(scores) > 1e-3  # the check above could fail
+
+
+def test_token_cls_prefix_scores_stable_and_batched_equals_unbatched(token_cls):
+    items = [(QUESTION, STEPS[:k]) for k in range(1, len(STEPS) + 1)]
+    items.append(("What is 1 + 1?", ["1 + 1 = 2", "The answer is 2."]))
+    batched = token_cls.score_batch(items)
+    for (question, steps), scores in zip(items, batched, strict=True):
+        assert len(scores) == len(steps)
+        alone = token_cls.score_batch([(question, steps)])[0]
+        assert scores == pytest.approx(alone, abs=1e-5)
+    full = batched[len(STEPS) - 1]
+    for k in range(1, len(STEPS)):
+        assert batched[k - 1] == pytest.approx(full[:k], abs=1e-5)
+
+
+def test_token_cls_without_config_file(token_cls_dir, tmp_path):
+    for name in token_cls_dir.iterdir():
+        if name.name != PRM_CONFIG_FILE:
+            (tmp_path / name.name).write_bytes(name.read_bytes())
+    assert detect_prm_format(tmp_path) == "token-cls"
+    scorer = load_prm(tmp_path, device="cpu")
+    assert scorer.separator == "\n\n"
+    assert len(scorer.score_batch([(QUESTION, STEPS)])[0]) == len(STEPS)
+
+
+def test_empty_steps_and_too_long(token_cls):
+    calls = token_cls.calls
+    assert token_cls.score_batch([(QUESTION, []), (QUESTION, STEPS[:1])])[0] == []
+    assert token_cls.calls == calls + 2
+    with pytest.raises(ValueError, match="512 positions"):
+        token_cls.score_batch([("1" * 600, STEPS)])
+
+
+# --- step-tag --------------------------------------------------------------------------------
+
+
+def test_step_tag_scores_match_manual(step_tag_dir):
+    assert detect_prm_format(step_tag_dir) == "step-tag"
+    scorer = load_prm(step_tag_dir, device="cpu")
+    question, steps = "what is a + b ?", ["Step 1: a + b = c", "Step 2: answer c"]
+    tok = scorer.tokenizer
+    text = "what is a + b ? Step 1: a + b = c ки\nStep 2: answer c ки"
+    ids = tok(text)["input_ids"]
+    tag, plus, minus = tok.convert_tokens_to_ids(["ки", "+", "-"])
+    positions = [i for i, t in enumerate(ids) if t == tag]
+    assert scorer.encode(question, steps) == (ids, positions)
+    with torch.no_grad():
+        logits = scorer.model(input_ids=torch.tensor([ids])).logits[..., [plus, minus]]
+    expected = probs_at(logits, positions, column=0)
+    scores = scorer.score_batch([(question, steps)])[0]
+    assert scores == pytest.approx(expected, abs=1e-6)
+    assert abs(scores[0] - scores[1]) > 1e-3
+    # Without logits_to_keep (models that lack it) the full logits give the same scores.
+    scorer._keeps_logits = False
+    assert scorer.score_batch([(question, steps)])[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_step_tag_errors(step_tag_dir):
+    scorer = load_prm(step_tag_dir, device="cpu")
+    with pytest.raises(ValueError, match="found 3"):
+        scorer.score_batch([("what ки", ["a", "b"])])
+    with pytest.raises(ValueError, match="not a single token"):
+        PRMScorer(scorer.model, scorer.tokenizer, "step-tag", step_tag="zzz")
+
+
+# --- qwen-prm --------------------------------------------------------------------------------
+
+
+def test_qwen_prm_scores_match_manual(qwen_dir):
+    assert detect_prm_format(qwen_dir) == "qwen-prm"
+    scorer = load_prm(qwen_dir, device="cpu")
+    question, steps = "what is a + b ?", ["a + b = c", "answer c", "d"]
+    tok = scorer.tokenizer
+    text = (
+        f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n"
+        f"<|im_start|>user\n{question}<|im_end|>\n"
+        "<|im_start|>assistant\na + b = c<extra_0>answer c<extra_0>d<extra_0><|im_end|>\n"
+    )
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    marker = tok.convert_tokens_to_ids("<extra_0>")
+    positions = [i for i, t in enumerate(ids) if t == marker]
+    assert len(positions) == 3
+    assert scorer.encode(question, steps) == (ids, positions)
+    with torch.no_grad():
+        logits = scorer.model(input_ids=torch.tensor([ids])).logits
+    scores = scorer.score_batch([(question, steps), (question, steps[:1])])
+    assert scores[0] == pytest.approx(probs_at(logits, positions), abs=1e-6)
+    assert scores[1] == pytest.approx(scores[0][:1], abs=1e-5)
+    assert max(scores[0]) - min(scores[0]) > 1e-3
+
+
+# --- detection -------------------------------------------------------------------------------
+
+
+def test_detect_rejects_other_directories(tmp_path):
+    with pytest.raises(ValueError, match="--prm-format") as err:
+        detect_prm_format(TINY_POLICY)  # a causal LM with no step tag: a policy, not a PRM
+    assert str(TINY_POLICY) in str(err.value)
+    with pytest.raises(ValueError, match="--prm-format"):
+        detect_prm_format(tmp_path)
+    with pytest.raises(ValueError, match="unknown PRM format"):
+        load_prm(tmp_path, "reward")
+    assert PRM_FORMATS == ("token-cls", "step-tag", "qwen-prm")
+
+
+# --- asyncio ---------------------------------------------------------------------------------
+
+
+def varied_items(n: int) -> list[tuple[str, list[str]]]:
+    return [(f"What is {i} + {i}?", STEPS[: 1 + i % len(STEPS)]) for i in range(n)]
+
+
+def test_concurrent_calls_share_forward_passes(token_cls_dir):
+    scorer = load_prm(token_cls_dir, device="cpu", max_batch_size=8)
+    items = varied_items(20)
+    expected = scorer.score_batch(items)
+    calls, passes = scorer.calls, scorer.forward_passes
+
+    async def main():
+        try:
+            return await asyncio.gather(*(scorer.score(q, s) for q, s in items))
+        finally:
+            await scorer.aclose()
+
+    results = asyncio.run(main())
+    for got, want in zip(results, expected, strict=True):
+        assert got == pytest.approx(want, abs=1e-5)
+    assert scorer.calls - calls == 20
+    assert 3 <= scorer.forward_passes - passes <= 6
+    assert scorer._thread is None
+
+
+def test_errors_reach_their_callers(token_cls_dir, monkeypatch):
+    scorer = load_prm(token_cls_dir, device="cpu", max_batch_size=8)
+
+    async def bad_input():
+        results = await asyncio.gather(
+            scorer.score(QUESTION, STEPS),
+            scorer.score("1" * 600, STEPS),
+            scorer.score(QUESTION, []),
+            return_exceptions=True,
+        )
+        assert len(results[0]) == len(STEPS)
+        assert isinstance(results[1], ValueError)
+        assert results[2] == []
+
+    asyncio.run(bad_input())
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("model exploded")
+
+    monkeypatch.setattr(scorer.model, "forward", boom)
+
+    async def bad_model():
+        results = await asyncio.gather(
+            *(scorer.score(q, s) for q, s in varied_items(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, RuntimeError) and "exploded" in str(r) for r in results)
+        await scorer.aclose()
+        with pytest.raises(RuntimeError, match="closed"):
+            await scorer.score(QUESTION, STEPS)
+
+    asyncio.run(bad_model())
