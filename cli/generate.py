@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from rich.console import Console
-from rich.markup import escape
 
 from amcs.problems import ProblemError, load_problems
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
 from amcs.recipes import RecipeError, load_recipe
+from cli.common import (
+    check_backend_options,
+    err,
+    fail,
+    open_backend,
+    parse_sets,
+    prompt_function,
+)
 from cli.progress import RunDisplay, summary_table
 
 DEFAULTS: dict[str, Any] = {
@@ -41,23 +46,6 @@ DEFAULTS: dict[str, Any] = {
     "retries": 3,
     "max_batch_size": 128,
 }
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {escape(message)}")
-    raise typer.Exit(2)
-
-
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            fail(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return out
 
 
 def generate_command(
@@ -178,16 +166,7 @@ def generate_command(
     )
     from amcs.search import make_config
 
-    if opts["prompt_format"] not in ("auto", "chat", "plain"):
-        fail(f"--prompt-format must be auto, chat or plain, not {opts['prompt_format']!r}")
-    if opts["backend"] in ("sglang-http", "openai") and not opts["url"]:
-        fail(f"the {opts['backend']} backend needs a server URL: pass --url")
-    if opts["backend_options"] is not None and not isinstance(opts["backend_options"], dict):
-        fail("backend_options must be a mapping of option names to values")
-    if opts["backend"] == "sglang" and importlib.util.find_spec("sglang") is None:
-        from amcs.backends.sglang_engine import INSTALL_HINT
-
-        fail(INSTALL_HINT)
+    check_backend_options(opts)
     try:
         config = make_config(opts["method"], **search_overrides)
     except (TypeError, ValueError) as exc:
@@ -221,39 +200,15 @@ def generate_command(
 
 def _run(opts: dict, config, todo, writer, quiet: bool):
     from amcs.assets import TINY_POLICY
-    from amcs.backends import make_backend
     from amcs.engine import RunCounters, generate
     from amcs.grading import Grader
-    from amcs.prompts import prompt_ids, uses_chat_template
 
     model_name = str(opts["model"] or TINY_POLICY)
     counters = RunCounters()
+    prompt = prompt_function(opts)
 
     async def main() -> None:
-        try:
-            if opts["backend"] == "hf":
-                options: dict[str, Any] = {"max_batch_size": int(opts["max_batch_size"])}
-            elif opts["backend"] == "sglang":
-                options = {}
-            else:
-                urls = opts["url"]
-                options = {"urls": [urls] if isinstance(urls, str) else list(urls or [])}
-            options |= opts["backend_options"] or {}
-            backend = make_backend(opts["backend"], model_name, **options)
-        except ImportError as exc:  # an optional engine (sglang) is not installed
-            fail(str(exc))
-        except (OSError, ValueError, TypeError) as exc:
-            fail(f"cannot load {opts['backend']} backend with model {model_name}: {exc}")
-        start = getattr(backend, "start", None)
-        if start is not None:
-            try:
-                await start()
-            except (OSError, ValueError) as exc:
-                await backend.aclose()
-                fail(str(exc))
-        if opts["prompt_format"] == "chat" and not uses_chat_template(backend.tokenizer):
-            await backend.aclose()
-            fail(f"--prompt-format chat: the tokenizer of {model_name} has no chat template")
+        backend = await open_backend(opts, model_name)
         display = RunDisplay(counters, quiet=quiet)
         async with Grader(max_workers=min(2, os.cpu_count() or 1)) as grader:
             try:
@@ -264,14 +219,7 @@ def _run(opts: dict, config, todo, writer, quiet: bool):
                         grader,
                         config,
                         writer,
-                        prompt_ids=lambda p: prompt_ids(
-                            backend.tokenizer,
-                            p.question,
-                            system_prompt=opts["system_prompt"],
-                            chat={"auto": None, "chat": True, "plain": False}[
-                                opts["prompt_format"]
-                            ],
-                        ),
+                        prompt_ids=lambda p: prompt(backend.tokenizer, p.question),
                         model_name=model_name if opts["model"] else "amcs/tiny-arith-policy",
                         seed=int(opts["seed"]),
                         concurrency=int(opts["concurrency"]),

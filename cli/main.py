@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from cli.eval import app as eval_app
 from cli.export import export_command
 from cli.generate import generate_command
 from cli.problems import problems_command
@@ -42,5 +43,6 @@ def main(
 
 app.command("generate")(generate_command)
 app.command("train")(train_command)
+app.add_typer(eval_app, name="eval")
 app.command("export")(export_command)
 app.command("problems")(problems_command)

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from amcs.recipes import RecipeError, load_recipe
+from cli.common import err, fail
 
 DEFAULTS: dict[str, Any] = {
     "data": None,
@@ -28,13 +27,6 @@ DEFAULTS: dict[str, Any] = {
     "threshold": 0.0,
     "separator": "\n\n",
 }
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {escape(message)}")
-    raise typer.Exit(2)
 
 
 def train_command(

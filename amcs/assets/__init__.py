@@ -4,3 +4,4 @@ from pathlib import Path
 
 ASSETS = Path(__file__).parent
 TINY_POLICY = ASSETS / "tiny-arith-policy"
+TINY_PRM = ASSETS / "tiny-arith-prm"

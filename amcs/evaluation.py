@@ -1,0 +1,237 @@
+"""`amcs eval`'s runner: verification strategies over a problem set, graded, with compute.
+
+Every (strategy, n) cell runs on every problem through one backend and one PRM, many problems at
+once so the backend batches. Each finished (strategy, n, problem) is appended to a JSONL record
+file as soon as it is graded, so an interrupted evaluation resumes where it stopped. The summary
+puts accuracy next to the compute it cost: generated tokens and PRM calls per problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from amcs.problems import Problem
+from amcs.verification import STRATEGIES, VerifyContext, run_strategy
+
+PRM_STRATEGIES = ("best-of-n", "weighted-vote", "beam", "mcts")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of the report: a strategy at a budget n (greedy always runs at n = 1)."""
+
+    strategy: str
+    n: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.strategy}@{self.n}"
+
+
+def make_cells(strategies: Sequence[str], ns: Sequence[int]) -> list[Cell]:
+    """The grid strategies x ns; greedy once (it has no budget)."""
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(
+            f"unknown strateg{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+            f"choose from {', '.join(STRATEGIES)}"
+        )
+    if not ns or any(n < 1 for n in ns):
+        raise ValueError("every n must be >= 1")
+    cells: list[Cell] = []
+    for strategy in strategies:
+        for n in [1] if strategy == "greedy" else sorted(set(ns)):
+            if Cell(strategy, n) not in cells:
+                cells.append(Cell(strategy, n))
+    return cells
+
+
+def read_done(path: Path) -> dict[tuple[str, int, str], dict]:
+    """Records already in the file, by (strategy, n, problem id). A torn last line (a crash
+    mid-write) is ignored; it is rewritten by the resumed run."""
+    done: dict[tuple[str, int, str], dict] = {}
+    if not path.exists():
+        return done
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[(record["strategy"], int(record["n"]), str(record["problem_id"]))] = record
+    return done
+
+
+def _truncate_torn_tail(path: Path) -> None:
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+async def evaluate(
+    problems: Sequence[Problem],
+    ctx: VerifyContext,
+    cells: Sequence[Cell],
+    grader,
+    records_path: str | Path,
+    *,
+    concurrency: int = 64,
+    on_record: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Run every cell on every problem; return all records (old ones from the file included).
+
+    ``grader`` has ``async equivalent(predicted, reference) -> bool`` (amcs.grading.Grader).
+    Up to ``concurrency`` (cell, problem) runs are in flight at once.
+    """
+    records_path = Path(records_path)
+    records_path.parent.mkdir(parents=True, exist_ok=True)
+    _truncate_torn_tail(records_path)
+    done = read_done(records_path)
+    todo = [
+        (cell, problem)
+        for cell in cells
+        for problem in problems
+        if (cell.strategy, cell.n, problem.id) not in done
+    ]
+    slots = asyncio.Semaphore(concurrency)
+    records = list(done.values())
+
+    with records_path.open("a", encoding="utf-8") as out:
+
+        async def one(cell: Cell, problem: Problem) -> None:
+            async with slots:
+                result = await run_strategy(cell.strategy, ctx, problem.question, cell.n)
+                correct = await grader.equivalent(result.answer, problem.answer)
+            record = {
+                "strategy": cell.strategy,
+                "n": cell.n,
+                "problem_id": problem.id,
+                "question": problem.question,
+                "reference": problem.answer,
+                "answer": result.answer,
+                "correct": bool(correct),
+                "tokens": result.tokens,
+                "prm_calls": result.prm_calls,
+                "rollouts": result.rollouts,
+                "requests": result.requests,
+                "text": result.text,
+                "chosen": result.chosen,
+                "votes": result.votes,
+                "stats": result.stats,
+                "candidates": [c.to_dict() for c in result.candidates],
+            }
+            # Written between awaits, whole lines only: a crash loses at most runs in flight.
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.flush()
+            records.append(record)
+            if on_record is not None:
+                on_record(record)
+
+        async with asyncio.TaskGroup() as tg:
+            for cell, problem in todo:
+                tg.create_task(one(cell, problem))
+        os.fsync(out.fileno())
+    return records
+
+
+def summarize(records: Sequence[dict], cells: Sequence[Cell], problem_ids: Sequence[str]) -> list:
+    """One row per cell over the given problems: accuracy, generated tokens, PRM calls and
+    rollouts per problem."""
+    wanted = set(problem_ids)
+    rows = []
+    for cell in cells:
+        mine = [
+            r
+            for r in records
+            if r["strategy"] == cell.strategy and r["n"] == cell.n and r["problem_id"] in wanted
+        ]
+        count = len(mine)
+        rows.append(
+            {
+                "strategy": cell.strategy,
+                "n": cell.n,
+                "problems": count,
+                "accuracy": sum(r["correct"] for r in mine) / count if count else None,
+                "tokens_per_problem": sum(r["tokens"] for r in mine) / count if count else None,
+                "prm_calls_per_problem": sum(r["prm_calls"] for r in mine) / count
+                if count
+                else None,
+                "rollouts_per_problem": sum(r["rollouts"] for r in mine) / count if count else None,
+            }
+        )
+    return rows
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    lines = [
+        "| strategy | N | accuracy | generated tokens / problem | PRM calls / problem | problems |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if not r["problems"]:
+            continue
+        lines.append(
+            f"| {r['strategy']} | {r['n']} | {r['accuracy']:.1%} | {r['tokens_per_problem']:,.0f} "
+            f"| {r['prm_calls_per_problem']:.1f} | {r['problems']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy_vs_tokens(rows: Sequence[dict], path: str | Path, title: str = "") -> bool:
+    """Accuracy against generated tokens per problem, one line per strategy (log x).
+    Returns False when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for strategy in dict.fromkeys(r["strategy"] for r in rows):
+        pts = sorted(
+            (r["tokens_per_problem"], r["accuracy"], r["n"])
+            for r in rows
+            if r["strategy"] == strategy and r["problems"]
+        )
+        if not pts:
+            continue
+        xs, ys, ns = zip(*pts, strict=True)
+        ax.plot(xs, ys, marker="o", label=strategy)
+        for x, y, n in pts:
+            ax.annotate(f"{n}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("generated tokens per problem (log)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or "accuracy vs generated tokens (labels: N)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_report(
+    out_dir: str | Path, rows: Sequence[dict], settings: dict, title: str = ""
+) -> dict[str, Path]:
+    """results.json, results.md and accuracy_vs_tokens.png in out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md"}
+    paths["json"].write_text(
+        json.dumps({"settings": settings, "results": list(rows)}, indent=2) + "\n"
+    )
+    header = f"# {title}\n\n" if title else ""
+    paths["markdown"].write_text(header + markdown_table(rows))
+    png = out_dir / "accuracy_vs_tokens.png"
+    if plot_accuracy_vs_tokens(rows, png, title):
+        paths["plot"] = png
+    return paths

@@ -1,0 +1,48 @@
+"""Test-time verification: greedy, majority@n, best-of-n, PRM-weighted vote, step-level beam
+search and MCTS, all on the Backend protocol and a StepScorer (PRM).
+
+    ctx = VerifyContext(backend, scorer, VerifyConfig(aggregation="min"))
+    result = await run_strategy("best-of-n", ctx, question, n=8)
+    result.answer, result.tokens, result.prm_calls, result.candidates
+"""
+
+from __future__ import annotations
+
+from amcs.verification.aggregation import AGGREGATIONS, aggregate, best_index
+from amcs.verification.base import Candidate, StepScorer, StrategyResult, split_steps
+from amcs.verification.beam import beam_search
+from amcs.verification.config import VerifyConfig
+from amcs.verification.context import Run, VerifyContext, call_seed
+from amcs.verification.mcts import MCTS, mcts, puct
+from amcs.verification.oracle import ArithOracleScorer
+from amcs.verification.sampling import best_of_n, greedy, majority, weighted_vote
+from amcs.verification.strategies import STRATEGIES, run_strategy
+from amcs.verification.voting import group_answers, same_answer, vote
+
+__all__ = [
+    "AGGREGATIONS",
+    "MCTS",
+    "STRATEGIES",
+    "ArithOracleScorer",
+    "Candidate",
+    "Run",
+    "StepScorer",
+    "StrategyResult",
+    "VerifyConfig",
+    "VerifyContext",
+    "aggregate",
+    "beam_search",
+    "best_index",
+    "best_of_n",
+    "call_seed",
+    "greedy",
+    "group_answers",
+    "majority",
+    "mcts",
+    "puct",
+    "run_strategy",
+    "same_answer",
+    "split_steps",
+    "vote",
+    "weighted_vote",
+]

@@ -1,0 +1,72 @@
+"""What verification strategies share: the PRM protocol they score with, step splitting, and the
+result each strategy returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from amcs.steps import DEFAULT_SEPARATOR
+
+
+@runtime_checkable
+class StepScorer(Protocol):
+    """A process reward model as the strategies see it.
+
+    ``score(question, steps)`` returns, for each step (text, separator and outer whitespace
+    removed), the probability that the step is correct given the question and the steps before
+    it: one float in [0, 1] per step. ``calls`` counts the score() calls made so far.
+    """
+
+    calls: int
+
+    async def score(self, question: str, steps: list[str]) -> list[float]: ...
+
+
+def split_steps(text: str, separator: str = DEFAULT_SEPARATOR) -> list[str]:
+    """The steps of a solution text: split on the separator, stripped, empty pieces dropped."""
+    return [s.strip() for s in text.split(separator) if s.strip()]
+
+
+@dataclass
+class Candidate:
+    """One solution a strategy considered. score is its aggregated PRM score (majority: the vote
+    share of its answer; None where nothing scored it); finished is False for a partial solution
+    (a beam still open at max_depth, say)."""
+
+    text: str
+    answer: str | None
+    score: float | None = None
+    step_scores: list[float] = field(default_factory=list)
+    finished: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StrategyResult:
+    """What one strategy did on one question.
+
+    tokens: generated tokens of every rollout sampled, kept or discarded; rollouts and requests:
+    how many rollouts and backend.sample calls that took; prm_calls: StepScorer.score calls.
+    chosen indexes the candidate whose text and answer are the result (None when there is none).
+    votes maps each answer voted for to its total (count or PRM weight), vote strategies only.
+    stats holds strategy-specific numbers (beam width, depth reached, tree size, ...).
+    """
+
+    strategy: str
+    question: str
+    answer: str | None
+    text: str
+    tokens: int
+    prm_calls: int
+    rollouts: int
+    requests: int
+    candidates: list[Candidate]
+    chosen: int | None
+    votes: dict[str, float] | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,80 @@
+"""Strategies over whole sampled solutions: greedy, majority vote, best-of-n and PRM-weighted vote.
+
+Majority, best-of-n and weighted vote draw their n samples in one request seeded by (seed,
+question, 0), so with the same seed they judge the same n solutions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from amcs.grading import extract_answer
+from amcs.verification.aggregation import aggregate, best_index
+from amcs.verification.base import Candidate, StrategyResult, split_steps
+from amcs.verification.context import Run, VerifyContext
+from amcs.verification.voting import group_answers, vote
+
+
+async def greedy(ctx: VerifyContext, question: str, n: int | None = None) -> StrategyResult:
+    """One sample at temperature 0; n is ignored."""
+    run = Run(ctx, "greedy", question, n)
+    (rollout,) = await run.sample([], 1, temperature=0.0)
+    return run.result([Candidate(rollout.text, extract_answer(rollout.text))], 0)
+
+
+async def _samples(run: Run) -> list[str]:
+    rollouts = await run.sample([], run.config.n)
+    return [r.text for r in rollouts]
+
+
+async def _scored(run: Run, texts: list[str]) -> list[Candidate]:
+    """Each text split into steps, scored by the PRM (one call per text with steps), and its
+    score aggregated."""
+    sep, how = run.config.separator, run.config.aggregation
+    step_scores = await asyncio.gather(*(run.score(split_steps(t, sep)) for t in texts))
+    return [
+        Candidate(t, extract_answer(t), aggregate(s, how), s)
+        for t, s in zip(texts, step_scores, strict=True)
+    ]
+
+
+async def majority(ctx: VerifyContext, question: str, n: int | None = None) -> StrategyResult:
+    """majority@n: n samples, the most frequent answer wins (numbers compare by value); ties go to
+    the answer that appeared first. The text is the first sample with that answer. Each
+    candidate's score is its answer's vote share. No PRM calls."""
+    run = Run(ctx, "majority", question, n)
+    texts = await _samples(run)
+    answers = [extract_answer(t) for t in texts]
+    winner, votes = vote(answers)
+    groups = group_answers(answers)
+    candidates = [
+        Candidate(t, a, None if g is None else groups.count(g) / len(texts))
+        for t, a, g in zip(texts, answers, groups, strict=True)
+    ]
+    # No sample states an answer: report the first one, whose answer is None anyway.
+    chosen = winner if winner is not None else (0 if candidates else None)
+    return run.result(candidates, chosen, votes=votes)
+
+
+async def best_of_n(ctx: VerifyContext, question: str, n: int | None = None) -> StrategyResult:
+    """best-of-n: n samples, each scored aggregate(PRM step scores); the highest wins, ties to the
+    earliest sample (a sample stating no answer wins only when none states one)."""
+    run = Run(ctx, "best-of-n", question, n)
+    candidates = await _scored(run, await _samples(run))
+    return run.result(candidates, best_index(candidates))
+
+
+async def weighted_vote(ctx: VerifyContext, question: str, n: int | None = None) -> StrategyResult:
+    """PRM-weighted majority: n samples; answer a scores sum_{i: answer_i = a} aggregate(PRM(i));
+    the largest total wins, ties to the answer that appeared first; samples without an answer do
+    not vote. The text is the best-scored sample with the winning answer (ties: earliest)."""
+    run = Run(ctx, "weighted-vote", question, n)
+    candidates = await _scored(run, await _samples(run))
+    winner, votes = vote([c.answer for c in candidates], [c.score or 0.0 for c in candidates])
+    if winner is None:
+        chosen = best_index(candidates)
+    else:
+        groups = group_answers([c.answer for c in candidates])
+        members = [i for i, g in enumerate(groups) if g == groups[winner]]
+        chosen = max(members, key=lambda i: (candidates[i].score or 0.0, -i))
+    return run.result(candidates, chosen, votes=votes)

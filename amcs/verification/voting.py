@@ -1,0 +1,61 @@
+"""Voting over final answers: answers that mean the same number vote together."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from amcs.grading import answers_match_fast
+
+
+def same_answer(a: str, b: str) -> bool:
+    """Plain numbers compare by value ("1,000" == "1000.0"); anything else by its stripped text."""
+    fast = answers_match_fast(a, b)
+    return fast if fast is not None else a.strip() == b.strip()
+
+
+def group_answers(answers: Sequence[str | None]) -> list[int | None]:
+    """A group id per answer, numbered in order of first occurrence; None for a missing answer.
+    Numeric equality is exact (Decimal), so grouping is transitive."""
+    reps: list[str] = []
+    groups: list[int | None] = []
+    for a in answers:
+        if a is None:
+            groups.append(None)
+            continue
+        g = next((j for j, r in enumerate(reps) if same_answer(r, a)), None)
+        if g is None:
+            g = len(reps)
+            reps.append(a)
+        groups.append(g)
+    return groups
+
+
+def vote(
+    answers: Sequence[str | None], weights: Sequence[float] | None = None
+) -> tuple[int | None, dict[str, float]]:
+    """The winning answer's group and the totals.
+
+    Each sample adds its weight (1 without weights) to its answer's group; samples without an
+    answer do not vote. The winner is the group with the largest total; on a tie, the answer that
+    first appeared earliest wins (deterministic, and among equal totals it favours what the model
+    produced first). Returns (index of the first sample of the winning group, or None when no
+    sample has an answer; {first spelling of each answer: total}).
+    """
+    if weights is None:
+        weights = [1.0] * len(answers)
+    groups = group_answers(answers)
+    members: dict[int, list[float]] = {}
+    first: dict[int, int] = {}
+    for i, (g, w) in enumerate(zip(groups, weights, strict=True)):
+        if g is None:
+            continue
+        members.setdefault(g, []).append(float(w))
+        first.setdefault(g, i)
+    totals = {g: math.fsum(ws) for g, ws in members.items()}
+    winner = None
+    for g in sorted(totals):  # groups in order of first occurrence
+        if winner is None or totals[g] > totals[winner]:
+            winner = g
+    table = {answers[first[g]]: totals[g] for g in sorted(totals)}
+    return (first[winner] if winner is not None else None), table

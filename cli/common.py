@@ -1,0 +1,89 @@
+"""What the commands share: error output, --set parsing, and opening a backend from options."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(2)
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+CHAT_CHOICE = {"auto": None, "chat": True, "plain": False}
+
+
+def check_backend_options(opts: dict) -> None:
+    """Fail early, before any model loads, on backend options that cannot work."""
+    if opts["prompt_format"] not in CHAT_CHOICE:
+        fail(f"--prompt-format must be auto, chat or plain, not {opts['prompt_format']!r}")
+    if opts["backend"] in ("sglang-http", "openai") and not opts["url"]:
+        fail(f"the {opts['backend']} backend needs a server URL: pass --url")
+    if opts["backend_options"] is not None and not isinstance(opts["backend_options"], dict):
+        fail("backend_options must be a mapping of option names to values")
+    if opts["backend"] == "sglang" and importlib.util.find_spec("sglang") is None:
+        from amcs.backends.sglang_engine import INSTALL_HINT
+
+        fail(INSTALL_HINT)
+
+
+async def open_backend(opts: dict, model_name: str):
+    """The backend named by opts["backend"], started (servers checked), or a clear failure."""
+    from amcs.backends import make_backend
+    from amcs.prompts import uses_chat_template
+
+    try:
+        if opts["backend"] == "hf":
+            options: dict[str, Any] = {"max_batch_size": int(opts["max_batch_size"])}
+        elif opts["backend"] == "sglang":
+            options = {}
+        else:
+            urls = opts["url"]
+            options = {"urls": [urls] if isinstance(urls, str) else list(urls or [])}
+        options |= opts["backend_options"] or {}
+        backend = make_backend(opts["backend"], model_name, **options)
+    except ImportError as exc:  # an optional engine (sglang) is not installed
+        fail(str(exc))
+    except (OSError, ValueError, TypeError) as exc:
+        fail(f"cannot load {opts['backend']} backend with model {model_name}: {exc}")
+    start = getattr(backend, "start", None)
+    if start is not None:
+        try:
+            await start()
+        except (OSError, ValueError) as exc:
+            await backend.aclose()
+            fail(str(exc))
+    if opts["prompt_format"] == "chat" and not uses_chat_template(backend.tokenizer):
+        await backend.aclose()
+        fail(f"--prompt-format chat: the tokenizer of {model_name} has no chat template")
+    return backend
+
+
+def prompt_function(opts: dict):
+    """prompt(tokenizer, question) -> ids, as the options ask (chat template or plain)."""
+    from amcs.prompts import prompt_ids
+
+    chat = CHAT_CHOICE[opts["prompt_format"]]
+
+    def prompt(tokenizer, question: str) -> list[int]:
+        return prompt_ids(tokenizer, question, system_prompt=opts["system_prompt"], chat=chat)
+
+    return prompt

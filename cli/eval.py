@@ -1,0 +1,381 @@
+"""`amcs eval`: PRM-guided verification with accuracy next to compute, and `amcs eval steps`:
+ProcessBench's step-level F1."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from amcs.problems import ProblemError, load_problems
+from amcs.prompts import DEFAULT_SYSTEM_PROMPT
+from amcs.recipes import RecipeError, load_recipe
+from cli.common import (
+    check_backend_options,
+    err,
+    fail,
+    open_backend,
+    parse_sets,
+    prompt_function,
+)
+
+ORACLE = "arith-oracle"
+ALL_STRATEGIES = "greedy,majority,best-of-n,weighted-vote,beam,mcts"
+
+DEFAULTS: dict[str, Any] = {
+    "problems": "arith-heldout:300",
+    "limit": None,
+    "backend": "hf",
+    "model": None,  # the bundled tiny policy
+    "url": None,
+    "prompt_format": "auto",
+    "system_prompt": DEFAULT_SYSTEM_PROMPT,
+    "backend_options": None,
+    "max_batch_size": 128,
+    "prm": None,  # the bundled tiny PRM
+    "prm_format": None,  # read from the checkpoint
+    "prm_batch_size": 32,
+    "strategies": ALL_STRATEGIES,
+    "n": "1,4,16",
+    "out": "amcs-eval",
+    "concurrency": 64,
+    "seed": 0,
+    "title": None,
+}
+
+app = typer.Typer(
+    help="Verify solutions with a PRM: accuracy vs generated tokens; `steps` for step-level F1.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+    rich_markup_mode=None,
+)
+
+
+def _split_list(value: Any) -> list[str]:
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def _scorer(prm: str | None, prm_format: str | None, batch_size: int):
+    """The PRM the options name: a checkpoint directory, or the exact arithmetic oracle."""
+    if prm == ORACLE:
+        from amcs.verification import ArithOracleScorer
+
+        return ArithOracleScorer()
+    from amcs.assets import TINY_PRM
+    from amcs.prm import load_prm
+
+    path = Path(prm) if prm else TINY_PRM
+    if not path.exists():
+        fail(f"--prm {path}: no such directory (a PRM from `amcs train`, or {ORACLE})")
+    try:
+        return load_prm(path, prm_format, max_batch_size=batch_size)
+    except (OSError, ValueError) as exc:
+        fail(f"cannot load the PRM at {path}: {exc}")
+
+
+@app.callback()
+def eval_command(
+    ctx: typer.Context,
+    recipe: Path | None = typer.Option(
+        None, "--recipe", "-r", help="YAML recipe with any of these options; the command line wins."
+    ),
+    problems: str | None = typer.Option(
+        None,
+        help="Problems: .jsonl/.json/.parquet, a HF dataset, 'arith[:N]' or 'arith-heldout[:N]'."
+        " [default: arith-heldout:300]",
+    ),
+    limit: int | None = typer.Option(None, help="Only the first N problems."),
+    strategies: str | None = typer.Option(
+        None, help=f"Comma-separated, from {ALL_STRATEGIES}. [default: all]"
+    ),
+    n: str | None = typer.Option(
+        None,
+        help="Budgets, comma-separated: samples (majority, best-of-n, weighted-vote), candidate "
+        "steps per depth (beam) or iterations (mcts). [default: 1,4,16]",
+    ),
+    prm: str | None = typer.Option(
+        None,
+        help=f"PRM directory (amcs train, TRL, Math-Shepherd, Qwen2.5-Math-PRM) or {ORACLE} "
+        "(the exact checker; arithmetic only). [default: the bundled tiny PRM]",
+    ),
+    prm_format: str | None = typer.Option(
+        None, help="token-cls | step-tag | qwen-prm. [default: read from the checkpoint]"
+    ),
+    aggregation: str | None = typer.Option(
+        None, help="Step scores -> solution score: last | min | prod | mean. [default: last]"
+    ),
+    backend: str | None = typer.Option(
+        None, help="hf | sglang | sglang-http | openai, as for generate. [default: hf]"
+    ),
+    model: str | None = typer.Option(
+        None, help="Policy model (or tokenizer for servers). [default: the bundled tiny policy]"
+    ),
+    url: list[str] = typer.Option([], "--url", help="Server URL for sglang-http/openai."),
+    prompt_format: str | None = typer.Option(None, help="auto | chat | plain. [default: auto]"),
+    out: Path | None = typer.Option(
+        None, help="Report directory: records.jsonl, results.json/.md, PNG. [default: amcs-eval]"
+    ),
+    concurrency: int | None = typer.Option(
+        None, help="Problem runs in flight at once. [default: 64]"
+    ),
+    seed: int | None = typer.Option(None, help="[default: 0]"),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Strategy parameter KEY=VALUE, repeatable: temperature, top_p, max_new_tokens, "
+        "step_max_new_tokens, expansions, max_depth, c_puct, dedupe, separator.",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Log lines instead of a live bar."),
+) -> None:
+    """Compare verification strategies at equal compute: greedy, majority vote, PRM best-of-N,
+    PRM-weighted vote, step-level beam search and MCTS, each graded against the reference
+    answers, with generated tokens and PRM calls per problem.
+
+    Writes OUT/records.jsonl (one line per strategy, N and problem; an interrupted run resumes
+    from it), OUT/results.json, OUT/results.md (also printed) and OUT/accuracy_vs_tokens.png.
+
+    Examples:
+
+      amcs eval --recipe recipes/tiny-arith/eval.yaml
+
+      amcs eval --strategies majority,best-of-n --n 4,16 --prm my-prm --out eval-mine
+
+      amcs eval steps --prm my-prm
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        base = load_recipe(recipe)
+    except RecipeError as exc:
+        fail(str(exc))
+    verify = dict(base.pop("verify", None) or {})
+    unknown = set(base) - set(DEFAULTS)
+    if unknown:
+        fail(f"{recipe}: unknown option(s) {', '.join(sorted(unknown))}")
+    given = {
+        "problems": problems,
+        "limit": limit,
+        "strategies": strategies,
+        "n": n,
+        "prm": prm,
+        "prm_format": prm_format,
+        "backend": backend,
+        "model": model,
+        "url": list(url) or None,
+        "prompt_format": prompt_format,
+        "out": out,
+        "concurrency": concurrency,
+        "seed": seed,
+    }
+    opts = DEFAULTS | base | {k: v for k, v in given.items() if v is not None}
+    verify |= parse_sets(set_)
+    if aggregation is not None:
+        verify["aggregation"] = aggregation
+    verify["seed"] = int(opts["seed"])
+
+    from amcs.evaluation import PRM_STRATEGIES, make_cells
+    from amcs.verification import VerifyConfig
+
+    check_backend_options(opts)
+    known = {f.name for f in fields(VerifyConfig)} - {"n"}
+    bad = set(verify) - known
+    if bad:
+        fail(f"unknown strategy parameter(s) {', '.join(sorted(bad))}; known: {sorted(known)}")
+    try:
+        config = VerifyConfig(**verify)
+        ns = [int(x) for x in _split_list(opts["n"])]
+        cells = make_cells(_split_list(opts["strategies"]), ns)
+    except (TypeError, ValueError) as exc:
+        fail(str(exc))
+    try:
+        todo = load_problems(opts["problems"], limit=opts["limit"], seed=int(opts["seed"]))
+    except ProblemError as exc:
+        fail(str(exc))
+    if not todo:
+        fail(f"no problems in {opts['problems']}")
+    needs_prm = any(c.strategy in PRM_STRATEGIES for c in cells)
+    if opts["prm"] == ORACLE and any("expression" not in p.meta for p in todo):
+        fail(f"--prm {ORACLE} scores arithmetic problems only (arith, arith-heldout)")
+    logging.basicConfig(
+        level=logging.INFO if quiet else logging.WARNING, format="%(asctime)s %(message)s"
+    )
+    _run_eval(opts, config, cells, todo, needs_prm, quiet)
+
+
+def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
+    from amcs.assets import TINY_POLICY
+    from amcs.evaluation import evaluate, summarize, write_report
+    from amcs.grading import Grader
+    from amcs.verification import VerifyContext
+
+    out_dir = Path(opts["out"])
+    model_name = str(opts["model"] or TINY_POLICY)
+    scorer = (
+        _scorer(opts["prm"], opts["prm_format"], int(opts["prm_batch_size"])) if needs_prm else None
+    )
+    total = len(cells) * len(todo)
+    progress = Progress(
+        TextColumn("eval"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} runs"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=Console(stderr=True),
+        disable=quiet,
+    )
+    task = progress.add_task("eval", total=total, status="")
+    tallies = {"runs": 0, "tokens": 0}
+    log = logging.getLogger("amcs")
+
+    def on_record(record: dict) -> None:
+        tallies["runs"] += 1
+        tallies["tokens"] += record["tokens"]
+        status = f"{record['strategy']}@{record['n']} · {tallies['tokens']:,} tokens"
+        progress.update(task, advance=1, status=status)
+        if quiet and tallies["runs"] % 100 == 0:
+            log.info("runs %d · %s", tallies["runs"], status)
+
+    async def main() -> list[dict]:
+        backend = await open_backend(opts, model_name)
+        ctx = VerifyContext(backend, scorer, config, prompt_function(opts))
+        try:
+            async with Grader(max_workers=min(2, os.cpu_count() or 1)) as grader:
+                with progress:
+                    return await evaluate(
+                        todo,
+                        ctx,
+                        cells,
+                        grader,
+                        out_dir / "records.jsonl",
+                        concurrency=int(opts["concurrency"]),
+                        on_record=on_record,
+                    )
+        finally:
+            await backend.aclose()
+            if scorer is not None and hasattr(scorer, "aclose"):
+                await scorer.aclose()
+
+    try:
+        records = asyncio.run(main())
+    except KeyboardInterrupt:
+        err.print(
+            f"\ninterrupted: finished runs are in {out_dir / 'records.jsonl'}; "
+            "run the same command again to resume"
+        )
+        raise typer.Exit(130) from None
+    rows = summarize(records, cells, [p.id for p in todo])
+    settings = {
+        "problems": str(opts["problems"]),
+        "n_problems": len(todo),
+        "model": model_name if opts["model"] else "amcs/tiny-arith-policy",
+        "backend": opts["backend"],
+        "prm": str(opts["prm"] or "amcs/tiny-arith-prm") if needs_prm else None,
+        "verify": config.to_dict(),
+    }
+    title = opts["title"] or f"amcs eval: {opts['problems']}"
+    paths = write_report(out_dir, rows, settings, title)
+    console = Console()
+    console.print(Markdown(paths["markdown"].read_text()))
+    err.print(f"report: {', '.join(str(p) for p in paths.values())}")
+
+
+@app.command("steps")
+def steps_command(
+    data: str = typer.Option(
+        "arith-heldout:500",
+        help="A ProcessBench-layout JSONL file (problem, steps, label = earliest wrong step or "
+        "-1), or arith-heldout[:N] / arith[:N]: sample the policy and label with exact truth.",
+    ),
+    prm: str | None = typer.Option(None, help="PRM directory. [default: the bundled tiny PRM]"),
+    prm_format: str | None = typer.Option(None, help="token-cls | step-tag | qwen-prm."),
+    threshold: float = typer.Option(
+        0.5, help="A step scoring below this is the predicted earliest error."
+    ),
+    model: str | None = typer.Option(
+        None, help="Policy that writes the solutions for arith data. [default: the tiny policy]"
+    ),
+    temperature: float = typer.Option(1.0, help="Sampling temperature for arith data."),
+    seed: int = typer.Option(0, help="Sampling seed for arith data."),
+    write_data: Path | None = typer.Option(
+        None, help="Also save the arith solutions as a ProcessBench-layout file."
+    ),
+    out: Path | None = typer.Option(None, help="Write the report (JSON) here too."),
+) -> None:
+    """Step-level F1 as ProcessBench computes it: a1 = accuracy of the predicted earliest error
+    on erroneous solutions, a2 = accuracy on correct ones, F1 = 2 a1 a2 / (a1 + a2). Also shows
+    F1 over a threshold sweep (its best point is chosen on the same data: optimistic).
+
+    Examples:
+
+      amcs eval steps --prm tiny-arith-prm
+
+      amcs eval steps --data processbench_gsm8k.jsonl --prm Qwen/Qwen2.5-Math-PRM-7B
+    """
+    import json
+    import re
+
+    from amcs.stepeval import StepDataError, read_step_examples, step_report, write_step_examples
+
+    if re.match(r"^arith(-heldout)?(:\d+)?$", data):
+        examples = asyncio.run(_arith_examples(data, model, temperature, seed))
+        if write_data:
+            write_step_examples(write_data, examples)
+    else:
+        try:
+            examples = read_step_examples(data)
+        except StepDataError as exc:
+            fail(str(exc))
+    if not examples:
+        fail(f"no solutions in {data}")
+    scorer = _scorer(prm, prm_format, 32)
+    items = [(e.problem, e.steps) for e in examples]
+    scores = scorer.score_batch(items) if hasattr(scorer, "score_batch") else None
+    if scores is None:
+        from amcs.stepeval import score_examples
+
+        scores = asyncio.run(score_examples(scorer, examples))
+    report = step_report(scores, [e.label for e in examples], threshold)
+    report |= {"data": data, "prm": str(prm or "amcs/tiny-arith-prm"), "n": len(examples)}
+    best = report["best_threshold"]
+    console = Console()
+    console.print(
+        f"step-level F1 {report['f1']:.3f} at threshold {threshold} "
+        f"(a1 erroneous {report['a1_erroneous']:.3f} on {report['n_erroneous']}, "
+        f"a2 correct {report['a2_correct']:.3f} on {report['n_correct']})"
+    )
+    console.print(
+        f"best over the sweep: F1 {best['f1']:.3f} at threshold {best['threshold']} "
+        "(chosen on this data)"
+    )
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+async def _arith_examples(spec: str, model: str | None, temperature: float, seed: int):
+    from amcs.assets import TINY_POLICY
+    from amcs.backends.hf import HFBackend
+    from amcs.stepeval import arith_step_examples
+
+    problems = load_problems(spec)
+    backend = HFBackend(model or TINY_POLICY)
+    try:
+        return await arith_step_examples(
+            backend,
+            problems,
+            temperature=temperature,
+            seed=seed,
+            generator=Path(str(model)).name if model else "tiny-arith-policy",
+        )
+    finally:
+        await backend.aclose()
