@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from amcs.backends.base import Backend, Rollout, SamplingParams
 from amcs.problems import Problem
 from amcs.verification import STRATEGIES, VerifyContext, run_strategy
 
@@ -49,6 +50,46 @@ def make_cells(strategies: Sequence[str], ns: Sequence[int]) -> list[Cell]:
             if Cell(strategy, n) not in cells:
                 cells.append(Cell(strategy, n))
     return cells
+
+
+class SharedSamples:
+    """A backend wrapper that answers a repeated seeded request from memory.
+
+    Strategies derive their seeds from (seed, question, call index), so majority, best-of-n and
+    weighted vote at the same n ask for exactly the same samples; a seeded request always gives
+    the same rollouts, so sampling them once is the same evaluation at a third of the cost. Each
+    strategy still counts the tokens as its own: the report's compute is what the strategy
+    alone would have generated. Unseeded requests pass through.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.tokenizer = backend.tokenizer
+        self._results: dict[tuple, asyncio.Future] = {}
+        self.hits = 0
+
+    async def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Rollout]:
+        if params.seed is None:
+            return await self.backend.sample(prompt_ids, n, params)
+        key = (tuple(prompt_ids), n, params)
+        future = self._results.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._results[key] = future
+            try:
+                future.set_result(await self.backend.sample(prompt_ids, n, params))
+            except BaseException as exc:
+                del self._results[key]  # a failure is not remembered: a retry samples again
+                future.set_exception(exc)
+                future.exception()  # retrieved here, so a lone failure is not logged twice
+                raise
+        else:
+            self.hits += 1
+        return list(await asyncio.shield(future))
+
+    async def aclose(self) -> None:
+        self._results.clear()
+        await self.backend.aclose()
 
 
 def read_done(path: Path) -> dict[tuple[str, int, str], dict]:

@@ -41,6 +41,7 @@ import bisect
 import contextlib
 import inspect
 import json
+import re
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -329,6 +330,25 @@ class PRMScorer:
 # --- loading -------------------------------------------------------------------------------
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A local directory as is; a hub id ("org/name") downloaded to the local cache (needs the
+    hub, or a cache that already holds it). Anything else: ValueError naming it."""
+    local = Path(path)
+    if local.exists():
+        return local
+    if _HUB_ID.match(str(path)):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(str(path)))
+        except Exception as exc:  # noqa: BLE001 - offline, gated, missing: say which
+            raise ValueError(f"cannot fetch PRM {path} from the hub: {exc}") from exc
+    raise ValueError(f"{path}: no such PRM directory")
+
+
 def _read_config(path: Path) -> dict:
     return json.loads((path / "config.json").read_text())
 
@@ -390,10 +410,11 @@ def load_prm(
 ) -> PRMScorer:
     """Load a PRM checkpoint directory as a :class:`PRMScorer`.
 
-    ``prm_format`` None detects it (:func:`detect_prm_format`). ``device`` defaults to CUDA
+    ``path`` is a directory or a hub id (:func:`resolve_checkpoint`). ``prm_format`` None
+    detects it (:func:`detect_prm_format`). ``device`` defaults to CUDA
     when available, else CPU; ``dtype`` to bfloat16 on CUDA and float32 on CPU.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if prm_format is None:
         prm_format = detect_prm_format(path, step_tag=step_tag)
     if prm_format not in PRM_FORMATS:

@@ -155,6 +155,28 @@ def build_prm_model(base: str, lora: dict | None = None):
     return get_peft_model(model, config)
 
 
+def freeze_bottom_layers(model, n_layers: int) -> int:
+    """Freeze the token embeddings and the first ``n_layers`` decoder layers (partial
+    fine-tuning: the lower layers keep what the base model computes, e.g. a policy's own
+    next-token predictions, and only the layers above and the head learn). Returns the number
+    of parameters frozen."""
+    if n_layers <= 0:
+        return 0
+    body = getattr(model, "model", None) or getattr(model, "base_model", None)
+    layers = getattr(body, "layers", None)
+    if layers is None:
+        raise ValueError(f"cannot find decoder layers to freeze in {type(model).__name__}")
+    if n_layers > len(layers):
+        raise ValueError(f"freeze_layers={n_layers} but the model has {len(layers)} layers")
+    frozen = [body.get_input_embeddings(), *layers[:n_layers]]
+    count = 0
+    for module in frozen:
+        for param in module.parameters():
+            param.requires_grad = False
+            count += param.numel()
+    return count
+
+
 class PRMCollator:
     """Right-pad ``input_ids`` (pad id), ``attention_mask`` (0), ``labels`` (-100) and, when
     present, ``soft_labels`` (-1.0). Extra keys (``n_steps_kept``...) are dropped."""
@@ -270,6 +292,7 @@ def train_prm(
     callbacks: list | None = None,
     separator: str = "\n\n",
     max_steps: int = -1,
+    freeze_layers: int = 0,
 ) -> dict:
     """Train a PRM on TRL-format rows and save it to ``out_dir``.
 
@@ -278,7 +301,8 @@ def train_prm(
     held-out split of ``round(eval_fraction * n)`` rows (at least 1 when ``eval_fraction > 0``
     and at least 2 rows remain) is drawn with ``random.Random(seed)``. Training uses
     :class:`PRMTrainer` (CPU when CUDA is absent, no reporting, no checkpoints); ``max_steps``
-    > 0 caps the optimizer steps. The model (LoRA merged in), tokenizer and ``amcs_prm.json``
+    > 0 caps the optimizer steps; ``freeze_layers`` > 0 (full fine-tuning only) keeps the
+    embeddings and that many bottom layers frozen (:func:`freeze_bottom_layers`). The model (LoRA merged in), tokenizer and ``amcs_prm.json``
     are saved. Returns metrics: train_loss, eval_step_accuracy, eval_loss, row/step counts and
     truncation counts (rows_dropped, rows_truncated, steps_dropped).
     """
@@ -314,6 +338,10 @@ def train_prm(
 
     transformers.set_seed(seed)
     model = build_prm_model(base, lora)
+    if freeze_layers:
+        if lora is not None:
+            raise ValueError("freeze_layers is for full fine-tuning; LoRA already freezes the base")
+        freeze_bottom_layers(model, freeze_layers)
     collator = PRMCollator(tokenizer.pad_token_id)
     scratch = tempfile.TemporaryDirectory(prefix="amcs-prm-")
     args = TrainingArguments(

@@ -74,13 +74,11 @@ def _scorer(prm: str | None, prm_format: str | None, batch_size: int):
     from amcs.assets import TINY_PRM
     from amcs.prm import load_prm
 
-    path = Path(prm) if prm else TINY_PRM
-    if not path.exists():
-        fail(f"--prm {path}: no such directory (a PRM from `amcs train`, or {ORACLE})")
+    path = prm or TINY_PRM
     try:
         return load_prm(path, prm_format, max_batch_size=batch_size)
     except (OSError, ValueError) as exc:
-        fail(f"cannot load the PRM at {path}: {exc}")
+        fail(f"cannot load the PRM {path}: {exc} (a PRM from `amcs train`, a hub id, or {ORACLE})")
 
 
 @app.callback()
@@ -214,7 +212,7 @@ def eval_command(
 
 def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
     from amcs.assets import TINY_POLICY
-    from amcs.evaluation import evaluate, summarize, write_report
+    from amcs.evaluation import SharedSamples, evaluate, summarize, write_report
     from amcs.grading import Grader
     from amcs.verification import VerifyContext
 
@@ -247,7 +245,8 @@ def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
 
     async def main() -> list[dict]:
         backend = await open_backend(opts, model_name)
-        ctx = VerifyContext(backend, scorer, config, prompt_function(opts))
+        # majority, best-of-n and weighted vote ask for the same seeded samples: draw them once
+        ctx = VerifyContext(SharedSamples(backend), scorer, config, prompt_function(opts))
         try:
             async with Grader(max_workers=min(2, os.cpu_count() or 1)) as grader:
                 with progress:

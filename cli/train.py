@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "threshold": 0.0,
     "separator": "\n\n",
+    "freeze_layers": 0,
 }
 
 
@@ -58,6 +59,11 @@ def train_command(
         None, help="Longer examples are cut at a step boundary. [default: 512]"
     ),
     seed: int | None = typer.Option(None, help="[default: 0]"),
+    freeze_layers: int | None = typer.Option(
+        None,
+        help="Full fine-tuning with the embeddings and this many bottom layers frozen. "
+        "[default: 0]",
+    ),
 ) -> None:
     """Train a PRM: AutoModelForTokenClassification with 2 labels on any causal-LM checkpoint;
     each step's label sits on the last token of step + separator (TRL's convention).
@@ -90,6 +96,7 @@ def train_command(
         "batch_size": batch_size,
         "max_length": max_length,
         "seed": seed,
+        "freeze_layers": freeze_layers,
     }
     opts |= {k: v for k, v in given.items() if v is not None}
     if lora_r is not None:
@@ -124,22 +131,26 @@ def train_command(
             "target_modules": lora.get("target_modules"),
         }
     err.print(f"training on {len(rows):,} labelled paths from {', '.join(map(str, sources))}")
-    metrics = train_prm(
-        rows,
-        str(opts["base"] or TINY_POLICY),
-        opts["out"],
-        labels=opts["labels"],
-        lora=lora,
-        epochs=float(opts["epochs"]),
-        lr=float(opts["lr"]),
-        batch_size=int(opts["batch_size"]),
-        max_length=int(opts["max_length"]),
-        eval_fraction=float(opts["eval_fraction"]),
-        seed=int(opts["seed"]),
-        threshold=float(opts["threshold"]),
-        separator=opts["separator"],
-        callbacks=[TrainProgress()],
-    )
+    try:
+        metrics = train_prm(
+            rows,
+            str(opts["base"] or TINY_POLICY),
+            opts["out"],
+            labels=opts["labels"],
+            lora=lora,
+            epochs=float(opts["epochs"]),
+            lr=float(opts["lr"]),
+            batch_size=int(opts["batch_size"]),
+            max_length=int(opts["max_length"]),
+            eval_fraction=float(opts["eval_fraction"]),
+            seed=int(opts["seed"]),
+            threshold=float(opts["threshold"]),
+            separator=opts["separator"],
+            callbacks=[TrainProgress()],
+            freeze_layers=int(opts["freeze_layers"]),
+        )
+    except ValueError as exc:
+        fail(str(exc))
     table = Table(title=f"amcs train → {opts['out']}", show_header=False)
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))

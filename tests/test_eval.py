@@ -183,7 +183,7 @@ def test_cli_eval_bad_input_fails_clearly(tmp_path):
     result = runner.invoke(
         app, ["eval", "--prm", str(tmp_path / "missing"), "--strategies", "best-of-n"]
     )
-    assert result.exit_code == 2 and "no such directory" in result.output
+    assert result.exit_code == 2 and "no such PRM directory" in result.output
 
 
 def test_cli_eval_steps_on_a_processbench_file(tmp_path):
@@ -204,3 +204,45 @@ def test_cli_eval_steps_on_a_processbench_file(tmp_path):
     report = json.loads(out.read_text())
     assert report["f1"] == 1.0 and report["n_erroneous"] == 2 and report["n_correct"] == 1
     assert "step-level F1 1.000" in result.stdout
+
+
+def test_shared_samples_draw_repeated_seeded_requests_once():
+    from amcs.evaluation import SharedSamples
+
+    class Counting:
+        def __init__(self, backend):
+            self.backend, self.tokenizer, self.calls = backend, backend.tokenizer, 0
+
+        async def sample(self, ids, n, params):
+            self.calls += 1
+            return await self.backend.sample(ids, n, params)
+
+        async def aclose(self):
+            await self.backend.aclose()
+
+    question = load_problems("arith-heldout:1")[0].question
+
+    async def run():
+        counting = Counting(HFBackend(TINY_POLICY, max_batch_size=16))
+        shared = SharedSamples(counting)
+        config = VerifyConfig(max_new_tokens=200)
+        try:
+            plain = await run_strategy(
+                "majority", VerifyContext(counting, None, config), question, 4
+            )
+            calls_plain = counting.calls
+            a = await run_strategy("majority", VerifyContext(shared, None, config), question, 4)
+            b = await run_strategy(
+                "best-of-n", VerifyContext(shared, ArithOracleScorer(), config), question, 4
+            )
+            return plain, a, b, calls_plain, counting.calls - calls_plain, shared.hits
+        finally:
+            await shared.aclose()
+
+    from amcs.verification import run_strategy
+
+    plain, a, b, calls_plain, calls_shared, hits = asyncio.run(run())
+    assert calls_shared == calls_plain and hits == calls_plain  # the second strategy hit memory
+    assert [c.text for c in a.candidates] == [c.text for c in plain.candidates]
+    assert [c.text for c in b.candidates] == [c.text for c in plain.candidates]
+    assert a.tokens == b.tokens == plain.tokens  # each still counts what it would generate

@@ -218,3 +218,24 @@ def test_train_prm_soft_labels(tmp_path):
     )
     assert metrics["labels"] == "soft" and math.isfinite(metrics["train_loss"])
     assert json.loads((tmp_path / "soft" / "amcs_prm.json").read_text())["labels"] == "soft"
+
+
+def test_freeze_layers_keeps_the_bottom_fixed_and_trains_the_rest(tmp_path):
+    base = AutoModelForTokenClassification.from_pretrained(str(TINY_POLICY), num_labels=2)
+    before = {n: p.detach().clone() for n, p in base.named_parameters()}
+    metrics = train_prm(
+        arith_rows(24), str(TINY_POLICY), tmp_path / "prm", freeze_layers=3, max_steps=4,
+        lr=1e-2, batch_size=8, eval_fraction=0.0,
+    )  # fmt: skip
+    assert metrics["train_steps"] == 4
+    after = dict(
+        AutoModelForTokenClassification.from_pretrained(tmp_path / "prm").named_parameters()
+    )
+    for name, old in before.items():
+        if name.startswith("score"):
+            continue  # the head is new: random at first, then trained
+        changed = not torch.equal(old, after[name])
+        frozen = "embed_tokens" in name or any(f"layers.{i}." in name for i in range(3))
+        assert changed != frozen, name
+    with pytest.raises(ValueError, match="has 4 layers"):
+        train_prm(arith_rows(4), str(TINY_POLICY), tmp_path / "x", freeze_layers=9, max_steps=1)
