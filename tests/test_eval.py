@@ -246,3 +246,48 @@ def test_shared_samples_draw_repeated_seeded_requests_once():
     assert [c.text for c in a.candidates] == [c.text for c in plain.candidates]
     assert [c.text for c in b.candidates] == [c.text for c in plain.candidates]
     assert a.tokens == b.tokens == plain.tokens  # each still counts what it would generate
+
+
+def test_bundled_tiny_prm_is_small_and_scores_steps():
+    from amcs.assets import TINY_PRM
+    from amcs.prm import load_prm
+
+    size = sum(f.stat().st_size for f in TINY_PRM.iterdir())
+    assert size <= 20 * 2**20
+    scorer = load_prm(TINY_PRM)
+    assert scorer.prm_format == "token-cls"
+    question = "What is 3 + 4 * 5?"
+    (right, wrong) = scorer.score_batch(
+        [(question, ["4 * 5 = 20", "3 + 20 = 23"]), (question, ["4 * 5 = 20", "3 + 20 = 32"])]
+    )
+    assert len(right) == len(wrong) == 2 and all(0 < s < 1 for s in right + wrong)
+    assert right[0] == pytest.approx(wrong[0], abs=1e-6)  # same prefix, same score
+
+
+def test_cli_eval_steps_on_arith_writes_exact_labels_and_uses_the_bundled_prm(tmp_path):
+    from amcs.domains.arith import check_steps, held_out_problems
+
+    data = tmp_path / "pb.jsonl"
+    out = tmp_path / "f1.json"
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "steps",
+            "--data",
+            "arith-heldout:12",
+            "--write-data",
+            str(data),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    examples = read_step_examples(data)
+    expressions = {p.question: p.expression for p in held_out_problems(12)}
+    assert len(examples) == 12
+    for e in examples:
+        assert e.label == check_steps(expressions[e.problem], e.steps).first_error
+    report = json.loads(out.read_text())
+    assert 0.0 <= report["f1"] <= 1.0 and report["n_erroneous"] + report["n_correct"] == 12
+    assert report["prm"] == "amcs/tiny-arith-prm"

@@ -45,14 +45,14 @@ from amcs.problems import arith_problems
 from amcs.recipes import load_recipe
 from amcs.search import make_config
 from amcs.stepeval import arith_step_examples, step_report
-from amcs.training import train_prm
+from amcs.training import PRM_CONFIG_FILE, train_prm
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 DATA_PROBLEMS = 2000
 DATA_SEED = 0
-DATA_TEMPERATURE = 0.7
+DATA_TEMPERATURE = 1.0
 FRESH_LAYERS = 3
 TRAIN = {
     "epochs": 8,
@@ -63,6 +63,9 @@ TRAIN = {
     "seed": 0,
     "labels": "hard",
 }
+BASE_DESCRIPTION = (
+    f"amcs/tiny-arith-policy + {FRESH_LAYERS} fresh layers (policy layers frozen in training)"
+)
 STEP_EVAL = {"problems": 500, "temperature": 1.0, "seed": 0}
 
 
@@ -74,11 +77,10 @@ def training_problems(n: int = DATA_PROBLEMS, seed: int = DATA_SEED):
 
 async def generate_data(out: Path, problems, method: str = "amcs", **search) -> RunCounters:
     """Label `problems` with `method` (recipe search settings, then `search` overrides)."""
-    settings = dict(load_recipe(HERE / "generate.yaml")["search"])
-    settings |= {"temperature": DATA_TEMPERATURE} | search
-    if method != "amcs":  # the AMCS estimator's own knobs mean nothing to the baselines
-        for key in ("k0", "eps_node", "k_max_node"):
-            settings.pop(key, None)
+    recipe = dict(load_recipe(HERE / "generate.yaml")["search"])
+    # AMCS runs with the recipe's settings; a baseline with its own preset, sampling the same way.
+    settings = recipe if method == "amcs" else {"max_new_tokens": recipe["max_new_tokens"]}
+    settings = settings | {"temperature": DATA_TEMPERATURE} | search
     config = make_config(method, **settings)
     backend = HFBackend(TINY_POLICY, max_batch_size=128)
     counters = RunCounters()
@@ -128,7 +130,13 @@ def train(data_files: list[Path], out: Path, work: Path, **overrides) -> dict:
     base = build_base(work / "base")
     n_policy = AutoModelForCausalLM.from_pretrained(TINY_POLICY).config.num_hidden_layers
     settings = TRAIN | overrides
-    return train_prm(rows, str(base), out, freeze_layers=n_policy, **settings)
+    metrics = train_prm(rows, str(base), out, freeze_layers=n_policy, **settings)
+    # Name the base for readers of amcs_prm.json instead of the scratch path it was built in.
+    config_path = Path(out) / PRM_CONFIG_FILE
+    config = json.loads(config_path.read_text())
+    config["base_model"] = BASE_DESCRIPTION
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return metrics
 
 
 async def step_eval_examples():
