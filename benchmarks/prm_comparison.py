@@ -31,7 +31,7 @@ from train_prm import (  # noqa: E402
     training_problems,
 )
 
-from amcs.records import read_data, read_meta  # noqa: E402
+from amcs.records import meta_path_for, read_data, read_meta  # noqa: E402
 
 METHODS = {
     "amcs": {},
@@ -47,7 +47,7 @@ def within_budget(data_path: Path, budget: int) -> tuple[list[dict], int, int]:
     budget; also the tokens they cost and how many problems that is."""
     spent = 0
     kept: set[str] = set()
-    for record in read_meta(data_path):
+    for record in read_meta(meta_path_for(data_path)):
         tokens = int(record.get("stats", {}).get("tokens", 0))
         if spent + tokens > budget:
             break
@@ -63,7 +63,7 @@ async def generate_until(method: str, out: Path, budget: int) -> None:
     while done < len(pool):
         done = min(len(pool), done + CHUNK)
         await generate_data(out, pool[:done], method, **METHODS[method])
-        spent = sum(int(r.get("stats", {}).get("tokens", 0)) for r in read_meta(out))
+        spent = sum(int(r.get("stats", {}).get("tokens", 0)) for r in read_meta(meta_path_for(out)))
         print(f"{method}: {done} problems, {spent:,} tokens", file=sys.stderr)
         if spent >= budget:
             return
