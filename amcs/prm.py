@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import inspect
 import json
 import re
@@ -56,6 +55,7 @@ from transformers import (
 )
 
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
+from amcs.threads import hand_over
 from amcs.training import IGNORE_INDEX, PRM_CONFIG_FILE, load_prm_config, tokenize_prm_row
 
 PRM_FORMATS = ("token-cls", "step-tag", "qwen-prm")
@@ -95,18 +95,7 @@ class _Request:
 
     def resolve(self, result) -> None:
         """Hand a result or an exception to the caller's event loop (from the worker thread)."""
-        # A closed loop raises RuntimeError: nobody is waiting for the result any more.
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(_settle, self.future, result)
-
-
-def _settle(future: asyncio.Future, result) -> None:
-    if future.done():
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
+        hand_over(self.loop, self.future, result)
 
 
 class PRMScorer:

@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from amcs.assets import TINY_POLICY
 from amcs.backends.base import Rollout, SamplingParams
+from amcs.threads import hand_over
 
 
 def row_seed(seed: int, index: int) -> int:
@@ -45,16 +46,7 @@ class _Row:
 
     def resolve(self, result: Rollout | BaseException) -> None:
         """Hand the result to the caller's event loop (called from the worker thread)."""
-        self.loop.call_soon_threadsafe(_settle, self.future, result)
-
-
-def _settle(future: asyncio.Future, result) -> None:
-    if future.done():
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
+        hand_over(self.loop, self.future, result)
 
 
 @dataclass(eq=False)
