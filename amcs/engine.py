@@ -82,10 +82,10 @@ class LimitedBackend:
         attempt = 0
         while True:
             try:
-                async with self._gate:
-                    rollouts = await asyncio.wait_for(
-                        self.inner.sample(prompt_ids, n, params), self.timeout
-                    )
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a Ctrl-C
+                # cancellation that lands as the request completes, and the run goes on.
+                async with self._gate, asyncio.timeout(self.timeout):
+                    rollouts = await self.inner.sample(prompt_ids, n, params)
                 break
             except (ValueError, TypeError):
                 raise

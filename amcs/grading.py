@@ -191,12 +191,10 @@ class Grader:
             if pool is None:
                 return False  # closed while this check was in flight
             try:
-                return await asyncio.wait_for(
-                    loop.run_in_executor(
+                async with asyncio.timeout(self.timeout):  # not wait_for: see engine.py
+                    return await loop.run_in_executor(
                         pool, _verify_in_worker, predicted, reference, self._inner_timeout
-                    ),
-                    self.timeout,
-                )
+                    )
             except TimeoutError:
                 self._replace_pool(pool)  # the worker may be stuck where no signal reaches it
                 return False
