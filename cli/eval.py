@@ -295,7 +295,9 @@ def steps_command(
         help="A ProcessBench-layout JSONL file (problem, steps, label = earliest wrong step or "
         "-1), or arith-heldout[:N] / arith[:N]: sample the policy and label with exact truth.",
     ),
-    prm: str | None = typer.Option(None, help="PRM directory. [default: the bundled tiny PRM]"),
+    prm: str | None = typer.Option(
+        None, help=f"PRM directory, hub id or {ORACLE}. [default: the bundled tiny PRM]"
+    ),
     prm_format: str | None = typer.Option(None, help="token-cls | step-tag | qwen-prm."),
     threshold: float = typer.Option(
         0.5, help="A step scoring below this is the predicted earliest error."

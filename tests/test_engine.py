@@ -113,12 +113,19 @@ def test_injected_faults_are_retried_or_recorded(backend, tmp_path):
     assert all("ConnectionError: injected fault" in m["reason"] for m in failed)
 
 
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored, and a child inherits that; Python then
+    # leaves Ctrl-C ignored. Give the run the terminal's default, as a user's shell would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args, **kw):
     return subprocess.Popen(
         [sys.executable, "-m", "cli", "generate", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
         **kw,
     )
 
