@@ -182,6 +182,10 @@ async def evaluate(
     return records
 
 
+def _mean(records: Sequence[dict], key: str) -> float | None:
+    return sum(r[key] for r in records) / len(records) if records else None
+
+
 def summarize(records: Sequence[dict], cells: Sequence[Cell], problem_ids: Sequence[str]) -> list:
     """One row per cell over the given problems: accuracy, generated tokens, PRM calls and
     rollouts per problem."""
@@ -193,18 +197,15 @@ def summarize(records: Sequence[dict], cells: Sequence[Cell], problem_ids: Seque
             for r in records
             if r["strategy"] == cell.strategy and r["n"] == cell.n and r["problem_id"] in wanted
         ]
-        count = len(mine)
         rows.append(
             {
                 "strategy": cell.strategy,
                 "n": cell.n,
-                "problems": count,
-                "accuracy": sum(r["correct"] for r in mine) / count if count else None,
-                "tokens_per_problem": sum(r["tokens"] for r in mine) / count if count else None,
-                "prm_calls_per_problem": sum(r["prm_calls"] for r in mine) / count
-                if count
-                else None,
-                "rollouts_per_problem": sum(r["rollouts"] for r in mine) / count if count else None,
+                "problems": len(mine),
+                "accuracy": _mean(mine, "correct"),
+                "tokens_per_problem": _mean(mine, "tokens"),
+                "prm_calls_per_problem": _mean(mine, "prm_calls"),
+                "rollouts_per_problem": _mean(mine, "rollouts"),
             }
         )
     return rows

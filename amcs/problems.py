@@ -54,6 +54,11 @@ def arith_problems(
     ]
 
 
+def is_arith_source(source: str | Path) -> bool:
+    """Whether a problem source names the bundled arithmetic domain (arith, arith-heldout, :N)."""
+    return bool(_ARITH_RE.match(str(source)))
+
+
 def load_problems(
     source: str | Path,
     *,

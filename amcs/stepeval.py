@@ -24,10 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amcs.backends.base import Backend, SamplingParams
-from amcs.domains.arith import STEP_SEPARATOR, check_steps, evaluate, parse_expression
+from amcs.domains.arith import check_steps, evaluate, parse_expression
 from amcs.grading import answers_match_fast, extract_answer
 from amcs.prompts import prompt_ids
 from amcs.search.context import derive_seed
+from amcs.steps import split_steps
 
 DEFAULT_THRESHOLD = 0.5
 SWEEP = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 ... 0.95
@@ -145,10 +146,6 @@ async def score_examples(scorer, examples: Sequence[StepExample]) -> list[list[f
     """Step scores of every example from a scorer with ``async score(question, steps)``;
     the calls run concurrently so a batching scorer can group them."""
     return list(await asyncio.gather(*(scorer.score(e.problem, e.steps) for e in examples)))
-
-
-def split_steps(text: str, separator: str = STEP_SEPARATOR) -> list[str]:
-    return [s.strip() for s in text.split(separator) if s.strip()]
 
 
 async def arith_step_examples(

@@ -39,3 +39,9 @@ class StepSplitter:
     def text(self, step_ids: list[int]) -> str:
         """A step's text for labels and files: the separator and outer whitespace removed."""
         return self.tokenizer.decode(step_ids).strip()
+
+
+def split_steps(text: str, separator: str = DEFAULT_SEPARATOR) -> list[str]:
+    """The steps of a solution text: split on the separator, stripped, empty pieces dropped.
+    (For text that is only read, e.g. to score or check it; prefixes to extend stay token ids.)"""
+    return [s.strip() for s in text.split(separator) if s.strip()]

@@ -10,6 +10,8 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
+from amcs.recipes import RecipeError, load_recipe
+
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -26,6 +28,23 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
             fail(f"--set expects KEY=VALUE, got {item!r}")
         out[key.strip().replace("-", "_")] = yaml.safe_load(value)
     return out
+
+
+def merge_options(
+    recipe, defaults: dict[str, Any], given: dict[str, Any], section: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Options from defaults < the recipe < the command line (``given``; None = not given).
+    The recipe's nested ``section`` (e.g. ``search:``) comes back apart; any other key the
+    defaults do not know is an error naming the recipe."""
+    try:
+        base = load_recipe(recipe)
+    except RecipeError as exc:
+        fail(str(exc))
+    nested = dict(base.pop(section, None) or {}) if section else {}
+    unknown = set(base) - set(defaults)
+    if unknown:
+        fail(f"{recipe}: unknown option(s) {', '.join(sorted(unknown))}")
+    return defaults | base | {k: v for k, v in given.items() if v is not None}, nested
 
 
 CHAT_CHOICE = {"auto": None, "chat": True, "plain": False}

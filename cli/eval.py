@@ -17,11 +17,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from amcs.problems import ProblemError, load_problems
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
-from amcs.recipes import RecipeError, load_recipe
 from cli.common import (
     check_backend_options,
     err,
     fail,
+    merge_options,
     open_backend,
     parse_sets,
     prompt_function,
@@ -152,14 +152,6 @@ def eval_command(
     """
     if ctx.invoked_subcommand is not None:
         return
-    try:
-        base = load_recipe(recipe)
-    except RecipeError as exc:
-        fail(str(exc))
-    verify = dict(base.pop("verify", None) or {})
-    unknown = set(base) - set(DEFAULTS)
-    if unknown:
-        fail(f"{recipe}: unknown option(s) {', '.join(sorted(unknown))}")
     given = {
         "problems": problems,
         "limit": limit,
@@ -175,7 +167,7 @@ def eval_command(
         "concurrency": concurrency,
         "seed": seed,
     }
-    opts = DEFAULTS | base | {k: v for k, v in given.items() if v is not None}
+    opts, verify = merge_options(recipe, DEFAULTS, given, "verify")
     verify |= parse_sets(set_)
     if aggregation is not None:
         verify["aggregation"] = aggregation
@@ -261,7 +253,7 @@ def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
                     )
         finally:
             await backend.aclose()
-            if scorer is not None and hasattr(scorer, "aclose"):
+            if scorer is not None:
                 await scorer.aclose()
 
     try:
@@ -323,11 +315,17 @@ def steps_command(
       amcs eval steps --data processbench_gsm8k.jsonl --prm Qwen/Qwen2.5-Math-PRM-7B
     """
     import json
-    import re
 
-    from amcs.stepeval import StepDataError, read_step_examples, step_report, write_step_examples
+    from amcs.problems import is_arith_source
+    from amcs.stepeval import (
+        StepDataError,
+        read_step_examples,
+        score_examples,
+        step_report,
+        write_step_examples,
+    )
 
-    if re.match(r"^arith(-heldout)?(:\d+)?$", data):
+    if is_arith_source(data):
         examples = asyncio.run(_arith_examples(data, model, temperature, seed))
         if write_data:
             write_step_examples(write_data, examples)
@@ -339,12 +337,14 @@ def steps_command(
     if not examples:
         fail(f"no solutions in {data}")
     scorer = _scorer(prm, prm_format, 32)
-    items = [(e.problem, e.steps) for e in examples]
-    scores = scorer.score_batch(items) if hasattr(scorer, "score_batch") else None
-    if scores is None:
-        from amcs.stepeval import score_examples
 
-        scores = asyncio.run(score_examples(scorer, examples))
+    async def score_all() -> list[list[float]]:
+        try:  # concurrent calls: the PRM scores them in batches
+            return await score_examples(scorer, examples)
+        finally:
+            await scorer.aclose()
+
+    scores = asyncio.run(score_all())
     report = step_report(scores, [e.label for e in examples], threshold)
     report |= {"data": data, "prm": str(prm or "amcs/tiny-arith-prm"), "n": len(examples)}
     best = report["best_threshold"]

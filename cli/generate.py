@@ -13,11 +13,11 @@ from rich.console import Console
 
 from amcs.problems import ProblemError, load_problems
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
-from amcs.recipes import RecipeError, load_recipe
 from cli.common import (
     check_backend_options,
     err,
     fail,
+    merge_options,
     open_backend,
     parse_sets,
     prompt_function,
@@ -124,14 +124,6 @@ def generate_command(
 
       amcs generate --recipe recipes/tiny-arith/generate.yaml --shard 0/4
     """
-    try:
-        base = load_recipe(recipe)
-    except RecipeError as exc:
-        fail(str(exc))
-    search_overrides = dict(base.pop("search", None) or {})
-    unknown = set(base) - set(DEFAULTS)
-    if unknown:
-        fail(f"{recipe}: unknown option(s) {', '.join(sorted(unknown))}")
     given = {
         "problems": problems,
         "limit": limit,
@@ -151,7 +143,7 @@ def generate_command(
         "resume": resume,
         "overwrite": overwrite or None,
     }
-    opts = DEFAULTS | base | {k: v for k, v in given.items() if v is not None}
+    opts, search_overrides = merge_options(recipe, DEFAULTS, given, "search")
     search_overrides |= parse_sets(set_)
     if opts["threshold"] is not None:
         search_overrides["threshold"] = opts["threshold"]

@@ -8,8 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from amcs.recipes import RecipeError, load_recipe
-from cli.common import err, fail
+from cli.common import err, fail, merge_options
 
 DEFAULTS: dict[str, Any] = {
     "data": None,
@@ -78,13 +77,6 @@ def train_command(
 
       amcs train --data math-shepherd.jsonl --base Qwen/Qwen2.5-Math-7B-Instruct --lora-r 16
     """
-    try:
-        opts = DEFAULTS | load_recipe(recipe)
-    except RecipeError as exc:
-        fail(str(exc))
-    unknown = set(opts) - set(DEFAULTS)
-    if unknown:
-        fail(f"{recipe}: unknown option(s) {', '.join(sorted(unknown))}")
     given = {
         "data": list(data) or None,
         "format": fmt,
@@ -98,7 +90,7 @@ def train_command(
         "seed": seed,
         "freeze_layers": freeze_layers,
     }
-    opts |= {k: v for k, v in given.items() if v is not None}
+    opts, _ = merge_options(recipe, DEFAULTS, given)
     if lora_r is not None:
         opts["lora"] = {"r": lora_r, "alpha": 2 * lora_r}
     if not opts["data"]:

@@ -8,8 +8,9 @@ search and MCTS, all on the Backend protocol and a StepScorer (PRM).
 
 from __future__ import annotations
 
+from amcs.steps import split_steps
 from amcs.verification.aggregation import AGGREGATIONS, aggregate, best_index
-from amcs.verification.base import Candidate, StepScorer, StrategyResult, split_steps
+from amcs.verification.base import Candidate, StepScorer, StrategyResult
 from amcs.verification.beam import beam_search
 from amcs.verification.config import VerifyConfig
 from amcs.verification.context import Run, VerifyContext, call_seed

@@ -1,12 +1,10 @@
-"""What verification strategies share: the PRM protocol they score with, step splitting, and the
-result each strategy returns."""
+"""What verification strategies share: the PRM protocol they score with and the result each
+strategy returns."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
-
-from amcs.steps import DEFAULT_SEPARATOR
 
 
 @runtime_checkable
@@ -15,17 +13,15 @@ class StepScorer(Protocol):
 
     ``score(question, steps)`` returns, for each step (text, separator and outer whitespace
     removed), the probability that the step is correct given the question and the steps before
-    it: one float in [0, 1] per step. ``calls`` counts the score() calls made so far.
+    it: one float in [0, 1] per step. ``calls`` counts the score() calls made so far;
+    ``aclose()`` releases what the scorer holds (a worker thread, say).
     """
 
     calls: int
 
     async def score(self, question: str, steps: list[str]) -> list[float]: ...
 
-
-def split_steps(text: str, separator: str = DEFAULT_SEPARATOR) -> list[str]:
-    """The steps of a solution text: split on the separator, stripped, empty pieces dropped."""
-    return [s.strip() for s in text.split(separator) if s.strip()]
+    async def aclose(self) -> None: ...
 
 
 @dataclass

@@ -19,3 +19,6 @@ class ArithOracleScorer:
         self.calls += 1
         check = check_steps(expression_from_question(question), steps)
         return [1.0 if ok else 0.0 for ok in check.step_correct]
+
+    async def aclose(self) -> None:
+        pass  # holds nothing

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 
 from amcs.grading import extract_answer
+from amcs.steps import split_steps
 from amcs.verification.aggregation import aggregate, best_index
-from amcs.verification.base import Candidate, StrategyResult, split_steps
+from amcs.verification.base import Candidate, StrategyResult
 from amcs.verification.context import Run, VerifyContext
 from amcs.verification.voting import group_answers, vote
 

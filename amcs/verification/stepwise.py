@@ -12,8 +12,9 @@ from dataclasses import dataclass, replace
 
 from amcs.backends.base import Rollout
 from amcs.grading import extract_answer
+from amcs.steps import split_steps
 from amcs.verification.aggregation import aggregate
-from amcs.verification.base import Candidate, split_steps
+from amcs.verification.base import Candidate
 from amcs.verification.context import Run
 
 
