@@ -32,7 +32,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from amcs.records import SHEPHERD_TAG, RecordFormatError
+from amcs.export import SHEPHERD_TAG
+from amcs.records import RecordFormatError
 
 FORMATS = ("auto", "trl", "amcs", "shepherd", "prm800k")
 _STEP_PREFIX = re.compile(r"^\s*Step\s*\d+\s*:")

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from amcs.records import EXPORT_FORMATS, RecordFormatError, export_records
+from amcs.export import EXPORT_FORMATS, export_records
+from amcs.records import RecordFormatError
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 

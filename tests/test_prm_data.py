@@ -5,8 +5,9 @@ import json
 import pytest
 from conftest import shared_data
 
+from amcs.export import export_records
 from amcs.prm_data import PRMDataError, detect_format, load_prm_rows, write_trl
-from amcs.records import RecordWriter, export_records
+from amcs.records import RecordWriter
 
 TAG = "ки"
 

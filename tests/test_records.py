@@ -9,12 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from amcs.export import export_records
 from amcs.records import (
     OutputExistsError,
     OutputLockedError,
     RecordFormatError,
     RecordWriter,
-    export_records,
     meta_path_for,
     parse_shard,
     read_data,
