@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from amcs.backends.base import Backend, Rollout, SamplingParams
+from amcs.backends.base import (
+    Backend,
+    BackendConfigError,
+    BackendUnavailableError,
+    Rollout,
+    SamplingParams,
+)
 
 BACKENDS = ("hf", "sglang", "sglang-http", "openai")
 
-__all__ = ["BACKENDS", "Backend", "Rollout", "SamplingParams", "make_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendConfigError",
+    "BackendUnavailableError",
+    "Rollout",
+    "SamplingParams",
+    "make_backend",
+]
 
 
 def make_backend(name: str, model: str, **options: Any) -> Backend:

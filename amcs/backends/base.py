@@ -54,3 +54,14 @@ class Backend(Protocol):
     ) -> list[Rollout]: ...
 
     async def aclose(self) -> None: ...
+
+
+class BackendConfigError(RuntimeError):
+    """A request failed for a reason that is not the problem's own (an unknown model name, a
+    parameter the server refuses): every problem would fail the same way, so the engine stops the
+    run with this message instead of recording failed problems. The message says what to change."""
+
+
+class BackendUnavailableError(ConnectionError):
+    """The server cannot be reached or is not ready (connection refused, 502/503, a timeout). The
+    engine waits for it with bounded patience instead of failing the problem."""
