@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -17,6 +18,9 @@ log = logging.getLogger("amcs")
 
 def _rates(c: RunCounters) -> str:
     elapsed = max(c.elapsed, 1e-9)
+    if c.waiting_since is not None:
+        waited = time.monotonic() - c.waiting_since
+        return f"waiting for the server ({waited:.0f} s): {c.waiting_reason[:200]}"
     parts = [
         f"{c.rollouts / elapsed:,.1f} rollouts/s",
         f"{c.tokens / elapsed:,.0f} tokens/s",
