@@ -35,6 +35,7 @@ def check_number(
     min: float | None = None,  # noqa: A002
     above: float | None = None,
     max: float | None = None,  # noqa: A002
+    below: float | None = None,
 ) -> None:
     """Convert opts[key] (from the command line or a recipe) to ``kind`` and check its range;
     None stays None (not given). The message names the option and what it allows."""
@@ -45,7 +46,7 @@ def check_number(
     value = opts.get(key)
     if value is None:
         return
-    f = make_field(metadata={"min": min, "above": above, "max": max})
+    f = make_field(metadata={"min": min, "above": above, "max": max, "below": below})
     f.name = "--" + key.replace("_", "-")
     try:
         opts[key] = convert(f, value, kind)

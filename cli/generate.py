@@ -274,6 +274,21 @@ def generate_command(
 TINY_POLICY_NAME = "amcs/tiny-arith-policy"
 
 
+def search_parameters_help() -> str:
+    """The --set keys with their help, allowed values and defaults, from SearchConfig's fields
+    (the amcs preset's defaults; omegaprm and shepherd change a few, see amcs.search.PRESETS)."""
+    from amcs.fields import field_help
+    from amcs.search import SearchConfig
+
+    rows = [
+        f"  {name:<17} {text} [default: {default!r}]"
+        for name, text, default in field_help(SearchConfig)
+    ]
+    return "Search parameters (--set KEY=VALUE, or a recipe's search: section):\n\n\b\n" + (
+        "\n".join(rows)
+    )
+
+
 def problem_source(spec: str) -> str:
     """The problem source as the run fingerprint records it: without a count for the bundled
     domain (arith:100 and arith:200 share their first 100 problems), a file as its absolute

@@ -107,6 +107,12 @@ def summary_table(c: RunCounters, out) -> Table:
         rows.append(("prefix cache hit ratio", f"{c.cache_hit_ratio:.1%}"))
     if c.retries:
         rows.append(("request retries", f"{c.retries:,}"))
+    if c.retried:
+        rows.append(("failed before, searched again", f"{c.retried:,}"))
+    if c.outages:
+        rows.append(("server outages waited out", f"{c.outages:,}"))
+    for kind, n in sorted(c.failure_reasons.items(), key=lambda kv: -kv[1]):
+        rows.append((f"failed: {kind}", f"{n:,}"))
     for k, v in rows:
         table.add_row(k, v)
     return table

@@ -241,7 +241,7 @@ def test_cli_refuses_a_second_writer_and_an_existing_file(tmp_path):
         proc = _cli("--problems", "arith:2", "--out", str(out), "--quiet")
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 2 and "another amcs process is writing" in stderr
-    out.write_text("")
+    out.write_text('{"a line": "of someone\'s data"}\n')
     proc = _cli("--problems", "arith:2", "--out", str(out), "--no-resume")
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "--overwrite" in stderr
