@@ -8,9 +8,11 @@ write: writes are synchronous, between awaits.
 
 What a failed request means decides what happens (``LimitedBackend``):
 
-- the server is unreachable (``ConnectionError``, e.g. ``BackendUnavailableError``): the run waits
-  for it with bounded patience — one request probes with capped exponential backoff, the others
-  wait for it, the progress line says "waiting for the server" — and goes on when it answers;
+- the server is unreachable (``BackendUnavailableError``, a refused or reset connection, or a
+  server-side failure while the backend's ``health()`` check fails too): the run waits for it with
+  bounded patience — one request probes (the health check, then the request) with capped
+  exponential backoff, the others wait for it, the progress line says "waiting for the server" —
+  and goes on when it answers;
   after ``patience`` seconds without an answer the run stops (``ServerGoneError``), every
   committed problem safe, and resuming continues it. No problem fails because a server restarted.
 - the configuration is wrong (``BackendConfigError``: an unknown model, a refused parameter):
@@ -31,7 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from amcs.backends.base import Backend, BackendConfigError, Rollout, SamplingParams
+from amcs.backends.base import (
+    Backend,
+    BackendConfigError,
+    BackendUnavailableError,
+    Rollout,
+    SamplingParams,
+)
 from amcs.problems import Problem
 from amcs.prompts import prompt_ids as default_prompt_ids
 from amcs.records import RecordWriter, run_fingerprint
@@ -131,10 +139,10 @@ class LimitedBackend:
                     rollouts = await self.inner.sample(prompt_ids, n, params)
             except (BackendConfigError, ValueError, TypeError):
                 raise
-            except ConnectionError as exc:
-                await self._server_down(exc)
-                continue
-            except Exception as exc:  # noqa: BLE001 - transient until retries run out
+            except Exception as exc:  # noqa: BLE001 - an outage, or transient until retries run out
+                if await self._is_outage(exc):
+                    await self._server_down(exc)
+                    continue
                 if attempt >= self.retries:
                     raise
                 attempt += 1
@@ -160,6 +168,29 @@ class LimitedBackend:
         c.cached_tokens += sum(r.cached_tokens for r in rollouts)
         return rollouts
 
+    async def _healthy(self) -> bool | None:
+        """The backend's own health check (``async health() -> bool``, e.g. a server's /health),
+        or None when it has none."""
+        check = getattr(self.inner, "health", None)
+        if check is None:
+            return None
+        try:
+            async with asyncio.timeout(30):
+                return bool(await check())
+        except Exception:  # noqa: BLE001 - a failing health check means not healthy
+            return False
+
+    async def _is_outage(self, exc: Exception) -> bool:
+        """Whether a failed request means the server is away: it said so (unreachable, refused,
+        BackendUnavailableError), or it failed in a server-side way (an HTTP 500, a broken
+        answer) and its health check fails too. A server that fails one request while healthy
+        has a problem with that request: it is retried, then that problem fails."""
+        if not isinstance(exc, ConnectionError):
+            return False
+        if isinstance(exc, BackendUnavailableError | ConnectionRefusedError | ConnectionResetError):
+            return True
+        return await self._healthy() is not True
+
     def _gone(self, exc: object) -> ServerGoneError:
         return ServerGoneError(
             f"the backend has not answered for {self.patience:.0f} s (last error: {exc}); every "
@@ -184,9 +215,16 @@ class LimitedBackend:
         me = asyncio.current_task()
         if self._prober is None or self._prober.done() or self._prober is me:
             self._prober = me
-            left = self.patience - (now - self._down_since)
-            await asyncio.sleep(max(0.0, min(self._probe_delay, left + 0.01)))
-            self._probe_delay = min(self.max_backoff, self._probe_delay * 2)
+            # Probe after a capped backoff: with the backend's health check when it has one
+            # (cheap), then with the request itself.
+            while True:
+                left = self.patience - (time.monotonic() - self._down_since)
+                await asyncio.sleep(max(0.0, min(self._probe_delay, left + 0.01)))
+                self._probe_delay = min(self.max_backoff, self._probe_delay * 2)
+                if await self._healthy() is not False:
+                    return
+                if time.monotonic() - self._down_since > self.patience:
+                    raise self._gone(exc)
 
     async def _wait_while_down(self) -> None:
         me = asyncio.current_task()

@@ -163,6 +163,64 @@ def test_an_outage_longer_than_the_patience_stops_the_run_resumably(backend, tmp
     assert all(m["status"] == "ok" for m in committed)  # nothing recorded as failed
 
 
+class PoisonBackend:
+    """A healthy server that answers HTTP 500 to the requests of one prompt (a request the
+    server chokes on), and whose health check can be switched off (an outage)."""
+
+    def __init__(self, inner, poison_prompt):
+        self.inner, self.tokenizer = inner, inner.tokenizer
+        self.poison = poison_prompt
+        self.up = True
+        self.health_checks = 0
+        self.calls_while_down = 0
+
+    async def health(self):
+        self.health_checks += 1
+        return self.up
+
+    async def sample(self, prompt_ids, n, params):
+        if not self.up:
+            self.calls_while_down += 1
+            raise ConnectionError("HTTP 502 from the proxy")
+        if list(prompt_ids[: len(self.poison)]) == self.poison:
+            raise ConnectionError("HTTP 500: internal server error")
+        return await self.inner.sample(prompt_ids, n, params)
+
+    async def aclose(self):
+        pass
+
+
+def test_a_healthy_server_failing_one_request_fails_that_problem_only(backend, tmp_path):
+    from amcs.prompts import prompt_ids
+
+    problems = arith_problems(4, seed=7)
+    poison = PoisonBackend(backend, prompt_ids(backend.tokenizer, problems[1].question))
+    counters = asyncio.run(_run(poison, problems, tmp_path / "p.jsonl", retries=1))
+    assert counters.failed == 1 and counters.done == 3 and counters.outages == 0
+    meta = {m["problem_id"]: m for m in read_meta(meta_path_for(tmp_path / "p.jsonl"))}
+    assert meta[problems[1].id]["reason"] == "ConnectionError: HTTP 500: internal server error"
+    assert poison.health_checks == 2  # asked once per failed attempt: healthy, so not an outage
+
+
+def test_an_outage_is_probed_with_the_health_check(backend, tmp_path):
+    problems = arith_problems(3, seed=8)
+    poison = PoisonBackend(backend, [-1])
+    inner_sample = poison.sample
+
+    async def sample(prompt_ids, n, params):
+        poison.calls = getattr(poison, "calls", 0) + 1
+        if poison.calls == 2:  # the server goes away for 3 s after its first answer
+            poison.up = False
+            asyncio.get_running_loop().call_later(3, setattr, poison, "up", True)
+        return await inner_sample(prompt_ids, n, params)
+
+    poison.sample = sample
+    counters = asyncio.run(_run(poison, problems, tmp_path / "h.jsonl", retries=0))
+    assert counters.failed == 0 and counters.done == 3 and counters.outages == 1
+    # The requests in flight fail once each; after that only health checks probe the server.
+    assert 1 <= poison.calls_while_down <= 3 and poison.health_checks >= 2
+
+
 class MisconfiguredBackend:
     def __init__(self, inner):
         self.inner, self.tokenizer = inner, inner.tokenizer
