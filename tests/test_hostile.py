@@ -284,7 +284,7 @@ def test_a_changed_problem_file_is_refused(tmp_path):
 
 # --- kill -9 at random moments ----------------------------------------------------------------------
 
-KILL_PROBLEMS = "arith:24"
+KILL_PROBLEMS = "arith:60"
 KILL_ARGS = ["--concurrency", "8", "--seed", "11"]
 
 
@@ -309,16 +309,13 @@ def test_kill_9_at_twenty_random_moments_loses_nothing(tmp_path):
         # Half of the kills land after a new commit (mid-search of the next problems), the
         # others at a random moment of start-up or search.
         wait_commit = rng.random() < 0.5
-        deadline = time.monotonic() + (120 if wait_commit else rng.uniform(0.5, 12))
+        deadline = time.monotonic() + (120 if wait_commit else rng.uniform(0.3, 5))
         while time.monotonic() < deadline and proc.poll() is None:
             if wait_commit and _committed(meta) > before:
                 time.sleep(rng.uniform(0, 0.5))
                 break
             time.sleep(0.02)
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            assert proc.returncode == 0, err[-3000:]
-            break  # finished before the kill
+        assert proc.poll() is None, f"the run ended before kill {kills + 1}: {proc.communicate()}"
         proc.kill()
         proc.wait()
         kills += 1
@@ -327,13 +324,11 @@ def test_kill_9_at_twenty_random_moments_loses_nothing(tmp_path):
         if committed:
             end = committed[-1]["data_end"]
             assert out.read_bytes()[:end] == whole.read_bytes()[:end]
-    if kills == 20:
-        code, _, stderr = amcs(*args[3:])
-        assert code == 0, stderr[-3000:]
-    assert kills >= 10, "the run finished before enough kills landed"
+    code, _, stderr = amcs(*args[3:])
+    assert code == 0, stderr[-3000:]
     records = read_meta(meta)
     ids = [m["problem_id"] for m in records]
-    assert len(ids) == len(set(ids)) == 24  # none lost, none duplicated
+    assert len(ids) == len(set(ids)) == 60  # none lost, none duplicated
     assert all(m["status"] == "ok" for m in records)
     assert [json.loads(line) for line in out.read_text().splitlines()]  # none torn
     per_problem: dict[str, int] = {}
@@ -356,10 +351,14 @@ class RestartableServer:
         self.url = self.server.url
 
     def stop(self):
+        """Refuse new connections and drop requests on open keep-alive connections unanswered."""
+        with self.server._lock:
+            self.server.die_after = self.server.served
         self.server.stop_serving()
 
     def start_again(self):
         s = self.server
+        s.die_after = None
         s.httpd = ThreadingHTTPServer(("127.0.0.1", s.port), s._handler())
         s.httpd.daemon_threads = True
         s._thread = threading.Thread(target=s.httpd.serve_forever, daemon=True)
@@ -400,7 +399,7 @@ def test_a_server_stopped_for_10_s_mid_run_ends_with_no_failed_problem(tmp_path)
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             time.sleep(0.05)
         server.stop()
-        stopped_at = len(server.server.requests)
+        stopped_at = server.server.served
         time.sleep(10)
         server.start_again()
         _, stderr = proc.communicate(timeout=600)
@@ -408,6 +407,6 @@ def test_a_server_stopped_for_10_s_mid_run_ends_with_no_failed_problem(tmp_path)
         assert "waiting for the server" in stderr and "answers again" in stderr
         records = read_meta(meta_path_for(out))
         assert len(records) == 12 and all(m["status"] == "ok" for m in records)
-        assert len(server.server.requests) > stopped_at  # work went on after the restart
+        assert server.server.served > stopped_at  # work went on after the restart
     finally:
         server.close()
