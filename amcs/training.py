@@ -293,6 +293,7 @@ def train_prm(
     separator: str = "\n\n",
     max_steps: int = -1,
     freeze_layers: int = 0,
+    bf16: bool = False,
 ) -> dict:
     """Train a PRM on TRL-format rows and save it to ``out_dir``.
 
@@ -304,7 +305,8 @@ def train_prm(
     > 0 caps the optimizer steps; ``freeze_layers`` > 0 (full fine-tuning only) keeps the
     embeddings and that many bottom layers frozen (:func:`freeze_bottom_layers`). The model (LoRA merged in), tokenizer and ``amcs_prm.json``
     are saved. Returns metrics: train_loss, eval_step_accuracy, eval_loss, row/step counts and
-    truncation counts (rows_dropped, rows_truncated, steps_dropped).
+    truncation counts (rows_dropped, rows_truncated, steps_dropped). ``bf16`` trains with
+    bfloat16 autocast (on a GPU that has it).
     """
     if labels not in ("hard", "soft"):
         raise ValueError(f"labels must be 'hard' or 'soft', got {labels!r}")
@@ -360,6 +362,7 @@ def train_prm(
         remove_unused_columns=False,
         disable_tqdm=True,
         dataloader_num_workers=0,
+        bf16=bf16,
     )
     trainer = PRMTrainer(
         model=model,
