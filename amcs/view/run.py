@@ -94,7 +94,6 @@ class RunIndex:
     def __init__(self, path: str | Path) -> None:
         self.data_path, self.meta_path = run_paths(path)
         self.header: dict | None = None
-        self.entries: list[Entry] = []
         self.meta_lines = 0  # problem lines in the file, superseded ones included
         self._meta = self._map(self.meta_path)
         self._data_file = open(self.data_path, "rb")  # noqa: SIM115 - closed by close()
@@ -119,38 +118,54 @@ class RunIndex:
         self.close()
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._ids)
 
     def _scan(self) -> None:
         mm, size = self._meta, len(self._meta)
         where: dict[str, int] = {}
+        ids, starts, ends, previous_of = [], [], [], []
         pos, previous, line_no, other = 0, -1, 0, 0
+        search, find = _ID_RE.search, mm.find
         while pos < size:
-            newline = mm.find(b"\n", pos)
+            newline = find(b"\n", pos)
             if newline == -1:
                 break  # a last line torn by a crash: not committed
             line_no += 1
-            match = _ID_RE.search(mm, pos, newline)
+            match = search(mm, pos, newline)
             if match is None:
                 self._other_line(mm[pos:newline], line_no, newline + 1 == size)
                 other += 1
             elif newline + 1 == size and not _parses(mm[pos:newline]):
                 break  # torn last line that still holds its problem id
             else:
-                pid = json.loads(match.group(1))
-                entry = Entry(pid, pos, newline + 1, previous)
-                if pid in where:
-                    self.entries[where[pid]] = entry  # retried: the last record wins
-                else:
-                    where[pid] = len(self.entries)
-                    self.entries.append(entry)
+                quoted = match.group(1)
+                pid = json.loads(quoted) if b"\\" in quoted else quoted[1:-1].decode()
+                slot = where.get(pid)
+                if slot is None:
+                    where[pid] = len(ids)
+                    ids.append(pid)
+                    starts.append(pos)
+                    ends.append(newline + 1)
+                    previous_of.append(previous)
+                else:  # retried: the last record wins, at the place of the first
+                    starts[slot], ends[slot], previous_of[slot] = pos, newline + 1, previous
                 previous = pos
                 self.meta_lines += 1
             pos = newline + 1
-        if not self.entries and other:
+        self._ids, self._starts, self._ends, self._previous = ids, starts, ends, previous_of
+        if not ids and other:
             raise ViewError(
                 f"{self.meta_path} is not an amcs generate meta file: no line has a problem_id"
             )
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [self.entry(i) for i in range(len(self._ids))]
+
+    def entry(self, index: int) -> Entry:
+        return Entry(
+            self._ids[index], self._starts[index], self._ends[index], self._previous[index]
+        )
 
     def _other_line(self, line: bytes, line_no: int, last: bool) -> None:
         if not line.strip():
@@ -167,8 +182,7 @@ class RunIndex:
     # --- records ---------------------------------------------------------------------------
 
     def record(self, index: int) -> dict:
-        entry = self.entries[index]
-        return self._parse(entry.start, entry.end)
+        return self._parse(self._starts[index], self._ends[index])
 
     def _parse(self, start: int, end: int) -> dict:
         try:
@@ -181,12 +195,12 @@ class RunIndex:
         return record
 
     def records(self) -> Iterator[dict]:
-        for i in range(len(self.entries)):
+        for i in range(len(self)):
             yield self.record(i)
 
     def paths(self, index: int, record: dict | None = None) -> list[dict]:
         """The problem's labelled paths from data.jsonl (its byte range, see the docstring)."""
-        entry = self.entries[index]
+        entry = self.entry(index)
         record = record if record is not None else self.record(index)
         start = 0
         if entry.previous >= 0:
@@ -215,7 +229,7 @@ class RunIndex:
         if self.header is not None:
             return {"header": True, **dict(self.header.get("fingerprint") or {})}
         found: dict[str, Any] = {"header": False}
-        for i in range(min(len(self.entries), 50)):
+        for i in range(min(len(self), 50)):
             paths = self.paths(i)
             if paths:
                 found |= {"method": paths[0].get("method"), "model": paths[0].get("model")}
