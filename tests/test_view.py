@@ -512,3 +512,19 @@ def test_100k_problem_run_opens_with_serve(run, page, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_written_page_holds_limit_problems_and_counts_them_all(run, eval_dir, tmp_path):
+    from amcs.view.page import write_run_page
+
+    out, data = write_run_page(run, tmp_path / "two.html", limit=2)
+    assert [r[1] for r in data["rows"]] == [m["problem_id"] for m in read_meta(meta_path_for(run))][
+        :2
+    ]
+    assert sorted(data["details"]) == ["0", "1"]
+    expected = _expected_totals(run)
+    assert {k: data["totals"][k] for k in expected} == expected
+    # the records.jsonl of an eval folder stands for the folder
+    code, output = _view(eval_dir / "records.jsonl", "--out", tmp_path / "e.html")
+    assert code == 0 and "amcs view — eval" not in output
+    assert '"kind": "eval"' in (tmp_path / "e.html").read_text()

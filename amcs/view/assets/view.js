@@ -544,8 +544,11 @@
     let x0 = Math.floor(Math.min(...lx) * 10) / 10, x1 = Math.ceil(Math.max(...lx) * 10) / 10;
     if (x1 - x0 < 0.2) { x0 -= 0.1; x1 += 0.1; }
     const accs = pts.map((r) => r.accuracy);
-    let y0 = Math.max(0, Math.floor(Math.min(...accs) * 10) / 10 - 0.05), y1 = Math.min(1, Math.ceil(Math.max(...accs) * 10) / 10 + 0.02);
-    if (y1 - y0 < 0.1) { y0 = Math.max(0, y1 - 0.2); }
+    let y1 = Math.min(1, Math.ceil(Math.max(...accs) * 10 + 1e-9) / 10);
+    let y0 = Math.max(0, Math.floor(Math.min(...accs) * 10 - 1e-9) / 10);
+    if (y1 - y0 < 0.2) y0 = Math.max(0, y1 - 0.2);
+    if (y1 - y0 < 0.2) y1 = y0 + 0.2;
+    const yStep = y1 - y0 > 0.5 ? 0.1 : 0.05;
     const X = (v) => L + ((Math.log10(v) - x0) / (x1 - x0)) * (W - L - R);
     const Y = (a) => T + (1 - (a - y0) / (y1 - y0)) * (H - T - B);
     s("rect", { x: L, y: T, width: W - L - R, height: H - T - B, fill: "#fff", stroke: "#d0d7de" });
@@ -557,8 +560,7 @@
         s("text", { x: X(v), y: H - B + 14, "text-anchor": "middle" }, v >= 1000 ? `${v / 1000}k` : String(v));
       }
     }
-    for (let k = 0; k <= 5; k++) {
-      const a = y0 + (k * (y1 - y0)) / 5;
+    for (let a = y0; a <= y1 + 1e-9; a += yStep) {
       s("line", { x1: L, x2: W - R, y1: Y(a), y2: Y(a), stroke: "#eee" });
       s("text", { x: L - 6, y: Y(a) + 4, "text-anchor": "end" }, pct(a, 0));
     }
