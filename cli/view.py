@@ -69,9 +69,9 @@ def view_command(
         fail(f"--port must be between 0 and 65535, got {port}")
     if not path.exists():
         fail(f"{path}: no such file or directory")
-    if path.is_file() and path.name in ("records.jsonl", "results.json"):
-        if is_eval_dir(path.parent):
-            path = path.parent  # a file of an eval folder: show the folder
+    eval_file = path.name in ("records.jsonl", "results.json") and is_eval_dir(path.parent)
+    if path.is_file() and eval_file:
+        path = path.parent  # a file of an eval folder: show the folder
     is_eval = is_eval_dir(path)
     if path.is_dir() and not is_eval:
         fail(f"{path} is not an amcs eval folder: it has no records.jsonl or results.json")

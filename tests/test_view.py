@@ -277,14 +277,17 @@ def test_run_page_shows_the_files_totals_filters_and_trees(run, page, tmp_path):
         x["completions"][x["labels"].index(False)] for x in mine if not all(x["labels"])
     )
     assert sorted(errors.all_inner_texts()) == expected_errors
-    # every step of every written path is in the tree with its label and exact truth
-    for x in mine:
+    # every step of every written path is a tree node with its label and exact truth
+    for k, x in enumerate(mine):
         truth = arith.check_steps(expression, x["completions"]).prefix_correct
-        assert page.locator(f".path[data-path='{mine.index(x)}'] tbody tr").count() == len(
-            x["completions"]
-        )
-        for step, label, ok in zip(x["completions"], x["labels"], truth, strict=True):
-            line = page.locator("#tree .node-line", has_text=step).first
+        rows = page.locator(f".path[data-path='{k}'] tbody tr")
+        assert rows.count() == len(x["completions"])
+        for j, (step, label, ok) in enumerate(
+            zip(x["completions"], x["labels"], truth, strict=True)
+        ):
+            node = rows.nth(j).get_attribute("data-node")
+            line = page.locator(f"#tree .node[data-node='{node}'] > .node-line")
+            assert line.locator(".step-text").inner_text() == step
             assert line.locator(f"[data-label='{'+' if label else '−'}']").count() == 1
             assert line.locator(f"[data-truth='{int(ok)}']").count() == 1
     # expand the root node: its details say how it was estimated

@@ -392,7 +392,7 @@
   }
 
   function renderPath(path, i, arith) {
-    const rows = path.completions.map((s, j) => el("tr", { class: j === path.first_error ? "first-error" : "" },
+    const rows = path.completions.map((s, j) => el("tr", { class: j === path.first_error ? "first-error" : "", dataset: { node: path.nodes[j] } },
       el("td", { class: "num", text: j + 1 }),
       el("td", { class: "step", text: s }),
       el("td", {}, badge(path.labels[j] ? "+" : "−", path.labels[j] ? "pos" : "neg")),
@@ -552,7 +552,7 @@
     const X = (v) => L + ((Math.log10(v) - x0) / (x1 - x0)) * (W - L - R);
     const Y = (a) => T + (1 - (a - y0) / (y1 - y0)) * (H - T - B);
     s("rect", { x: L, y: T, width: W - L - R, height: H - T - B, fill: "#fff", stroke: "#d0d7de" });
-    for (let e = Math.ceil(x0); e <= Math.floor(x1); e++) {
+    for (let e = Math.floor(x0); e <= Math.floor(x1); e++) {
       for (const m of [1, 2, 5]) {
         const v = m * 10 ** e;
         if (Math.log10(v) < x0 || Math.log10(v) > x1) continue;
