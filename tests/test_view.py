@@ -531,3 +531,42 @@ def test_a_written_page_holds_limit_problems_and_counts_them_all(run, eval_dir, 
     code, output = _view(eval_dir / "records.jsonl", "--out", tmp_path / "e.html")
     assert code == 0 and "amcs view — eval" not in output
     assert '"kind": "eval"' in (tmp_path / "e.html").read_text()
+
+
+def test_serve_api_without_a_browser(run):
+    import urllib.error
+    import urllib.request
+
+    from amcs.view.server import RunSource, serve_page
+
+    index = RunIndex(run)
+    server = serve_page({"kind": "run", "mode": "serve"}, "t", RunSource(index, str(run)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+
+    def get(path: str) -> dict:
+        with urllib.request.urlopen(url + path, timeout=60) as r:
+            return json.loads(r.read())
+
+    try:
+        meta = read_meta(meta_path_for(run))
+        assert get("api/info")["total_problems"] == len(meta)
+        rows = get("api/rows?start=1&count=2")["rows"]
+        assert [r[1] for r in rows] == [m["problem_id"] for m in meta[1:3]]
+        expected = _expected_totals(run)
+        totals = get("api/totals")["totals"]
+        assert {k: totals[k] for k in expected} == expected
+        detail = get("api/problem?index=0")
+        assert detail["problem_id"] == meta[0]["problem_id"]
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            get(f"api/problem?index={len(meta)}")
+        assert bad.value.code == 400
+        assert (
+            json.loads(bad.value.read())["error"]
+            == f"no problem {len(meta)}: the run has {len(meta)}"
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        index.close()

@@ -77,7 +77,7 @@ class RunSource:
 
     def problem(self, index: int) -> dict:
         if not 0 <= index < len(self.index):
-            raise KeyError(index)
+            raise KeyError(f"no problem {index}: the run has {len(self.index)}")
         with self._lock:
             record = self.index.record(index)
             paths = self.index.paths(index, record)
@@ -108,6 +108,8 @@ def make_server(page: bytes, source: RunSource | None, port: int = 0) -> Threadi
             try:
                 if url.path in ("/", "/index.html"):
                     self._send(200, page, "text/html; charset=utf-8")
+                elif url.path == "/favicon.ico":
+                    self._send(204, b"", "image/x-icon")
                 elif source is None:
                     self._json(404, {"error": "not found"})
                 elif url.path == "/api/info":
@@ -123,7 +125,8 @@ def make_server(page: bytes, source: RunSource | None, port: int = 0) -> Threadi
                     self._json(404, {"error": "not found"})
             except (KeyError, ValueError) as exc:
                 status = 500 if isinstance(exc, ViewError) else 400
-                self._json(status, {"error": str(exc) or "bad request"})
+                message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+                self._json(status, {"error": message or "bad request"})
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
