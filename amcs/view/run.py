@@ -434,6 +434,7 @@ def problem_detail(record: dict, paths: list[dict]) -> dict:
     root = nodes[0]
     info = {k: v for k, v in record.items() if k != "tree"}
     return info | {
+        "has_tree": bool(record.get("tree")),
         "arith": expression is not None,
         "expression": expression,
         "root": root["id"],

@@ -285,12 +285,12 @@
     if (p.status !== "ok") {
       box.append(el("h3", { text: "Why it failed" }), el("div", { class: "reason", id: "reason", text: p.reason || "(no reason recorded)" }));
     }
-    if (p.agreement) {
+    if (p.agreement && p.agreement.steps) {
       const a = p.agreement;
       box.append(el("p", { id: "agreement" }, `Labels vs exact truth on the written paths: ${a.agree} of ${a.steps} steps agree`,
         a.agree < a.steps ? badge(`${a.steps - a.agree} disagree`, "warn") : badge("all agree", "ok")));
     }
-    if (!p.nodes || p.nodes.length <= 1 && !p.labelled_paths.length) {
+    if (!p.has_tree && !p.labelled_paths.length) {
       if (p.status === "ok") box.append(el("p", { class: "muted", text: "No search tree recorded." }));
       return;
     }
@@ -309,6 +309,7 @@
     box.append(tree);
     box.append(el("h3", { text: `Labelled paths (${p.labelled_paths.length})` }));
     p.labelled_paths.forEach((path, i) => box.append(renderPath(path, i, p.arith)));
+    if (!p.labelled_paths.length) box.append(el("p", { class: "muted", text: "None written for this problem." }));
   }
 
   function labelBadges(node) {
