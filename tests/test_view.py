@@ -114,7 +114,8 @@ class FailOne:
 
     async def sample(self, prompt_ids, n, params):
         if self.question in self.tokenizer.decode(prompt_ids):
-            raise ConnectionError("injected fault for the viewer test")
+            # Not a ConnectionError: that means "server down, wait for it" to the engine.
+            raise RuntimeError("injected fault for the viewer test")
         return await self.inner.sample(prompt_ids, n, params)
 
     async def aclose(self):

@@ -91,6 +91,11 @@
       el("h2", { text: "Totals" }),
       el("div", { class: "totals", id: "totals" }, el("span", { class: "muted", text: "counting…" })),
     );
+    if (info.meta_lines > info.total_problems) {
+      const n = info.meta_lines - info.total_problems;
+      app.append(el("p", { class: "muted", id: "superseded", text:
+        `${int(n)} earlier record${n > 1 ? "s" : ""} of retried problems superseded (the last record of a problem counts).` }));
+    }
     if (info.mode === "static" && info.rows.length < info.total_problems) {
       app.append(el("p", { class: "note", id: "truncated", text:
         `This page holds the first ${int(info.rows.length)} of ${int(info.total_problems)} problems; ` +
@@ -251,7 +256,9 @@
     }
     for (const [k, v] of Object.entries(fp)) {
       if (k === "header") continue;
-      pairs.push([k, typeof v === "object" && v !== null ? el("pre", { text: JSON.stringify(v, null, 1) }) : String(v)]);
+      pairs.push([k, typeof v === "object" && v !== null && !Array.isArray(v)
+        ? el("span", { class: "mono flow" }, Object.entries(v).map(([a, b]) => el("span", { text: `${a}=${JSON.stringify(b)}` })))
+        : typeof v === "object" ? JSON.stringify(v) : String(v)]);
     }
     const block = kv(pairs);
     block.id = "fingerprint";
