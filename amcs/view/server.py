@@ -2,8 +2,8 @@
 
 The page asks for table rows a chunk at a time (`/api/rows`), a problem's tree when it is opened
 (`/api/problem`) and the totals (`/api/totals`). A background thread parses the meta file from the
-top, so the first rows are ready at once and the totals once the whole file is read; a chunk that
-is asked for before the thread gets there is parsed on the spot.
+top, so the first rows are ready at once and the totals once the whole file is read; a small chunk
+(the first page) asked for before the thread gets there is parsed on the spot, a big one waits.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from amcs.view.page import render, run_info
 from amcs.view.run import RunIndex, Totals, ViewError, problem_detail, problem_row
 
 MAX_CHUNK = 50_000
+ON_THE_SPOT = 1_000  # rows a request parses itself rather than wait for the background pass
 
 
 class RunSource:
@@ -48,20 +49,24 @@ class RunSource:
             with self._ready:
                 self._totals = totals.to_dict()
                 self._ready.notify_all()
-        except ViewError as exc:
+        except Exception as exc:  # noqa: BLE001 - reported to the page instead of a dead thread
             with self._ready:
-                self._error = str(exc)
+                self._error = str(exc) if isinstance(exc, ViewError) else repr(exc)
                 self._ready.notify_all()
 
     def rows(self, start: int, count: int) -> dict:
         start = max(0, start)
         stop = min(len(self.index), start + max(0, min(count, MAX_CHUNK)))
         with self._ready:
+            if stop - start > ON_THE_SPOT:  # a big chunk: the background pass is on its way
+                self._ready.wait_for(
+                    lambda: len(self._rows) >= stop or self._error or self._totals, 600
+                )
             if len(self._rows) >= stop:
                 return {"start": start, "rows": self._rows[start:stop]}
             if self._error:
                 raise ViewError(self._error)
-        # Not parsed yet: parse this chunk here rather than wait for the thread.
+        # A small chunk not parsed yet (the first page): parse it here rather than wait.
         out = []
         for i in range(start, stop):
             with self._lock:
