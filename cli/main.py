@@ -12,6 +12,7 @@ from cli.export import export_command
 from cli.generate import generate_command, search_parameters_help
 from cli.problems import problems_command
 from cli.train import train_command
+from cli.view import view_command
 
 app = typer.Typer(
     name="amcs",
@@ -104,3 +105,4 @@ app.command("train")(train_command)
 app.add_typer(eval_app, name="eval")
 app.command("export")(export_command)
 app.command("problems")(problems_command)
+app.command("view")(view_command)

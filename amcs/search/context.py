@@ -127,6 +127,9 @@ class SearchContext:
         if estimate.rollouts:
             node.mc = estimate.mc
             node.rollouts = estimate.rollouts
+            node.early_exit = estimate.early_exit
+            node.clusters = list(estimate.cluster_sizes)
+            node.uncertainty = estimate.uncertainty
             self.stats.early_exits += estimate.early_exit
         return drawn
 

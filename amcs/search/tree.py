@@ -10,7 +10,8 @@ class Node:
     """A prefix: the parent's prefix plus `steps` (token ids of each step, separator included).
 
     mc is None until estimated. rollouts counts the rollouts spent estimating it; visits N(s)
-    counts how often a candidate from it was selected.
+    counts how often a candidate from it was selected. early_exit, clusters (rollouts per cluster)
+    and uncertainty record how the estimator stopped (for `amcs view`).
     """
 
     steps: list[list[int]]
@@ -20,6 +21,9 @@ class Node:
     rollouts: int = 0
     visits: int = 0
     depth: int = 0  # steps from the root to the end of this node
+    early_exit: bool = False
+    clusters: list[int] = field(default_factory=list)
+    uncertainty: float | None = None
 
     def add_child(self, steps: list[list[int]]) -> Node:
         child = Node(steps=steps, parent=self, depth=self.depth + len(steps))
@@ -45,10 +49,15 @@ class Node:
             yield from child.iter()
 
     def to_dict(self, text) -> dict:
-        """The tree as JSON: {"text", "mc", "rollouts", "children"}; text(ids) renders a step."""
+        """The tree as JSON: {"text", "mc", "rollouts", "visits", "early_exit", "clusters", "uncertainty",
+        "children"}; text(ids) renders a step."""
         return {
             "text": "\n\n".join(text(s) for s in self.steps),
             "mc": self.mc,
             "rollouts": self.rollouts,
+            "visits": self.visits,
+            "early_exit": self.early_exit,
+            "clusters": self.clusters,
+            "uncertainty": None if self.uncertainty is None else round(self.uncertainty, 6),
             "children": [c.to_dict(text) for c in self.children],
         }

@@ -1,0 +1,133 @@
+"""An `amcs eval --out` folder as the viewer reads it: the settings and results rows of
+results.json, and per problem every (strategy, N) run of records.jsonl with its candidates.
+
+A candidate's correctness: the run's own grade when its answer is the chosen one's, else an exact
+comparison of plain numbers (amcs.grading.answers_match_fast), else unknown (None). For arithmetic
+problems each candidate step also gets its exact truth from amcs.domains.arith.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from amcs.domains import arith
+from amcs.grading import answers_match_fast
+from amcs.steps import split_steps
+from amcs.view.run import ViewError, arith_expression
+
+RECORDS = "records.jsonl"
+RESULTS = "results.json"
+
+
+def is_eval_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and ((path / RECORDS).exists() or (path / RESULTS).exists())
+
+
+def _read_records(path: Path) -> list[dict]:
+    """The records, the last one for each (strategy, n, problem) winning; a torn last line is
+    ignored (a resumed eval rewrites it)."""
+    done: dict[tuple, dict] = {}
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    for line_no, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+            key = (record["strategy"], int(record["n"]), str(record["problem_id"]))
+        except (ValueError, KeyError, TypeError):
+            if line_no >= len(lines) - 1:
+                continue
+            raise ViewError(
+                f"{path}:{line_no}: not an amcs eval record (JSON with strategy, n, problem_id)"
+            ) from None
+        done[key] = record
+    return list(done.values())
+
+
+def candidate_correct(answer: str | None, record: dict) -> bool | None:
+    if answer is None:
+        return False
+    if record.get("answer") is not None and answer == record["answer"]:
+        return bool(record.get("correct"))
+    return answers_match_fast(str(answer), str(record.get("reference") or ""))
+
+
+def load_eval(path: str | Path, limit: int | None = None) -> dict:
+    """Everything the eval page shows; ViewError when the folder is not an eval output."""
+    path = Path(path)
+    if not path.exists():
+        raise ViewError(f"{path}: no such file or directory")
+    if not is_eval_dir(path):
+        raise ViewError(f"{path} is not an amcs eval folder: it has no {RECORDS} or {RESULTS}")
+    settings: dict = {}
+    results: list[dict] = []
+    if (path / RESULTS).exists():
+        try:
+            report = json.loads((path / RESULTS).read_text(encoding="utf-8"))
+            settings, results = dict(report.get("settings") or {}), list(report["results"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ViewError(f"{path / RESULTS}: not an amcs eval results file") from None
+    separator = (settings.get("verify") or {}).get("separator") or "\n\n"
+    problems: dict[str, dict] = {}
+    cells: list[str] = []
+    for record in _read_records(path / RECORDS):
+        pid = str(record["problem_id"])
+        problem = problems.get(pid)
+        if problem is None:
+            question = str(record.get("question") or "")
+            problem = problems[pid] = {
+                "problem_id": pid,
+                "question": question,
+                "reference": record.get("reference"),
+                "expression": arith_expression(question),
+                "runs": [],
+            }
+        cell = f"{record['strategy']}@{record['n']}"
+        if cell not in cells:
+            cells.append(cell)
+        problem["runs"].append(_run(record, problem["expression"], separator))
+    order = {c: i for i, c in enumerate(_cell_order(results, cells))}
+    listed = list(problems.values())
+    for problem in listed:
+        problem["runs"].sort(key=lambda r: order.get(r["cell"], len(order)))
+        problem["correct"] = sum(bool(r["correct"]) for r in problem["runs"])
+    return {
+        "settings": settings,
+        "results": results,
+        "cells": _cell_order(results, cells),
+        "problems": listed[:limit] if limit else listed,
+        "total_problems": len(listed),
+        "records": sum(len(p["runs"]) for p in listed),
+    }
+
+
+def _cell_order(results: list[dict], cells: list[str]) -> list[str]:
+    ordered = [f"{r['strategy']}@{r['n']}" for r in results if "strategy" in r and "n" in r]
+    return ordered + [c for c in cells if c not in ordered]
+
+
+def _run(record: dict, expression: str | None, separator: str) -> dict:
+    candidates = []
+    for c in record.get("candidates") or []:
+        steps = split_steps(str(c.get("text") or ""), separator)
+        truth = arith.check_steps(expression, steps).prefix_correct if expression else None
+        candidates.append(
+            {
+                "steps": steps,
+                "answer": c.get("answer"),
+                "score": c.get("score"),
+                "step_scores": c.get("step_scores") or [],
+                "finished": c.get("finished", True),
+                "correct": candidate_correct(c.get("answer"), record),
+                "truth": truth,
+            }
+        )
+    keep = ("strategy", "n", "answer", "correct", "tokens", "prm_calls", "chosen", "votes", "stats")
+    return {k: record.get(k) for k in keep} | {
+        "cell": f"{record['strategy']}@{record['n']}",
+        "candidates": candidates,
+    }
