@@ -9,7 +9,8 @@ token ids.
 Errors, for the engine to act on (every message names the server's URL):
 
 - ``BackendUnavailableError``: the server cannot be reached, dropped the connection, timed out, or
-  answered 502 / 503 / 504 (also 408 / 429): it is down or not ready; the engine waits for it.
+  answered 502 / 503 / 504 (also 408 / 429, and a router's 500 saying it cannot reach a worker):
+  it is down or not ready; the engine waits for it.
 - ``BackendConfigError``: a 4xx about the run's configuration, not this prompt (an unknown model
   404, a parameter the server refuses 400 / 422, a missing API key 401 / 403): every request
   would fail the same way; the engine stops the run with the message.
@@ -49,6 +50,10 @@ _PROMPT_TOO_LONG = re.compile(
     re.IGNORECASE,
 )
 _UNAVAILABLE_STATUS = {408, 429, 502, 503, 504}
+# sglang-router answers HTTP 500 when it cannot reach a worker: the fleet is down, not broken.
+_UPSTREAM_DOWN = re.compile(
+    r"error sending request|no (available|healthy) workers?|connection refused", re.IGNORECASE
+)
 _TOO_LARGE_STATUS = {413}
 
 
@@ -79,7 +84,7 @@ def error_message(resp: httpx.Response) -> str:
 def http_error(status: int, message: str, url: str) -> Exception:
     """The exception for an HTTP error answer, by the module docstring's rules."""
     what = f"{url} answered HTTP {status}: {message}"
-    if status in _UNAVAILABLE_STATUS:
+    if status in _UNAVAILABLE_STATUS or (status >= 500 and _UPSTREAM_DOWN.search(message)):
         return BackendUnavailableError(f"{what} (the server is not ready or overloaded)")
     if status in _TOO_LARGE_STATUS or (status in (400, 422) and _PROMPT_TOO_LONG.search(message)):
         return ValueError(what)
