@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import subprocess
+import time
 
 import httpx
 import pytest
@@ -33,6 +36,8 @@ from tests.loopback_server import LoopbackServer
 from tests.servers import (  # noqa: F401  (pytest fixtures)
     ALIAS,
     BLOCK_SIZE,
+    PREPARE,
+    VLLM_ENV,
     free_port,
     require_server_env,
     router_fleet_fixture,
@@ -401,3 +406,26 @@ def test_router_with_no_live_worker_is_unavailable(tmp_path):
             asyncio.run(go())
         finally:
             router.stop()
+
+
+# --- the environment script ----------------------------------------------------------------------
+
+
+def test_prepare_script_finds_a_finished_env_at_once():
+    require_server_env()
+    t = time.monotonic()
+    done = subprocess.run(["bash", str(PREPARE)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.strip() == str(VLLM_ENV)
+    assert time.monotonic() - t < 1
+
+
+def test_prepare_script_fails_in_one_line(tmp_path):
+    env = os.environ | {"AMCS_VLLM_ENV": str(tmp_path / "env"), "AMCS_VLLM_PYTHON": "no-python"}
+    done = subprocess.run(
+        ["bash", str(PREPARE)], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert done.returncode != 0 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "prepare_vllm.sh: no no-python on PATH (set AMCS_VLLM_PYTHON)"
+    ]
+    assert not (tmp_path / "env" / ".amcs-ready").exists()
