@@ -144,6 +144,32 @@ def test_seeded_samples_repeat_and_keep_their_stop_strings(vllm_server):
         assert r.logprob_sum < 0
 
 
+def test_sampled_logprobs_are_the_models_own_at_temperature_1(vllm_server, tok):
+    """Rollout.logprob_sum is the model's temperature-1 log-probability of the tokens, also when
+    sampling at another temperature (vLLM returns raw logprobs): checked against the model run
+    here with transformers."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ids = _prompts(tok, 1)[0]
+    params = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=80, seed=3)
+
+    async def go():
+        b = OpenAICompletionsBackend(vllm_server.url, MODEL)
+        try:
+            return await b.sample(ids, 2, params)
+        finally:
+            await b.aclose()
+
+    model = AutoModelForCausalLM.from_pretrained(TINY_POLICY, dtype=torch.float32).eval()
+    for r in asyncio.run(go()):
+        full = torch.tensor([ids + r.token_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(full).logits[0, :-1].float(), dim=-1)
+        own = logp[len(ids) - 1 :].gather(1, full[0, len(ids) :, None]).sum().item()
+        assert r.logprob_sum == pytest.approx(own, abs=1e-3)
+
+
 def test_cached_tokens_are_whole_kv_blocks_of_a_repeated_prompt(vllm_server):
     """vLLM (--enable-prefix-caching --enable-prompt-tokens-details) reports the prompt tokens
     it served from its prefix cache: whole BLOCK_SIZE-token blocks, never the last token."""
