@@ -7,9 +7,10 @@ For each KV block size, starts vLLM (CPU) on the bundled tiny policy with
 ``--enable-prefix-caching --enable-prompt-tokens-details --block-size B``, runs the generate
 engine (AMCS, seed 0, as `amcs generate --backend openai`) against it, and prints cached prompt
 tokens / prompt tokens over the run, as the run summary does, next to the ceiling at that block
-size (what a cache that kept every earlier prefix could have served). vLLM reports per request how many prompt tokens it served from
-its prefix cache (``usage.prompt_tokens_details.cached_tokens``); it caches whole blocks only, and
-never the prompt's last token, so a prompt shorter than one block plus one token gets no hit.
+size (what a cache that kept every earlier prefix could have served). vLLM reports per request
+how many prompt tokens it served from its prefix cache
+(``usage.prompt_tokens_details.cached_tokens``); it caches whole blocks only, and never the
+prompt's last token, so a prompt shorter than one block plus one token gets no hit.
 Writes benchmarks/results/cache_hit_ratio_vllm.json.
 """
 
@@ -153,8 +154,8 @@ def main() -> None:
             f"{row['cache_hit_ratio']:.3f} ({row['cached_tokens']:,} of {row['prompt_tokens']:,} "
             f"prompt tokens; {row['ceiling_at_this_block_size']:.3f} if every earlier prefix "
             f"were still cached, {row['first_copies_counted_apart']:.3f} counting each "
-            f"request's first copy apart; mean prompt {row['mean_prompt_tokens']} tokens; server start "
-            f"{row['server_start_seconds']} s, run {row['run_seconds']} s)",
+            f"request's first copy apart; mean prompt {row['mean_prompt_tokens']} tokens; "
+            f"server start {row['server_start_seconds']} s, run {row['run_seconds']} s)",
             flush=True,
         )
     args.out.write_text(
