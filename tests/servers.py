@@ -105,9 +105,10 @@ class ServerProcess:
         last = None
         while time.monotonic() < deadline:
             if not self.alive():
+                tail = self.log_tail()
+                self.stop()
                 raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode} while starting:\n"
-                    + self.log_tail()
+                    f"{self.name} exited with {self.proc.returncode} while starting:\n{tail}"
                 )
             try:
                 if probe():
@@ -116,13 +117,13 @@ class ServerProcess:
             except httpx.HTTPError as exc:
                 last = exc
             time.sleep(0.5)
+        tail = self.log_tail()
         self.stop()
-        raise RuntimeError(
-            f"{self.name} not ready after {timeout:.0f} s (last: {last!r}):\n" + self.log_tail()
-        )
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s (last: {last!r}):\n{tail}")
 
     def stop(self, grace: float = 20) -> None:
-        """SIGTERM to the process group, SIGKILL after ``grace`` seconds."""
+        """SIGTERM to the process group, SIGKILL after ``grace`` seconds; the log is removed unless
+        AMCS_KEEP_SERVER_LOGS is set."""
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGTERM)
@@ -136,6 +137,8 @@ class ServerProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
         self._log.close()
+        if not os.environ.get("AMCS_KEEP_SERVER_LOGS"):
+            self.log_path.unlink(missing_ok=True)
 
 
 class VLLMServer(ServerProcess):
@@ -280,7 +283,7 @@ class _External:
 
 
 def shared_vllm() -> VLLMServer:
-    """One vLLM server for the whole test session (started on first use)."""
+    """The vLLM server the tests share (started on first use)."""
     if os.environ.get("AMCS_TEST_VLLM_URL"):
         return _External(os.environ["AMCS_TEST_VLLM_URL"])  # type: ignore[return-value]
     server = _shared.get("vllm")
@@ -289,11 +292,12 @@ def shared_vllm() -> VLLMServer:
     return server
 
 
-@pytest.fixture(scope="session", name="vllm_server")
+@pytest.fixture(scope="module", name="vllm_server")
 def vllm_server_fixture():
     """vLLM (CPU) serving the bundled tiny policy under two names (its path and ALIAS),
     max_model_len 512 (the model's positions, as the hf backend uses), prefix caching with
-    BLOCK_SIZE-token blocks."""
+    BLOCK_SIZE-token blocks. Module scope: it is stopped when the module's tests are done, so its
+    1.2 GB and threads do not stay for the rest of the suite."""
     require_server_env()
     server = shared_vllm()
     yield server

@@ -277,3 +277,14 @@ def test_openai_sends_the_only_served_model_name(server):
     ((_, body),) = server.requests
     assert body["model"] == "tiny" and body["n"] == 1  # greedy: one choice, given twice
     assert body["max_tokens"] == 4 and "return_tokens_as_token_ids" not in body
+
+
+def test_make_backend_takes_a_served_model_name_for_openai_only():
+    b = make_backend("openai", str(TINY_POLICY), url="http://127.0.0.1:9", served_model="tiny")
+    assert isinstance(b, OpenAICompletionsBackend) and b.served_model == "tiny"
+    b = make_backend(
+        "sglang-http", str(TINY_POLICY), urls=["http://127.0.0.1:9"], served_model=None
+    )
+    assert isinstance(b, SGLangHTTPBackend)
+    with pytest.raises(ValueError, match="for the openai backend, not sglang-http"):
+        make_backend("sglang-http", str(TINY_POLICY), urls=["http://127.0.0.1:9"], served_model="x")
