@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import subprocess
@@ -280,11 +281,13 @@ def test_cli_generate_greedy_writes_what_the_hf_backend_writes(vllm_server, tmp_
     assert all("\\boxed{" + r["answer"] + "}" in r["completions"][-1] for r in rows)
 
 
-def test_cli_generate_samples_and_resumes_through_an_alias(vllm_server, tmp_path):
+def test_cli_generate_samples_and_resumes_through_an_alias(vllm_server, tmp_path, caplog):
+    caplog.set_level(logging.INFO)  # as --quiet logs
     out = tmp_path / "d.jsonl"
     r = _generate("openai", vllm_server.url, out, "arith:4", "--model", MODEL)
     assert r.exit_code == 0, r.output
     assert "prefix cache hit ratio" in r.output
+    assert not [x for x in caplog.records if x.name.startswith("httpx")]  # no line per request
     first = out.read_bytes()
     meta = _meta(out)
     assert len(meta) == 4 and all(m["status"] == "ok" for m in meta)
