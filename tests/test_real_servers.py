@@ -104,6 +104,26 @@ def test_greedy_rollouts_equal_the_hf_backends(vllm_server, tok, params):
     assert b.max_model_len == 512
 
 
+def test_a_server_that_trims_the_stop_string_still_gives_it_once(vllm_server, tok):
+    """Without include_stop_str_in_output vLLM trims the stop string from the text but keeps its
+    token in logprobs.tokens: the rollout gets the stop back in its text, and its token once."""
+    params = SamplingParams(temperature=0, max_new_tokens=60, stop=STEP)
+    prompts = _prompts(tok, 2)
+
+    async def go():
+        b = OpenAICompletionsBackend(vllm_server.url, MODEL, extra_body={})
+        try:
+            return [(await b.sample(p, 1, params))[0] for p in prompts]
+        finally:
+            await b.aclose()
+
+    trimmed = asyncio.run(go())
+    _, kept, _ = asyncio.run(_both(vllm_server.url, prompts, params))
+    for t, (k,) in zip(trimmed, kept, strict=True):
+        assert t.text == k.text and t.text.endswith("\n\n") and t.token_ids == k.token_ids
+        assert tok.decode(t.token_ids) == t.text
+
+
 def test_max_tokens_is_capped_by_the_context_the_server_reports(vllm_server, tok):
     """max_new_tokens 512 with a 500-token prompt: vLLM refuses max_tokens > max_model_len, so
     the backend asks for what the context leaves (12), as the hf backend generates."""
