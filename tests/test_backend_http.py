@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from amcs.assets import TINY_POLICY
 from amcs.backends import make_backend
-from amcs.backends.base import SamplingParams
-from amcs.backends.http import OpenAICompletionsBackend, SGLangHTTPBackend
+from amcs.backends.base import BackendConfigError, BackendUnavailableError, SamplingParams
+from amcs.backends.http import OpenAICompletionsBackend, SGLangHTTPBackend, http_error
 from amcs.prompts import prompt_ids
 from cli.main import app
 from tests.loopback_server import LoopbackServer
@@ -117,16 +117,60 @@ def test_http_errors(server):
         b = SGLangHTTPBackend(server.url, TINY_POLICY)
         try:
             ids = _prompt(b.tokenizer)
-            server.reject_next = 1
-            with pytest.raises(ValueError, match="HTTP 400"):
+            server.reject_next = 1  # a 400 not about the prompt: the configuration is wrong
+            with pytest.raises(BackendConfigError, match="HTTP 400: injected"):
                 await b.sample(ids, 1, STOP)
             server.fail_next = 1
-            with pytest.raises(ConnectionError, match="HTTP 500"):
+            with pytest.raises(ConnectionError, match="HTTP 500") as err:
                 await b.sample(ids, 1, STOP)
+            assert not isinstance(err.value, BackendUnavailableError)
         finally:
             await b.aclose()
 
     asyncio.run(go())
+
+
+# What real servers answer (vLLM 0.32, SGLang, sglang-router 0.3.2), and the kind each becomes.
+ANSWERS = [
+    (503, "Service Unavailable", BackendUnavailableError),
+    (502, "Bad Gateway", BackendUnavailableError),
+    (504, "Gateway Timeout", BackendUnavailableError),
+    (429, "Too many requests", BackendUnavailableError),
+    (
+        500,
+        "error sending request for url (http://127.0.0.1:41861/generate)",
+        BackendUnavailableError,
+    ),
+    (500, "RuntimeError: engine core died", ConnectionError),
+    (404, "The model `tiny` does not exist. Valid aliases: /m.", BackendConfigError),
+    (400, "max_tokens=600 cannot be greater than max_model_len=512.", BackendConfigError),
+    (400, "Token id 99999 is out of vocabulary", BackendConfigError),
+    (401, "Unauthorized", BackendConfigError),
+    (
+        422,
+        "prompt: data did not match any variant of untagged enum StringOrArray",
+        BackendConfigError,
+    ),
+    (
+        400,
+        "This model's maximum context length is 512 tokens. However, your prompt contains 540 "
+        "input tokens, which exceeds this limit even without any output tokens.",
+        ValueError,
+    ),
+    (
+        400,
+        "The input (600 tokens) is longer than the model's context length (512 tokens).",
+        ValueError,
+    ),
+    (413, "Payload Too Large", ValueError),
+]
+
+
+@pytest.mark.parametrize(("status", "message", "kind"), ANSWERS)
+def test_http_error_kinds(status, message, kind):
+    err = http_error(status, message, "http://h:1/v1/completions")
+    assert type(err) is kind
+    assert str(err).startswith(f"http://h:1/v1/completions answered HTTP {status}: {message}")
 
 
 def _free_port() -> int:
@@ -195,7 +239,7 @@ def test_server_killed_mid_run_records_failures_and_resumes(tmp_path):
     meta = [json.loads(line) for line in meta_path.read_text().splitlines()]
     failed = [m for m in meta if m["status"] == "failed"]
     assert len(meta) == 6 and failed
-    assert all("ConnectionError" in m["reason"] for m in failed)
+    assert all("BackendUnavailableError" in m["reason"] for m in failed)
     with LoopbackServer() as fresh:
         r = _generate(fresh.url, out, "arith:7")
     assert r.exit_code == 0, r.output
@@ -214,3 +258,33 @@ def test_openai_token_ids_from_token_strings_ids_or_text():
     # Decoded pieces that are not vocabulary tokens: fall back to re-encoding the text.
     pieces = ["\u2400" + tok.decode([i]) for i in ids]
     assert b._token_ids(pieces, text) == ids
+
+
+def test_openai_sends_the_only_served_model_name(server):
+    """The loopback server serves one model, "tiny": the backend sends that name whatever the
+    tokenizer path is, and asks no vLLM-only fields of a server that is not vLLM."""
+
+    async def go():
+        b = OpenAICompletionsBackend(server.url, str(TINY_POLICY))
+        try:
+            await b.sample([34, 5, 8], 2, SamplingParams(temperature=0, max_new_tokens=4))
+        finally:
+            await b.aclose()
+        return b
+
+    b = asyncio.run(go())
+    assert b.request_model == "tiny" and b.max_model_len is None
+    ((_, body),) = server.requests
+    assert body["model"] == "tiny" and body["n"] == 1  # greedy: one choice, given twice
+    assert body["max_tokens"] == 4 and "return_tokens_as_token_ids" not in body
+
+
+def test_make_backend_takes_a_served_model_name_for_openai_only():
+    b = make_backend("openai", str(TINY_POLICY), url="http://127.0.0.1:9", served_model="tiny")
+    assert isinstance(b, OpenAICompletionsBackend) and b.served_model == "tiny"
+    b = make_backend(
+        "sglang-http", str(TINY_POLICY), urls=["http://127.0.0.1:9"], served_model=None
+    )
+    assert isinstance(b, SGLangHTTPBackend)
+    with pytest.raises(ValueError, match="for the openai backend, not sglang-http"):
+        make_backend("sglang-http", str(TINY_POLICY), urls=["http://127.0.0.1:9"], served_model="x")

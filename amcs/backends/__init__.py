@@ -32,8 +32,16 @@ def make_backend(name: str, model: str, **options: Any) -> Backend:
     extra); `model` is the model path, options tp_size, dp_size, mem_fraction_static,
     context_length (or any other sglang.Engine argument); ImportError without SGLang.
     sglang-http: `model` is the tokenizer path and option `urls` (a list) the servers.
-    openai: `model` is the served model name and the tokenizer path (or option `tokenizer`),
-    option `url` the server."""
+    openai: `model` is the tokenizer path (or option `tokenizer`) and the model name to ask the
+    server for, option `url` the server, option `served_model` the name the server serves the
+    model under (vLLM's --served-model-name) when it serves several or `model` is not among them.
+    `served_model=None` is accepted (and ignored) by every backend, so a caller may always pass
+    it."""
+    served_model = options.pop("served_model", None)
+    if served_model is not None and name != "openai":
+        raise ValueError(
+            f"a served model name (--served-model-name) is for the openai backend, not {name}"
+        )
     if name == "hf":
         from amcs.backends.hf import HFBackend
 
@@ -61,5 +69,7 @@ def make_backend(name: str, model: str, **options: Any) -> Backend:
         if not urls:
             raise ValueError("the openai backend needs a server URL (--url)")
         tokenizer = options.pop("tokenizer", None) or model
-        return OpenAICompletionsBackend(urls, model, tokenizer, **options)
+        return OpenAICompletionsBackend(
+            urls, model, tokenizer, served_model=served_model, **options
+        )
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -6,29 +6,91 @@ and its radix cache reports ``cached_tokens``. ``OpenAICompletionsBackend`` uses
 OpenAI-compatible ``POST /v1/completions`` (vLLM, SGLang, llama.cpp) with the prompt as a list of
 token ids.
 
-Errors: a 4xx answer is a bad request and raises ValueError (the engine does not retry it); a 5xx
-answer, a refused or dropped connection raise ConnectionError, and a timeout TimeoutError, which
-the engine retries with backoff. Every message names the server's URL.
+Errors, for the engine to act on (every message names the server's URL):
+
+- ``BackendUnavailableError``: the server cannot be reached, dropped the connection, timed out, or
+  answered 502 / 503 / 504 (also 408 / 429, and a router's 500 saying it cannot reach a worker):
+  it is down or not ready; the engine waits for it.
+- ``BackendConfigError``: a 4xx about the run's configuration, not this prompt (an unknown model
+  404, a parameter the server refuses 400 / 422, a missing API key 401 / 403): every request
+  would fail the same way; the engine stops the run with the message.
+- ``ValueError``: a 4xx about this prompt (it does not fit the model's context): the problem fails.
+- ``ConnectionError``: any other 5xx, or an answer that is not what was asked for: retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import httpx
 from transformers import AutoTokenizer
 
-from amcs.backends.base import Rollout, SamplingParams
+from amcs.backends.base import (
+    BackendConfigError,
+    BackendUnavailableError,
+    Rollout,
+    SamplingParams,
+)
+
+# httpx logs one INFO line per request; a run makes hundreds of thousands.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+# What servers say when the prompt itself does not fit the context (vLLM, SGLang): the problem
+# fails, the run goes on. Any other 400 / 422 is about the configuration.
+_PROMPT_TOO_LONG = re.compile(
+    r"(prompt|input)\b[^.]{0,80}\b(longer than|too long|exceeds|greater than)"
+    r"|maximum context length is \d+ tokens"
+    r"|context length[^.]{0,40}exceed",
+    re.IGNORECASE,
+)
+_UNAVAILABLE_STATUS = {408, 429, 502, 503, 504}
+# sglang-router answers HTTP 500 when it cannot reach a worker: the fleet is down, not broken.
+_UPSTREAM_DOWN = re.compile(
+    r"error sending request|no (available|healthy) workers?|connection refused", re.IGNORECASE
+)
+_TOO_LARGE_STATUS = {413}
 
 
 def load_tokenizer(tokenizer):
     if isinstance(tokenizer, str | Path):
         return AutoTokenizer.from_pretrained(tokenizer)
     return tokenizer
+
+
+def error_message(resp: httpx.Response) -> str:
+    """The server's own words for a failed request: the ``message`` of an OpenAI-style error
+    (``{"error": {"message"}}`` or ``{"message"}``), else the body's start."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.text[:1000].strip()
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"][:1000]
+        if isinstance(err, str):
+            return err[:1000]
+        if isinstance(data.get("detail"), str):
+            return data["detail"][:1000]
+    return resp.text[:1000].strip()
+
+
+def http_error(status: int, message: str, url: str) -> Exception:
+    """The exception for an HTTP error answer, by the module docstring's rules."""
+    what = f"{url} answered HTTP {status}: {message}"
+    if status in _UNAVAILABLE_STATUS or (status >= 500 and _UPSTREAM_DOWN.search(message)):
+        return BackendUnavailableError(f"{what} (the server is not ready or overloaded)")
+    if status in _TOO_LARGE_STATUS or (status in (400, 422) and _PROMPT_TOO_LONG.search(message)):
+        return ValueError(what)
+    if 400 <= status < 500:
+        return BackendConfigError(what)
+    return ConnectionError(what)
 
 
 async def _post(
@@ -38,13 +100,11 @@ async def _post(
     try:
         resp = await client.post(url, json=body, headers=headers)
     except httpx.TimeoutException as exc:
-        raise TimeoutError(f"request to {url} timed out: {exc!r}") from exc
+        raise BackendUnavailableError(f"request to {url} timed out: {exc!r}") from exc
     except httpx.TransportError as exc:
-        raise ConnectionError(f"cannot reach {server} at {url}: {exc!r}") from exc
-    if 400 <= resp.status_code < 500:
-        raise ValueError(f"{url} rejected the request: HTTP {resp.status_code}: {resp.text[:2000]}")
-    if resp.status_code >= 500:
-        raise ConnectionError(f"{url} failed: HTTP {resp.status_code}: {resp.text[:500]}")
+        raise BackendUnavailableError(f"cannot reach {server} at {url}: {exc!r}") from exc
+    if resp.status_code >= 400:
+        raise http_error(resp.status_code, error_message(resp), url)
     try:
         return resp.json()
     except ValueError as exc:  # a broken answer is transient, not a bad request
@@ -148,11 +208,11 @@ class SGLangHTTPBackend:
                     if info.status_code == 404:  # older SGLang releases
                         info = await self._client.get(f"{url}/get_server_info", timeout=30)
                 except httpx.HTTPError as exc:
-                    raise ConnectionError(
+                    raise BackendUnavailableError(
                         f"cannot reach SGLang server at {url}: {type(exc).__name__}: {exc}"
                     ) from exc
                 if health.status_code != 200:
-                    raise ConnectionError(
+                    raise BackendUnavailableError(
                         f"SGLang server at {url} is not healthy: /health answered HTTP "
                         f"{health.status_code}"
                     )
@@ -198,29 +258,42 @@ class SGLangHTTPBackend:
 class OpenAICompletionsBackend:
     """The OpenAI-compatible ``/v1/completions`` API with a token-id prompt.
 
-    Token ids of a rollout come from ``logprobs.tokens``: vLLM's ``token_id:N`` form (with
-    ``return_tokens_as_token_ids``) is exact; token strings are mapped with
-    ``tokenizer.convert_tokens_to_ids``. Servers that return decoded text pieces instead of
-    vocabulary tokens (so some piece does not map) fall back to re-encoding the text, which may
-    tokenize differently from what the model sampled: prefer a server that returns tokens.
+    ``start()`` asks ``/v1/models`` what the server serves and picks the name to send:
+    ``served_model`` when given (an alias such as vLLM's ``--served-model-name``), else the only
+    served model, else ``model`` if it is served; otherwise BackendConfigError lists what is
+    served. ``model`` is also the tokenizer path unless ``tokenizer`` is given. The context length
+    the server reports (vLLM's ``max_model_len``) caps each request's ``max_tokens`` at what the
+    prompt leaves, as the hf backend does with the model's positions; a prompt that fills the
+    context raises ValueError.
+
+    Token ids of a rollout come from ``logprobs.tokens``: vLLM is asked for its ``token_id:N``
+    form (``return_tokens_as_token_ids``), which is exact; token strings of other servers are
+    mapped with ``tokenizer.convert_tokens_to_ids``. Servers that return decoded text pieces
+    instead of vocabulary tokens (so some piece does not map) fall back to re-encoding the text,
+    which may tokenize differently from what the model sampled: prefer a server that returns
+    tokens.
 
     Stop strings are kept in the text: ``include_stop_str_in_output`` is sent (vLLM, SGLang), and
     when the server still trims and says which stop it hit (``stop_reason``), it is appended.
+    ``cached_tokens`` of every rollout is the request's ``usage.prompt_tokens_details
+    .cached_tokens`` (vLLM reports it with ``--enable-prompt-tokens-details``).
     """
 
     def __init__(
         self,
         url: str,
         model: str,
-        tokenizer,
+        tokenizer=None,
         *,
+        served_model: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 600,
         extra_body: dict | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.model = model
-        self.tokenizer = load_tokenizer(tokenizer)
+        self.served_model = served_model
+        self.tokenizer = load_tokenizer(model if tokenizer is None else tokenizer)
         self.timeout = timeout
         self.extra_body = (
             {"include_stop_str_in_output": True} if extra_body is None else dict(extra_body)
@@ -229,30 +302,95 @@ class OpenAICompletionsBackend:
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client: httpx.AsyncClient | None = None
         self._eos = eos_ids(self.tokenizer)
+        self.request_model: str | None = None  # the name sent, chosen at start()
+        self.max_model_len: int | None = None  # the server's context length, when it says
+        self.served: list[dict] = []  # /v1/models's entries
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
 
     async def start(self) -> None:
-        """Open the connection pool and check the server answers ``/v1/models``."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.timeout, connect=min(30.0, self.timeout))
-            )
+        """Open the connection pool, ask ``/v1/models`` what is served and its context length."""
+        if self._started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            if self._client is None:
+                self._client = httpx.AsyncClient(
+                    timeout=httpx.Timeout(self.timeout, connect=min(30.0, self.timeout))
+                )
+            models_url = f"{self.url}/v1/models"
             try:
-                await self._client.get(f"{self.url}/v1/models", headers=self._headers, timeout=30)
+                resp = await self._client.get(models_url, headers=self._headers, timeout=30)
             except httpx.HTTPError as exc:
-                await self.aclose()
-                raise ConnectionError(
+                raise BackendUnavailableError(
                     f"cannot reach OpenAI-compatible server at {self.url}: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
+            if resp.status_code == 404:  # a server without the list: trust the name we have
+                self.served = []
+            elif resp.status_code >= 400:
+                raise http_error(resp.status_code, error_message(resp), models_url)
+            else:
+                try:
+                    data = resp.json().get("data") or []
+                except (ValueError, AttributeError) as exc:
+                    raise ConnectionError(
+                        f"{models_url} sent a response that is not a model list: {resp.text[:200]}"
+                    ) from exc
+                self.served = [m for m in data if isinstance(m, dict) and m.get("id")]
+            entry = self._choose_model()
+            self.request_model = entry["id"]
+            mml = entry.get("max_model_len")
+            self.max_model_len = int(mml) if isinstance(mml, int) and mml > 0 else None
+            # vLLM returns exact token ids on request; other servers may refuse the field.
+            if any(m.get("owned_by") == "vllm" for m in self.served):
+                self.extra_body.setdefault("return_tokens_as_token_ids", True)
+            self._started = True
+
+    def _choose_model(self) -> dict:
+        by_id = {m["id"]: m for m in self.served}
+        if not by_id:
+            return {"id": self.served_model or self.model}
+        names = ", ".join(repr(n) for n in by_id)
+        if self.served_model is not None:
+            if self.served_model in by_id:
+                return by_id[self.served_model]
+            raise BackendConfigError(
+                f"{self.url} does not serve a model named {self.served_model!r}; it serves "
+                f"{names}: pass one of them as the served model name (--served-model-name)"
+            )
+        if len(by_id) == 1:
+            return next(iter(by_id.values()))
+        if self.model in by_id:
+            return by_id[self.model]
+        raise BackendConfigError(
+            f"{self.url} serves {names}, not {self.model!r}: pass the served model name "
+            f"(--served-model-name)"
+        )
+
+    def max_tokens(self, prompt_len: int, params: SamplingParams) -> int:
+        """``max_new_tokens`` capped at what the server's context leaves after the prompt."""
+        if self.max_model_len is None:
+            return params.max_new_tokens
+        room = self.max_model_len - prompt_len
+        if room < 1:
+            raise ValueError(
+                f"prompt of {prompt_len} tokens leaves no room to generate "
+                f"(the model's context at {self.url} is {self.max_model_len} tokens)"
+            )
+        return min(params.max_new_tokens, room)
 
     def _body(self, prompt_ids: list[int], n: int, params: SamplingParams) -> dict:
         body: dict[str, Any] = {
-            "model": self.model,
+            "model": self.request_model or self.served_model or self.model,
             "prompt": list(prompt_ids),
             "n": n,
             "temperature": params.temperature,
             "top_p": params.top_p,
-            "max_tokens": params.max_new_tokens,
+            "max_tokens": self.max_tokens(len(prompt_ids), params),
             "stop": list(params.stop) or None,
             "logprobs": 1,
         }
@@ -267,17 +405,19 @@ class OpenAICompletionsBackend:
             return []
         if not prompt_ids:
             raise ValueError("prompt_ids is empty")
-        if self._client is None:
-            await self.start()
+        await self.start()
         assert self._client is not None
         url = f"{self.url}/v1/completions"
-        data = await _post(self._client, url, self._body(prompt_ids, n, params), self._headers)
+        # Greedy decoding gives one answer; vLLM refuses n > 1 with temperature 0.
+        ask = 1 if params.temperature == 0 else n
+        body = self._body(prompt_ids, ask, params)
+        data = await _post(self._client, url, body, self._headers, "OpenAI-compatible server")
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
-        if len(choices) != n:
-            raise ConnectionError(f"{url} returned {len(choices)} choices, asked for {n}")
+        if len(choices) != ask:
+            raise ConnectionError(f"{url} returned {len(choices)} choices, asked for {ask}")
         usage = data.get("usage") or {}
         cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
-        return [self._rollout(c, params, cached) for c in choices]
+        return [self._rollout(choices[i % ask], params, cached) for i in range(n)]
 
     def _token_ids(self, tokens: list[str], text: str) -> list[int]:
         if tokens and all(isinstance(t, str) and t.startswith("token_id:") for t in tokens):
@@ -308,7 +448,9 @@ class OpenAICompletionsBackend:
             and not text.endswith(stop_reason)
         ):
             text += stop_reason
-            ids = ids + self.tokenizer(stop_reason, add_special_tokens=False)["input_ids"]
+            # vLLM trims the text but keeps the stop's tokens in logprobs.tokens.
+            if not self.tokenizer.decode(ids).endswith(stop_reason):
+                ids = ids + self.tokenizer(stop_reason, add_special_tokens=False)["input_ids"]
         return Rollout(
             token_ids=ids,
             text=text,
@@ -321,3 +463,4 @@ class OpenAICompletionsBackend:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        self._started = False
