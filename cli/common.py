@@ -127,9 +127,11 @@ async def open_backend(opts: dict, model_name: str):
         fail(f"cannot load {opts['backend']} backend with model {model_name}: {exc}")
     start = getattr(backend, "start", None)
     if start is not None:
+        from amcs.backends.base import BackendConfigError
+
         try:
             await start()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, BackendConfigError) as exc:
             await backend.aclose()
             fail(str(exc))
     if opts["prompt_format"] == "chat" and not uses_chat_template(backend.tokenizer):

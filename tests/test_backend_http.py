@@ -14,6 +14,7 @@ from amcs.backends import make_backend
 from amcs.backends.base import BackendConfigError, BackendUnavailableError, SamplingParams
 from amcs.backends.http import OpenAICompletionsBackend, SGLangHTTPBackend, http_error
 from amcs.prompts import prompt_ids
+from amcs.records import meta_path_for, read_meta
 from cli.main import app
 from tests.loopback_server import LoopbackServer
 
@@ -205,11 +206,11 @@ def test_unreachable_server_names_the_url(tmp_path):
 ARGS = ["--set", "max_new_tokens=120", "--set", "rollout_budget=40", "--set", "max_search_count=3"]
 
 
-def _generate(url: str, out, problems: str):
+def _generate(url: str, out, problems: str, *extra: str):
     return runner.invoke(
         app,
         ["generate", "--backend", "sglang-http", "--url", url, "--problems", problems]
-        + ["--out", str(out), "-q", "--concurrency", "8", *ARGS],
+        + ["--out", str(out), "-q", "--concurrency", "8", *ARGS, *extra],
     )
 
 
@@ -228,24 +229,22 @@ def test_cli_generate_end_to_end_with_cache_ratio(server, tmp_path):
     assert cached / prompt > 0.8, f"cache hit ratio {cached / prompt:.2f}"
 
 
-def test_server_killed_mid_run_records_failures_and_resumes(tmp_path):
+def test_server_killed_mid_run_stops_after_the_patience_and_resumes(tmp_path):
     out = tmp_path / "d.jsonl"
-    meta_path = out.with_suffix(".meta.jsonl")
     with LoopbackServer() as dying:
         dying.die_after = 5
-        r = _generate(dying.url, out, "arith:6")
-    assert r.exit_code == 0, r.output
-    assert "failed" in r.output
-    meta = [json.loads(line) for line in meta_path.read_text().splitlines()]
-    failed = [m for m in meta if m["status"] == "failed"]
-    assert len(meta) == 6 and failed
-    assert all("BackendUnavailableError" in m["reason"] for m in failed)
+        r = _generate(dying.url, out, "arith:6", "--patience", "2")
+    # The server never came back: the run stops (exit 1) instead of failing every problem.
+    assert r.exit_code == 1, r.output
+    assert "has not answered for 2 s" in r.output and "run the same command again" in r.output
+    committed = read_meta(meta_path_for(out)) if meta_path_for(out).exists() else []
+    assert all(m["status"] == "ok" for m in committed) and len(committed) < 6
     with LoopbackServer() as fresh:
         r = _generate(fresh.url, out, "arith:7")
     assert r.exit_code == 0, r.output
-    meta = [json.loads(line) for line in meta_path.read_text().splitlines()]
+    meta = read_meta(meta_path_for(out))
     ids = [m["problem_id"] for m in meta]
-    assert len(ids) == 7 and len(set(ids)) == 7 and meta[-1]["status"] == "ok"
+    assert len(ids) == 7 and len(set(ids)) == 7 and all(m["status"] == "ok" for m in meta)
 
 
 def test_openai_token_ids_from_token_strings_ids_or_text():

@@ -220,6 +220,24 @@ class SGLangHTTPBackend:
             self._gates = [asyncio.Semaphore(self.max_inflight_per_server) for _ in self.urls]
             self._started = True
 
+    async def health(self) -> bool:
+        """Whether some server answers ``/health`` with 200: the engine's probe while the
+        servers are away (a router may say 200 before its workers are ready; the request that
+        follows tells)."""
+        try:
+            await self.start()
+        except (ConnectionError, RuntimeError):
+            return False
+        assert self._client is not None
+        for url in self.urls:
+            try:
+                resp = await self._client.get(f"{url}/health", timeout=10)
+            except httpx.HTTPError:
+                continue
+            if resp.status_code == 200:
+                return True
+        return False
+
     def _body(self, prompt_ids: list[int], n: int, params: SamplingParams) -> dict:
         return {
             "input_ids": list(prompt_ids),
@@ -349,6 +367,21 @@ class OpenAICompletionsBackend:
             if any(m.get("owned_by") == "vllm" for m in self.served):
                 self.extra_body.setdefault("return_tokens_as_token_ids", True)
             self._started = True
+
+    async def health(self) -> bool:
+        """Whether the server answers ``/v1/models``: the engine's probe while it is away."""
+        try:
+            await self.start()
+        except (ConnectionError, RuntimeError):
+            return False
+        assert self._client is not None
+        try:
+            resp = await self._client.get(
+                f"{self.url}/v1/models", headers=self._headers, timeout=10
+            )
+        except httpx.HTTPError:
+            return False
+        return resp.status_code < 500
 
     def _choose_model(self) -> dict:
         by_id = {m["id"]: m for m in self.served}
