@@ -10,7 +10,6 @@ prints cached prompt tokens / prompt tokens over the run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +19,7 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from loopback_server import LoopbackServer  # noqa: E402
 
+from amcs.records import meta_path_for, read_meta  # noqa: E402
 from cli.main import app  # noqa: E402
 
 
@@ -49,9 +49,7 @@ def main() -> None:
         )
         if result.exit_code != 0:
             sys.exit(result.output)
-        meta = [
-            json.loads(line) for line in out.with_suffix(".meta.jsonl").read_text().splitlines()
-        ]
+        meta = read_meta(meta_path_for(out))
     cached = sum(m["stats"]["cached_tokens"] for m in meta)
     prompt = sum(m["stats"]["prompt_tokens"] for m in meta)
     print(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 
 import pytest
@@ -219,7 +218,7 @@ def test_cli_generate_end_to_end_with_cache_ratio(server, tmp_path):
     r = _generate(server.url, out, "arith:6")
     assert r.exit_code == 0, r.output
     assert "prefix cache hit ratio" in r.output
-    meta = [json.loads(line) for line in out.with_suffix(".meta.jsonl").read_text().splitlines()]
+    meta = read_meta(meta_path_for(out))
     assert len(meta) == 6 and all(m["status"] == "ok" for m in meta)
     assert all(p == "/generate" for p, _ in server.requests)
     # The server caches like a radix tree, so most prompt tokens of an AMCS run are cache hits:

@@ -32,6 +32,7 @@ from amcs.backends.http import (
 )
 from amcs.problems import load_problems
 from amcs.prompts import prompt_ids
+from amcs.records import meta_path_for, read_meta
 from cli.main import app
 from tests.loopback_server import LoopbackServer
 from tests.servers import (  # noqa: F401  (pytest fixtures)
@@ -279,7 +280,7 @@ def _generate(backend: str, url: str | None, out, problems: str, *extra: str):
 
 
 def _meta(out) -> list[dict]:
-    return [json.loads(x) for x in out.with_suffix(".meta.jsonl").read_text().splitlines()]
+    return read_meta(meta_path_for(out))
 
 
 def test_cli_generate_greedy_writes_what_the_hf_backend_writes(vllm_server, tmp_path):
