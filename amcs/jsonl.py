@@ -37,15 +37,22 @@ def decode_utf8(raw: bytes, path: str | Path, first_line: int = 1) -> str:
         ) from None
 
 
-def read_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed value) for every non-blank line of ``path``, 1-based.
+def read_json_lines(path: str | Path, end: int | None = None) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for every non-blank line of ``path``, 1-based; with ``end``,
+    only the lines in its first ``end`` bytes.
 
     Raises JSONLinesError for a line that is not UTF-8 or not valid JSON, OSError when the file
     cannot be opened (a directory, no permission).
     """
     path = Path(path)
     with open(path, "rb") as f:
+        pos = 0
         for line_no, raw in enumerate(f, 1):
+            if end is not None:
+                if pos >= end:
+                    break
+                raw = raw[: end - pos]  # a line that ``end`` cuts is read as cut
+                pos += len(raw)
             text = decode_utf8(raw, path, line_no)
             if line_no == 1:
                 text = text.removeprefix("\ufeff")  # a byte-order mark some editors write

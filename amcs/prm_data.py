@@ -24,6 +24,9 @@ A source that is not an existing file is taken as a Hugging Face dataset name an
 reached); its rows go through the same converters. A missing source that ends in .jsonl/.json or
 looks like a local path (``amcs.hub.looks_like_local_path``) is a "no such file" error.
 
+An ``amcs generate`` data file with its meta file beside it is read only as far as the meta file
+says problems were committed: the data of a problem still running (or killed) is left out.
+
 Input is checked row by row, and every error is a PRMDataError whose message names the file and
 line: a line that is not UTF-8 or not JSON, labels that are not booleans or 0/1 (the string
 "false" and null are errors, never truthy or falsy), completions that are not strings, lengths
@@ -33,6 +36,7 @@ that differ. ``amcs export`` reads a run's data through the same checks.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -40,12 +44,13 @@ from typing import Any
 
 from amcs.hub import HubDatasetError, load_hub_dataset, looks_like_local_path
 from amcs.jsonl import JSONLinesError, read_json_lines
-from amcs.records import RecordFormatError
+from amcs.records import RecordFormatError, meta_path_for, read_meta
 
 FORMATS = ("auto", "trl", "amcs", "shepherd", "prm800k")
 SHEPHERD_TAG = "ки"  # Math-Shepherd's step tag, replaced by + or - in the label
 _STEP_PREFIX = re.compile(r"^\s*Step\s*\d+\s*:")
 _FIRST_STEP = re.compile(r"Step\s*1\s*:")
+log = logging.getLogger(__name__)
 
 
 class PRMDataError(RecordFormatError):
@@ -88,7 +93,7 @@ def _open_source(source: str | Path) -> Iterator[tuple[str, Any]]:
     if path.is_dir():
         raise PRMDataError(f"{source}: is a directory, not a data file")
     if path.exists():
-        return _read_jsonl(path)
+        return _read_jsonl(path, _committed_end(path))
     name = str(source)
     if path.suffix in (".jsonl", ".json") or looks_like_local_path(name):
         raise PRMDataError(f"{source}: no such file")
@@ -134,9 +139,42 @@ def write_trl(rows: Iterable[dict], path: str | Path) -> int:
     return count
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+def _committed_end(path: Path) -> int | None:
+    """Where the committed part of an ``amcs generate`` data file ends, or None (read it all).
+
+    A data file with a meta file beside it is read only up to the largest ``data_end`` in the
+    meta file: anything after that is data of a problem whose meta line is not written yet (a run
+    in progress, or killed mid-problem; resume truncates it), possibly with a torn last line.
+    """
+    meta = meta_path_for(path)
+    if not meta.is_file():
+        return None
     try:
-        for line_no, record in read_json_lines(path):
+        records = read_meta(meta)
+    except OSError as exc:
+        raise PRMDataError(f"{meta}: cannot read ({exc.strerror or exc})") from None
+    end = max((r["data_end"] for r in records if isinstance(r.get("data_end"), int)), default=0)
+    size = path.stat().st_size
+    if size < end:
+        raise PRMDataError(
+            f"{path} has {size} bytes but {meta} says {end} were written: the two files do not "
+            "belong together"
+        )
+    if size > end:
+        log.warning(
+            "%s: reading the %d bytes committed in %s; the %d bytes after them belong to a "
+            "problem not finished (a run in progress, or killed) and are left out",
+            path,
+            end,
+            meta.name,
+            size - end,
+        )
+    return end
+
+
+def _read_jsonl(path: Path, end: int | None = None) -> Iterator[tuple[str, Any]]:
+    try:
+        for line_no, record in read_json_lines(path, end):
             yield f"{path}:{line_no}", record
     except JSONLinesError as exc:
         raise PRMDataError(str(exc)) from None

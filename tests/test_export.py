@@ -281,3 +281,35 @@ def test_meta_errors_are_record_format_errors(two_step, tmp_path):
     meta.write_bytes(b'{"problem_id": "\xff"}\n' + meta.read_bytes())
     with pytest.raises(RecordFormatError, match=rf"^{meta}:1: invalid JSON"):
         export_records(two_step, "tree", tmp_path / "t.jsonl")
+
+
+# --- a run in progress or killed ---
+
+
+def test_only_committed_problems_are_exported(two_step, tmp_path, caplog):
+    # What a kill between a problem's data lines and its meta line leaves: a whole data line of
+    # the unfinished problem and a torn one. Resume would cut both; export leaves them out.
+    committed = two_step.read_bytes()
+    row = dict(GOOD_ROW, problem_id="p3")
+    with open(two_step, "ab") as f:
+        f.write((json.dumps(row) + "\n" + json.dumps(row)[:20]).encode())
+    extra = two_step.stat().st_size - len(committed)
+    out = tmp_path / "trl.jsonl"
+    with caplog.at_level("WARNING", logger="amcs.prm_data"):
+        assert export_records(two_step, "trl", out) == 1
+    assert json.loads(out.read_text())["prompt"] == "What is 2 + 2?"
+    assert caplog.messages == [
+        f"{two_step}: reading the {len(committed)} bytes committed in data.meta.jsonl; the "
+        f"{extra} bytes after them belong to a problem not finished (a run in progress, or "
+        "killed) and are left out"
+    ]
+
+
+def test_data_shorter_than_its_meta_is_an_error(two_step, tmp_path):
+    size = two_step.stat().st_size
+    two_step.write_bytes(two_step.read_bytes()[:-5])
+    assert export(two_step, "-f", "trl", "-o", tmp_path / "o.jsonl") == (
+        2,
+        f"error: {two_step} has {size - 5} bytes but {meta_path_for(two_step)} says {size} were "
+        "written: the two files do not belong together\n",
+    )
