@@ -4,8 +4,13 @@ A source is a JSONL, JSON or Parquet file, a Hugging Face dataset name (``name``
 ``name:split``), or the bundled arithmetic domain (``arith`` for 200 problems, ``arith:N``;
 ``arith-heldout:N`` for the held-out set the bundled tiny models never trained on).
 Common field names are mapped: question | problem | query | prompt, and answer | final_answer
-(GSM8K's "... #### 42" keeps what follows ``####``). Bad input fails before any work starts, with
-the file and line that caused it.
+(GSM8K's "... #### 42" keeps what follows ``####``).
+
+Bad input fails before any work starts, as one ProblemError line naming the file and line: text
+that is not UTF-8, malformed JSON, a missing question or answer, a duplicate id, a directory, a
+corrupt Parquet file, a source with no problems at all. A missing path is "no such file" when it
+ends in .jsonl/.json/.parquet or could not be a hub dataset id (``amcs.hub.looks_like_local_path``);
+other names go to the hub, or to the local datasets cache when the hub cannot be reached.
 """
 
 from __future__ import annotations

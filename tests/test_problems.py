@@ -309,3 +309,11 @@ def test_cli_error_does_not_render_emoji_codes(tmp_path):
     empty = write(tmp_path / "x:-1:.jsonl", "")
     result = CliRunner().invoke(app, ["problems", str(empty)])
     assert (result.exit_code, result.stderr) == (2, f"error: no problems in {empty}\n")
+
+
+def test_generate_stops_on_an_empty_problem_file_before_any_model_or_output(tmp_path):
+    empty = write(tmp_path / "p.jsonl", "\n")
+    out = tmp_path / "run" / "data.jsonl"
+    result = CliRunner().invoke(app, ["generate", "--problems", str(empty), "--out", str(out)])
+    assert (result.exit_code, result.stderr) == (2, f"error: no problems in {empty}\n")
+    assert not out.parent.exists()
