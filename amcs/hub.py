@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # A hub dataset id: "name" or "namespace/name"; letters, digits, "-", "_" and ".".
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$", re.ASCII)
 PROBE_SECONDS = 2.0
 log = logging.getLogger(__name__)
 

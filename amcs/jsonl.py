@@ -59,7 +59,9 @@ def read_json_lines(path: str | Path, end: int | None = None) -> Iterator[tuple[
             if not text.strip():
                 continue
             try:
-                value = json.loads(text)
-            except ValueError as exc:
-                raise JSONLinesError(f"{path}:{line_no}: invalid JSON ({exc})") from None
+                value = json.loads(text.rstrip("\r\n"))  # columns then stay on this line
+            except json.JSONDecodeError as exc:
+                raise JSONLinesError(
+                    f"{path}:{line_no}: malformed JSON ({exc.msg} at column {exc.colno})"
+                ) from None
             yield line_no, value

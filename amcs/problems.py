@@ -138,7 +138,7 @@ def _read_json(path: Path) -> list[tuple[str, dict]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ProblemError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        raise ProblemError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):

@@ -151,7 +151,7 @@ GOOD_ROW = {"prompt": "q", "completions": ["a", "b"], "labels": [True, False]}
             "labels must be a list as long as completions",
         ),
         (json.dumps(dict(GOOD_ROW, prompt=None)), "prompt missing or not a string"),
-        ('{"prompt": "q", "completions": ["a"], "lab', "invalid JSON"),
+        ('{"prompt": "q", "completions": ["a"], "lab', "malformed JSON"),
     ],
 )
 @pytest.mark.parametrize("fmt", ["trl", "shepherd"])

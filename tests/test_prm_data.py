@@ -217,7 +217,7 @@ def test_prm800k_samples():
 def test_bad_inputs_name_file_and_line(tmp_path):
     good = {"prompt": "Q", "completions": ["a"], "labels": [True]}
     cases = [
-        ("{not json", "invalid JSON"),
+        ("{not json", "malformed JSON"),
         (json.dumps(dict(good, labels=[True, False])), "labels must be a list as long"),
         (json.dumps(dict(good, labels=["yes"])), "booleans"),
         (json.dumps(dict(good, values=[0.5, 1.0])), "values must be"),

@@ -69,7 +69,7 @@ def test_explicit_fields(tmp_path):
     [
         (
             '{"question": "q", "answer": "1"}\n{"question": "q", "answer": \n',
-            r"p.jsonl:2: invalid JSON",
+            r"p.jsonl:2: malformed JSON",
         ),
         ('{"question": "q", "answer": "1"}\n{"answer": "1"}\n', r"p.jsonl:2: missing question"),
         ('{"question": "q"}\n', r"p.jsonl:1: missing answer"),
@@ -317,3 +317,10 @@ def test_generate_stops_on_an_empty_problem_file_before_any_model_or_output(tmp_
     result = CliRunner().invoke(app, ["generate", "--problems", str(empty), "--out", str(out)])
     assert (result.exit_code, result.stderr) == (2, f"error: no problems in {empty}\n")
     assert not out.parent.exists()
+
+
+def test_malformed_json_names_line_and_column(tmp_path):
+    f = write(tmp_path / "p.jsonl", '{"question": "q", "answer": "1"}\r\n{"question": \r\n')
+    with pytest.raises(ProblemError) as info:
+        load_problems(f)
+    assert str(info.value) == f"{f}:2: malformed JSON (Expecting value at column 14)"
