@@ -1,11 +1,25 @@
 """The asyncio scheduler behind `amcs generate`: many searches at once over one backend.
 
 Up to ``concurrency`` searches run as coroutines; every backend request passes one global limit on
-requests in flight, a per-request timeout and bounded retries with backoff. One writer commits
-finished problems in input order, so a run's data file does not depend on which search finished
-first, and a resumed run continues exactly where the file's last committed problem ended. A problem
-whose search fails (after retries) is committed as failed with the reason, and the run goes on.
-Cancellation (Ctrl-C) never interrupts a write: writes are synchronous, between awaits.
+requests in flight and a per-request timeout. One writer commits finished problems in input order,
+so a run's data file does not depend on which search finished first, and a resumed run continues
+exactly where the file's last committed problem ended. Cancellation (Ctrl-C) never interrupts a
+write: writes are synchronous, between awaits.
+
+What a failed request means decides what happens (``LimitedBackend``):
+
+- the server is unreachable (``ConnectionError``, e.g. ``BackendUnavailableError``): the run waits
+  for it with bounded patience — one request probes with capped exponential backoff, the others
+  wait for it, the progress line says "waiting for the server" — and goes on when it answers;
+  after ``patience`` seconds without an answer the run stops (``ServerGoneError``), every
+  committed problem safe, and resuming continues it. No problem fails because a server restarted.
+- the configuration is wrong (``BackendConfigError``: an unknown model, a refused parameter):
+  the run stops at once with the message; nothing is recorded as failed.
+- the request itself is bad (``ValueError``/``TypeError``, e.g. a prompt longer than the context):
+  that problem fails, with the reason, and the run goes on.
+- anything else is retried ``retries`` times with backoff, then fails that problem.
+
+Failed problems are committed with their reason and retried when the run is resumed.
 """
 
 from __future__ import annotations
@@ -17,14 +31,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from amcs.backends.base import Backend, Rollout, SamplingParams
+from amcs.backends.base import Backend, BackendConfigError, Rollout, SamplingParams
 from amcs.problems import Problem
 from amcs.prompts import prompt_ids as default_prompt_ids
-from amcs.records import RecordWriter
+from amcs.records import RecordWriter, run_fingerprint
 from amcs.search import AnswerChecker, SearchConfig, SearchResult, derive_seed, run_search
 from amcs.steps import StepSplitter
 
 log = logging.getLogger("amcs.engine")
+
+
+class ServerGoneError(RuntimeError):
+    """The backend did not answer for longer than the run's patience; the run stops (resumable)."""
+
+
+# Errors that stop the whole run instead of failing one problem.
+RUN_ERRORS = (BackendConfigError, ServerGoneError)
 
 
 @dataclass
@@ -33,6 +55,7 @@ class RunCounters:
 
     total: int = 0
     skipped: int = 0  # already done in the output file (resume)
+    retried: int = 0  # failed in an earlier run, searched again
     done: int = 0
     failed: int = 0
     rollouts: int = 0
@@ -45,6 +68,10 @@ class RunCounters:
     labels_negative: int = 0
     paths: int = 0
     early_exits: int = 0
+    outages: int = 0  # times the server stopped answering and the run waited
+    waiting_since: float | None = None  # monotonic time the current outage began
+    waiting_reason: str = ""
+    failure_reasons: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -56,10 +83,14 @@ class RunCounters:
         return self.cached_tokens / self.prompt_tokens if self.cached_tokens else None
 
 
-class LimitedBackend:
-    """A backend behind a global in-flight limit, a timeout and retries with backoff.
+def failure_kind(reason: str) -> str:
+    """A failure reason without its details, to group failures in a summary."""
+    return reason.split(":", 1)[0] if reason else "unknown"
 
-    ValueError and TypeError mean a bad request, so they are not retried."""
+
+class LimitedBackend:
+    """A backend behind a global in-flight limit and a timeout, with the error rules of the
+    module docstring: patience for an unreachable server, retries with backoff otherwise."""
 
     def __init__(
         self,
@@ -69,6 +100,8 @@ class LimitedBackend:
         retries: int = 3,
         timeout: float | None = None,
         backoff: float = 0.5,
+        patience: float = 600.0,
+        max_backoff: float = 30.0,
     ) -> None:
         self.inner = backend
         self.tokenizer = backend.tokenizer
@@ -76,25 +109,37 @@ class LimitedBackend:
         self.retries = retries
         self.timeout = timeout
         self.backoff = backoff
+        self.patience = patience
+        self.max_backoff = max_backoff
         self._gate = asyncio.Semaphore(max_inflight)
+        # Outage state: while the server is down, one request (the prober) retries with capped
+        # backoff and every other request waits for it to get through.
+        self._down_since: float | None = None
+        self._up = asyncio.Event()
+        self._up.set()
+        self._prober: asyncio.Task | None = None
+        self._probe_delay = backoff
 
     async def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Rollout]:
         attempt = 0
         while True:
+            await self._wait_while_down()
             try:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a Ctrl-C
                 # cancellation that lands as the request completes, and the run goes on.
                 async with self._gate, asyncio.timeout(self.timeout):
                     rollouts = await self.inner.sample(prompt_ids, n, params)
-                break
-            except (ValueError, TypeError):
+            except (BackendConfigError, ValueError, TypeError):
                 raise
+            except ConnectionError as exc:
+                await self._server_down(exc)
+                continue
             except Exception as exc:  # noqa: BLE001 - transient until retries run out
                 if attempt >= self.retries:
                     raise
                 attempt += 1
                 self.counters.retries += 1
-                delay = self.backoff * 2 ** (attempt - 1)
+                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
                 log.warning(
                     "request failed (%s: %s); retry %d in %.1fs",
                     type(exc).__name__,
@@ -103,6 +148,9 @@ class LimitedBackend:
                     delay,
                 )
                 await asyncio.sleep(delay)
+                continue
+            self._server_up()
+            break
         c = self.counters
         c.requests += 1
         c.rollouts += len(rollouts)
@@ -111,6 +159,58 @@ class LimitedBackend:
         c.prompt_tokens += len(prompt_ids) * len(rollouts)
         c.cached_tokens += sum(r.cached_tokens for r in rollouts)
         return rollouts
+
+    def _gone(self, exc: object) -> ServerGoneError:
+        return ServerGoneError(
+            f"the backend has not answered for {self.patience:.0f} s (last error: {exc}); every "
+            "committed problem is safe: run the same command again to resume"
+        )
+
+    async def _server_down(self, exc: Exception) -> None:
+        """A request could not reach the server: start or continue the outage, and either probe
+        again after a capped backoff (one request does) or wait for the probe to get through."""
+        now = time.monotonic()
+        c = self.counters
+        if self._down_since is None:
+            self._down_since = now
+            self._up.clear()
+            self._probe_delay = self.backoff
+            c.outages += 1
+            c.waiting_since = now
+            log.warning("waiting for the server: %s", exc)
+        c.waiting_reason = str(exc)
+        if now - self._down_since > self.patience:
+            raise self._gone(exc)
+        me = asyncio.current_task()
+        if self._prober is None or self._prober.done() or self._prober is me:
+            self._prober = me
+            left = self.patience - (now - self._down_since)
+            await asyncio.sleep(max(0.0, min(self._probe_delay, left + 0.01)))
+            self._probe_delay = min(self.max_backoff, self._probe_delay * 2)
+
+    async def _wait_while_down(self) -> None:
+        me = asyncio.current_task()
+        while self._down_since is not None and self._prober is not me:
+            if self._prober is None or self._prober.done():
+                self._prober = me  # the prober went away (its search ended): take over
+                return
+            try:
+                async with asyncio.timeout(1.0):
+                    await self._up.wait()
+            except TimeoutError:
+                if time.monotonic() - self._down_since > self.patience + self.max_backoff:
+                    raise self._gone(self.counters.waiting_reason) from None
+
+    def _server_up(self) -> None:
+        if self._down_since is not None:
+            log.warning(
+                "the server answers again after %.1f s", time.monotonic() - self._down_since
+            )
+            self._down_since = None
+            self.counters.waiting_since = None
+            self._up.set()
+        if self._prober is asyncio.current_task():
+            self._prober = None
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -138,6 +238,7 @@ async def generate(
     max_inflight: int = 128,
     retries: int = 3,
     request_timeout: float | None = None,
+    patience: float = 600.0,
     counters: RunCounters | None = None,
 ) -> RunCounters:
     """Label every problem not already committed in `writer`'s file; returns the run's totals.
@@ -153,7 +254,10 @@ async def generate(
     todo = [p for p in problems if p.id not in writer.done_ids]
     counters.total = len(problems)
     counters.skipped = len(problems) - len(todo)
-    limited = LimitedBackend(backend, counters, max_inflight, retries, request_timeout)
+    counters.retried = sum(p.id in writer.failed_ids for p in todo)
+    limited = LimitedBackend(
+        backend, counters, max_inflight, retries, request_timeout, patience=patience
+    )
     splitter = StepSplitter(backend.tokenizer, config.separator)
 
     finished: dict[int, _Outcome] = {}
@@ -172,7 +276,7 @@ async def generate(
             result = await run_search(
                 problem, limited, checker, config, ids, derive_seed(seed, problem.id), splitter
             )
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, *RUN_ERRORS):
             raise
         except Exception as exc:  # noqa: BLE001 - recorded as this problem's failure
             reason = f"{type(exc).__name__}: {exc}"
@@ -187,6 +291,8 @@ async def generate(
         base = {"problem_id": p.id, "question": p.question, "answer": p.answer}
         if r is None:
             counters.failed += 1
+            kind = failure_kind(outcome.reason or "")
+            counters.failure_reasons[kind] = counters.failure_reasons.get(kind, 0) + 1
             stats = {"wall_time": round(outcome.seconds, 3)}
             return base | {
                 "paths": [],
@@ -229,9 +335,18 @@ async def generate(
             await slots.acquire()
             tg.create_task(search_one(index, problem))
 
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(launch_all(tg))
-        tg.create_task(write_in_order())
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(launch_all(tg))
+            tg.create_task(write_in_order())
+    except BaseExceptionGroup as group:
+        # A run-level error (or a bug) stopped the run: raise it as itself, not as a group.
+        stop = group.subgroup(RUN_ERRORS) or group
+        while isinstance(stop, BaseExceptionGroup):
+            stop = stop.exceptions[0]
+        raise stop from None
+    finally:
+        counters.waiting_since = None
     return counters
 
 
@@ -243,6 +358,16 @@ async def generate_to_file(
     out: str | Path,
     **options,
 ) -> RunCounters:
-    """`generate` into the file `out` (resumed if it exists); options as for `generate`."""
-    with RecordWriter(out) as writer:
+    """`generate` into the file `out` (resumed if it exists); options as for `generate`, plus
+    ``fingerprint`` (default: method, model, seed and search config; see
+    ``amcs.records.run_fingerprint``) and ``retry_failed`` (default True)."""
+    fingerprint = options.pop("fingerprint", None) or run_fingerprint(
+        method=config.method,
+        model=options["model_name"],
+        seed=options.get("seed", 0),
+        search=config.to_dict(),
+        problems="library",
+    )
+    retry_failed = options.pop("retry_failed", True)
+    with RecordWriter(out, fingerprint=fingerprint, retry_failed=retry_failed) as writer:
         return await generate(problems, backend, checker, config, writer, **options)

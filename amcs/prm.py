@@ -55,11 +55,11 @@ from transformers import (
 )
 
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
+from amcs.steps import DEFAULT_SEPARATOR
 from amcs.threads import hand_over
 from amcs.training import IGNORE_INDEX, PRM_CONFIG_FILE, load_prm_config, tokenize_prm_row
 
 PRM_FORMATS = ("token-cls", "step-tag", "qwen-prm")
-DEFAULT_SEPARATOR = "\n\n"
 DEFAULT_STEP_TAG = "ки"
 DEFAULT_GOOD_TOKEN = "+"
 DEFAULT_BAD_TOKEN = "-"

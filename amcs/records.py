@@ -1,19 +1,38 @@
-"""The output files of ``amcs generate``: written by one process, resumable after a crash.
+"""The output files of ``amcs generate``: written by one process, resumable after a crash, and
+never shortened unless they prove the bytes are theirs.
 
 ``--out data.jsonl`` writes two files:
 
 - ``data.jsonl``: one line per labelled path (TRL's PRM format plus soft MC values);
-- ``data.meta.jsonl``: one line per finished problem (status, stats, search tree) ending with
-  ``data_end``, the byte offset in data.jsonl where that problem's data lines end.
+- ``data.meta.jsonl``: a header line with the run's fingerprint (method, model, seed, search
+  config, problem source, shard, prompt), then one line per finished problem (status, stats,
+  search tree) ending with ``data_end``, the byte offset in data.jsonl where that problem's data
+  lines end.
 
 A problem is done when its meta line is on disk: data lines are fsynced first, then the meta line.
-Resume cuts a torn last meta line, truncates data.jsonl to the last committed ``data_end`` (dropping
-data of a problem whose meta line never made it) and reports the done problems so they are skipped.
-An flock on ``data.jsonl.lock`` refuses a second writer; the OS drops it when its process dies.
+Both files are created at the first commit, so a run that stops before committing anything leaves
+nothing behind.
+
+Resume checks everything before it changes anything:
+
+1. the meta file exists whenever the data file has bytes, and starts with a header;
+2. the header's fingerprint equals this run's (a different config, model, seed or problem source
+   is refused, naming what differs);
+3. every ``data_end`` falls on a line boundary, in order, and the data lines between two offsets
+   carry that meta line's problem id, as many as it says;
+4. what lies after the last committed offset is data lines of problems not committed (a batch
+   whose meta lines never made it), possibly ending in a torn line.
+
+Then it cuts a torn last meta line, truncates data.jsonl to the last committed ``data_end`` and
+reports the problems that finished ok; failed problems are retried (their earlier meta line stays,
+and the retry's line comes later: the last line of a problem id wins). On any mismatch it raises
+``OutputMismatchError`` and leaves both files as they were. An flock on ``data.jsonl.lock`` refuses
+a second writer; the OS drops it when its process dies, and a clean close removes the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -27,15 +46,26 @@ STATUSES = ("ok", "failed")
 # Keys a path dict passed to write_problem must carry; prompt, problem_id and answer come from
 # write_problem's own arguments so every line of a problem agrees on them.
 PATH_KEYS = ("completions", "labels", "values", "rollouts", "method", "model")
+META_FORMAT = "amcs-meta"
+META_VERSION = 1
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+HOW_TO_PROCEED = "pass --no-resume --overwrite to replace it, or choose another --out"
 
 
-class OutputExistsError(Exception):
+class OutputError(Exception):
+    """The output cannot be written or resumed as asked; the message says why and what to do."""
+
+
+class OutputExistsError(OutputError):
     """The output file exists and the run was told neither to resume nor to overwrite it."""
 
 
-class OutputLockedError(Exception):
+class OutputLockedError(OutputError):
     """Another process holds the output's lock."""
+
+
+class OutputMismatchError(OutputError):
+    """Resume found files it cannot prove it wrote (or wrote with another configuration)."""
 
 
 class RecordFormatError(ValueError):
@@ -58,63 +88,216 @@ def _dump(record: dict) -> bytes:
     return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def run_fingerprint(
+    *,
+    method: str,
+    model: str,
+    seed: int,
+    search: dict[str, Any],
+    problems: str,
+    shard: str | None = None,
+    prompt: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What makes two runs the same run: resuming is allowed only when these are equal.
+
+    ``problems`` is the problem source without its count (``arith``, a resolved file path, a
+    dataset name), so a run can be extended with a larger ``--limit`` or ``arith:N``; the problems
+    themselves are checked against the committed ones by id and question
+    (``RecordWriter.check_problems``). The backend is not part of it: the same model served by
+    another engine continues the same run."""
+    return {
+        "method": method,
+        "model": model,
+        "seed": seed,
+        "problems": problems,
+        "shard": shard,
+        "prompt": prompt,
+        "search": dict(search),
+    }
+
+
+def fingerprint_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'key: old -> new' for every leaf that differs (nested dicts as dotted keys)."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += fingerprint_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
 class RecordWriter:
     """Appends finished problems to a data file and its meta file; see the module docstring.
 
-    ``done_ids`` and ``completed`` hold the problems already in the files (after resume).
+    ``fingerprint`` (see ``run_fingerprint``) is stored in a new file's header and compared on
+    resume; None skips the comparison (library use). ``retry_failed`` (default) leaves failed
+    problems out of ``done_ids`` so a resumed run searches them again.
+
+    ``done_ids`` holds the problems not to search again; ``completed`` every committed meta record
+    (a retried problem appears more than once: the last one wins); ``failed_ids`` the problems
+    whose last record failed.
     """
 
-    def __init__(self, path: str | Path, *, resume: bool = True, overwrite: bool = False):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        resume: bool = True,
+        overwrite: bool = False,
+        fingerprint: dict[str, Any] | None = None,
+        retry_failed: bool = True,
+    ):
         self.path = Path(path)
         self.meta_path = meta_path_for(self.path)
         self.lock_path = _lock_path_for(self.path)
+        self.fingerprint = fingerprint
+        self.retry_failed = retry_failed
+        self.header: dict | None = None
+        self._data = self._meta = None
+        if self.path.is_dir():
+            raise OutputError(f"--out {self.path} is a directory; name a .jsonl file")
+        if self.meta_path.is_dir():
+            raise OutputError(f"{self.meta_path} is a directory; choose another --out")
         self._lock = self._acquire_lock()
         try:
             self.completed = self._prepare(resume, overwrite)
-            self.done_ids = {record["problem_id"] for record in self.completed}
-            # Held open for the writer's life; close() closes them.
-            self._data = open(self.path, "ab")  # noqa: SIM115
-            self._meta = open(self.meta_path, "ab")  # noqa: SIM115
+            last: dict[str, dict] = {}
+            for record in self.completed:
+                last[record["problem_id"]] = record
+            self.failed_ids = {pid for pid, m in last.items() if m["status"] == "failed"}
+            self.done_ids = {
+                pid for pid, m in last.items() if m["status"] == "ok" or not retry_failed
+            }
         except BaseException:
-            self._lock.close()
+            self._release_lock()
             raise
 
+    # --- the lock ------------------------------------------------------------------------------
+
     def _acquire_lock(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(self.lock_path, "a")  # noqa: SIM115 - held until close()
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create folder {self.path.parent}: {exc.strerror}") from None
+        while True:
+            try:
+                lock = open(self.lock_path, "a")  # noqa: SIM115 - held until close()
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot write in {self.path.parent}: {exc.strerror} ({self.lock_path})"
+                ) from None
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                raise OutputLockedError(
+                    f"another amcs process is writing {self.path} (lock file {self.lock_path})"
+                ) from None
+            # The lock file is removed on close; if it was removed (and maybe re-created by
+            # another writer) between our open and flock, we hold a stale inode: try again.
+            try:
+                same = os.fstat(lock.fileno()).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return lock
             lock.close()
-            raise OutputLockedError(
-                f"another amcs process is writing {self.path} (lock file {self.lock_path})"
-            ) from None
-        return lock
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.lock_path)  # while still holding it; see _acquire_lock
+            self._lock.close()
+            self._lock = None
+
+    # --- opening: fresh, overwrite or verified resume --------------------------------------------
+
+    def _has_content(self) -> bool:
+        data = self.path.exists() and self.path.stat().st_size > 0
+        return data or bool(self.meta_path.exists() and _scan_meta(self.meta_path)[1])
 
     def _prepare(self, resume: bool, overwrite: bool) -> list[dict]:
         """Bring both files to a committed state and return the meta records already there."""
-        if not overwrite and not resume and (self.path.exists() or self.meta_path.exists()):
-            raise OutputExistsError(
-                f"{self.path} already exists: pass --overwrite to replace it "
-                "or drop --no-resume to continue it"
-            )
-        if overwrite or not resume:
-            for path in (self.path, self.meta_path):
-                path.write_bytes(b"")
+        if overwrite and resume:
+            raise OutputError("--overwrite applies only with --no-resume")
+        if not resume:
+            if not overwrite and self._has_content():
+                raise OutputExistsError(
+                    f"{self.path} already exists: pass --overwrite to replace it "
+                    "or drop --no-resume to continue it"
+                )
+            self._replace_with_empty()
             return []
-        records, meta_end = _scan_meta(self.meta_path)
-        if self.meta_path.exists() and self.meta_path.stat().st_size > meta_end:
-            os.truncate(self.meta_path, meta_end)  # cut a line torn by a crash
-        data_end = records[-1]["data_end"] if records else 0
+        if not (self.path.exists() or self.meta_path.exists()):
+            return []
+        return self._verify_and_cut()
+
+    def _replace_with_empty(self) -> None:
+        """--no-resume --overwrite: remove both files (the meta file first); the first commit
+        creates them anew. Until then a crash leaves nothing that resume would accept as this
+        run's, so nothing is silently mixed."""
+        for path in (self.meta_path, self.path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def _verify_and_cut(self) -> list[dict]:
         data_size = self.path.stat().st_size if self.path.exists() else 0
-        if data_size < data_end:
-            raise RecordFormatError(
-                f"{self.path} has {data_size} bytes but {self.meta_path} says {data_end} were "
-                "written: the two files do not belong together"
+        if not self.meta_path.exists():
+            if data_size == 0:
+                return []
+            raise OutputMismatchError(
+                f"{self.path} has {data_size:,} bytes but its meta file {self.meta_path.name} is "
+                "missing, so nothing proves which lines are complete; restore the meta file, or "
+                + HOW_TO_PROCEED
             )
+        header, records, meta_end = _scan_meta(self.meta_path, with_header=True)
+        if header is None and records:
+            raise OutputMismatchError(
+                f"{self.meta_path} has no run fingerprint (written by an older amcs), so resume "
+                "cannot check it belongs to this run; " + HOW_TO_PROCEED
+            )
+        if header is not None and self.fingerprint is not None:
+            old = header.get("fingerprint") or {}
+            diff = fingerprint_differences(old, self.fingerprint)
+            if diff and (records or data_size):
+                raise OutputMismatchError(
+                    f"{self.path} was written by another configuration ({'; '.join(diff[:6])}"
+                    f"{'; ...' if len(diff) > 6 else ''}): rerun with the same options to resume "
+                    "it, or " + HOW_TO_PROCEED
+                )
+        self.header = header
+        data_end = records[-1]["data_end"] if records else 0
+        if data_size < data_end:
+            raise OutputMismatchError(
+                f"{self.path} has {data_size:,} bytes but {self.meta_path.name} says {data_end:,} "
+                "were committed: the two files do not belong together; " + HOW_TO_PROCEED
+            )
+        _check_data_against_meta(self.path, self.meta_path, records, data_size)
+        # Every check passed: now cut what was never committed.
+        if self.meta_path.stat().st_size > meta_end:
+            os.truncate(self.meta_path, meta_end)  # a line torn by a crash
         if data_size > data_end:
-            os.truncate(self.path, data_end)  # data of a problem whose meta line never made it
+            os.truncate(self.path, data_end)  # lines of problems whose meta line never made it
+        if header is None and meta_end == 0 and self.meta_path.exists():
+            os.unlink(self.meta_path)  # empty: the first commit writes a header
         return records
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def _open_files(self) -> None:
+        """Open both files for appending; a new meta file starts with the run header."""
+        new_meta = not self.meta_path.exists() or self.meta_path.stat().st_size == 0
+        self._data = open(self.path, "ab")  # noqa: SIM115 - closed by close()
+        self._meta = open(self.meta_path, "ab")  # noqa: SIM115
+        if new_meta:
+            self.header = {
+                "format": META_FORMAT,
+                "version": META_VERSION,
+                "fingerprint": self.fingerprint,
+            }
+            self._meta.write(_dump(self.header))
 
     def write_problem(
         self,
@@ -146,10 +329,16 @@ class RecordWriter:
     def write_problems(self, problems: Sequence[dict]) -> None:
         """Commit several problems (each a dict of write_problem's arguments) with one fsync per
         file: all data lines, then all meta lines. They are done once this returns."""
+        if self._lock is None:
+            raise ValueError(f"the writer of {self.path} is closed")
         ids = [p["problem_id"] for p in problems]
         for pid in ids:
             if pid in self.done_ids or ids.count(pid) > 1:
                 raise ValueError(f"problem {pid!r} is already in {self.meta_path}")
+        if not problems:
+            return
+        if self._data is None:
+            self._open_files()
         # Build every line before writing any, so a bad path leaves the files untouched.
         chunks, metas = [], []
         end = self._data.tell()
@@ -180,18 +369,106 @@ class RecordWriter:
         self._meta.write(b"".join(_dump(m) for m in metas))
         self._meta.flush()
         os.fsync(self._meta.fileno())
-        self.done_ids.update(ids)
+        for m in metas:
+            if m["status"] == "ok" or not self.retry_failed:
+                self.done_ids.add(m["problem_id"])
+                self.failed_ids.discard(m["problem_id"])
+            else:
+                self.failed_ids.add(m["problem_id"])
         self.completed.extend(metas)
 
+    def check_problems(self, problems: Sequence) -> None:
+        """Refuse to resume when a committed problem id now has another question (the problem
+        file changed under the run). ``problems`` are objects with ``.id`` and ``.question``."""
+        committed = {m["problem_id"]: m for m in self.completed}
+        for p in problems:
+            m = committed.get(p.id)
+            if m is not None and m.get("question") != p.question:
+                raise OutputMismatchError(
+                    f"problem {p.id!r} in {self.meta_path} has another question than in this "
+                    "run's problems (did the problem file change?); " + HOW_TO_PROCEED
+                )
+
     def close(self) -> None:
-        for f in (self._data, self._meta, self._lock):
-            f.close()
+        for f in (self._data, self._meta):
+            if f is not None:
+                f.close()
+        self._data = self._meta = None
+        self._release_lock()
 
     def __enter__(self) -> RecordWriter:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_data_against_meta(
+    data_path: Path, meta_path: Path, records: list[dict], data_size: int
+) -> None:
+    """Resume's proof that the data file holds what the meta file says (module docstring, 3-4)."""
+    if data_size == 0:
+        return
+    # Each committed problem: its lines end exactly at data_end and carry its problem id.
+    ends = iter(records)
+    current = next(ends, None)
+    count, line_no = 0, 0
+    committed_ok = {m["problem_id"] for m in records if m["status"] == "ok"}
+
+    def mismatch(what: str) -> OutputMismatchError:
+        return OutputMismatchError(
+            f"{data_path}:{line_no}: {what}; the data and meta files do not belong together "
+            f"({meta_path.name}); " + HOW_TO_PROCEED
+        )
+
+    with open(data_path, "rb") as f:
+        pos = 0
+        while current is not None and pos == current["data_end"] and current["paths"] == 0:
+            current = next(ends, None)  # problems without paths end where the previous did
+        for line in f:
+            line_no += 1
+            end = pos + len(line)
+            if current is None:  # the uncommitted tail
+                if not line.endswith(b"\n"):
+                    break  # a line torn by a crash
+                pid = _line_problem_id(line)
+                if pid is None or pid in committed_ok:
+                    raise mismatch(
+                        "after the last committed problem there is a line that is not an "
+                        "uncommitted problem's data"
+                    )
+                pos = end
+                continue
+            if end > current["data_end"]:
+                raise mismatch(
+                    f"problem {current['problem_id']!r} ends at byte {current['data_end']:,}, "
+                    "inside this line"
+                )
+            if _line_problem_id(line) != current["problem_id"]:
+                raise mismatch(
+                    f"expected a line of problem {current['problem_id']!r} (per the meta file)"
+                )
+            count += 1
+            pos = end
+            while current is not None and pos == current["data_end"]:
+                if count != current["paths"]:
+                    raise mismatch(
+                        f"problem {current['problem_id']!r} has {count} lines, its meta line "
+                        f"says {current['paths']}"
+                    )
+                count = 0
+                current = next(ends, None)
+        if current is not None:
+            raise mismatch(f"problem {current['problem_id']!r} has fewer lines than committed")
+
+
+def _line_problem_id(line: bytes) -> str | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    pid = record.get("problem_id") if isinstance(record, dict) else None
+    return pid if isinstance(pid, str) else None
 
 
 def _data_line(problem_id: str, question: str, answer: str, path: dict) -> dict:
@@ -231,50 +508,73 @@ def _check_meta(record: Any) -> str | None:
     return None
 
 
-def _scan_meta(path: Path) -> tuple[list[dict], int]:
-    """The committed meta records and the byte offset where they end.
+def _is_header(record: Any) -> bool:
+    return isinstance(record, dict) and record.get("format") == META_FORMAT
+
+
+def _scan_meta(path: Path, with_header: bool = False):
+    """The committed meta records and the byte offset where they end (and, with
+    ``with_header``, the header first: (header or None, records, end)).
 
     A last line without a newline or with broken JSON was torn by a crash: it is not counted.
-    Any other bad line is a RecordFormatError.
+    Any other bad line is a RecordFormatError. A problem id may appear again only after a failed
+    record of it (a retry).
     """
-    if not path.exists():
-        return [], 0
-    raw = path.read_bytes()
+    header: dict | None = None
     records: list[dict] = []
-    seen: set[str] = set()
     pos = 0
-    line_no = 0
-    while pos < len(raw):
-        line_no += 1
-        newline = raw.find(b"\n", pos)
-        if newline == -1:
-            break
-        is_last = newline == len(raw) - 1
-        try:
-            record = json.loads(raw[pos:newline])
-        except ValueError as e:
-            if is_last:
+    if path.exists():
+        raw = path.read_bytes()
+        last_status: dict[str, str] = {}
+        line_no = 0
+        while pos < len(raw):
+            line_no += 1
+            newline = raw.find(b"\n", pos)
+            if newline == -1:
                 break
-            raise RecordFormatError(f"{path}:{line_no}: invalid JSON ({e})") from None
-        problem = _check_meta(record)
-        if problem is None and record["problem_id"] in seen:
-            problem = f"problem {record['problem_id']!r} appears twice"
-        if problem is None and records and record["data_end"] < records[-1]["data_end"]:
-            problem = "data_end is smaller than on the line before"
-        if problem is not None:
-            raise RecordFormatError(f"{path}:{line_no}: {problem}")
-        records.append(record)
-        seen.add(record["problem_id"])
-        pos = newline + 1
+            is_last = newline == len(raw) - 1
+            try:
+                record = json.loads(raw[pos:newline])
+            except ValueError as e:
+                if is_last:
+                    break
+                raise RecordFormatError(f"{path}:{line_no}: invalid JSON ({e})") from None
+            if line_no == 1 and _is_header(record):
+                if record.get("version") != META_VERSION:
+                    raise RecordFormatError(
+                        f"{path}:1: meta format version {record.get('version')!r}; this amcs "
+                        f"reads version {META_VERSION}"
+                    )
+                header = record
+                pos = newline + 1
+                continue
+            problem = _check_meta(record)
+            if problem is None and last_status.get(record["problem_id"], "failed") != "failed":
+                problem = f"problem {record['problem_id']!r} appears twice"
+            if problem is None and records and record["data_end"] < records[-1]["data_end"]:
+                problem = "data_end is smaller than on the line before"
+            if problem is not None:
+                raise RecordFormatError(f"{path}:{line_no}: {problem}")
+            records.append(record)
+            last_status[record["problem_id"]] = record["status"]
+            pos = newline + 1
+    if with_header:
+        return header, records, pos
     return records, pos
 
 
 def read_meta(path: str | Path) -> list[dict]:
-    """The committed records of a meta file (a line torn by a crash is left out)."""
+    """The committed problem records of a meta file, header left out (a line torn by a crash is
+    left out too). A retried problem appears once per attempt; the last record wins."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found")
     return _scan_meta(path)[0]
+
+
+def read_run_header(path: str | Path) -> dict | None:
+    """The header of a meta file (``format``, ``version``, ``fingerprint``), or None."""
+    return _scan_meta(Path(path), with_header=True)[0]
 
 
 def read_data(path: str | Path) -> Iterator[dict]:

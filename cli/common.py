@@ -1,4 +1,4 @@
-"""What the commands share: error output, --set parsing, and opening a backend from options."""
+"""What the commands share: error output, option checks, --set parsing, and opening a backend."""
 
 from __future__ import annotations
 
@@ -8,16 +8,51 @@ from typing import Any
 import typer
 import yaml
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from amcs.recipes import RecipeError, load_recipe
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Messages hold user text (file names, "arith:-1:", "[default]"): never markup, never emoji.
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
-def fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {escape(message)}")
-    raise typer.Exit(2)
+def say(message: str, style: str | None = None) -> None:
+    """One line on stderr, printed as it is (no markup or emoji parsing)."""
+    err.print(Text(message, style=style or ""))
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` (one line, as it is) and exit with ``code``."""
+    err.print(Text("error: ", style="red") + Text(message))
+    raise typer.Exit(code)
+
+
+def check_number(
+    opts: dict,
+    key: str,
+    kind: type = int,
+    *,
+    min: float | None = None,  # noqa: A002
+    above: float | None = None,
+    max: float | None = None,  # noqa: A002
+    below: float | None = None,
+) -> None:
+    """Convert opts[key] (from the command line or a recipe) to ``kind`` and check its range;
+    None stays None (not given). The message names the option and what it allows."""
+    from dataclasses import field as make_field
+
+    from amcs.fields import ConfigError, check, convert
+
+    value = opts.get(key)
+    if value is None:
+        return
+    f = make_field(metadata={"min": min, "above": above, "max": max, "below": below})
+    f.name = "--" + key.replace("_", "-")
+    try:
+        opts[key] = convert(f, value, kind)
+        check(f, opts[key], kind)
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -52,6 +87,11 @@ CHAT_CHOICE = {"auto": None, "chat": True, "plain": False}
 
 def check_backend_options(opts: dict) -> None:
     """Fail early, before any model loads, on backend options that cannot work."""
+    from amcs.backends import BACKENDS
+
+    if opts["backend"] not in BACKENDS:
+        fail(f"unknown --backend {opts['backend']!r}; choose one of {', '.join(BACKENDS)}")
+    check_number(opts, "max_batch_size", int, min=1)
     if opts["prompt_format"] not in CHAT_CHOICE:
         fail(f"--prompt-format must be auto, chat or plain, not {opts['prompt_format']!r}")
     if opts["backend"] in ("sglang-http", "openai") and not opts["url"]:
@@ -77,6 +117,8 @@ async def open_backend(opts: dict, model_name: str):
         else:
             urls = opts["url"]
             options = {"urls": [urls] if isinstance(urls, str) else list(urls or [])}
+            if opts["backend"] == "openai" and opts.get("served_model_name"):
+                options["served_model"] = opts["served_model_name"]
         options |= opts["backend_options"] or {}
         backend = make_backend(opts["backend"], model_name, **options)
     except ImportError as exc:  # an optional engine (sglang) is not installed

@@ -19,6 +19,7 @@ from amcs.problems import ProblemError, load_problems
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
 from cli.common import (
     check_backend_options,
+    check_number,
     err,
     fail,
     merge_options,
@@ -168,6 +169,10 @@ def eval_command(
         "seed": seed,
     }
     opts, verify = merge_options(recipe, DEFAULTS, given, "verify")
+    check_number(opts, "limit", int, min=1)
+    check_number(opts, "concurrency", int, min=1)
+    check_number(opts, "prm_batch_size", int, min=1)
+    check_number(opts, "seed", int)
     verify |= parse_sets(set_)
     if aggregation is not None:
         verify["aggregation"] = aggregation
@@ -184,6 +189,8 @@ def eval_command(
     try:
         config = VerifyConfig(**verify)
         ns = [int(x) for x in _split_list(opts["n"])]
+        if not ns or min(ns) < 1:
+            raise ValueError(f"--n must list budgets >= 1, got {opts['n']!r}")
         cells = make_cells(_split_list(opts["strategies"]), ns)
     except (TypeError, ValueError) as exc:
         fail(str(exc))

@@ -11,16 +11,18 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from amcs.problems import ProblemError, load_problems
+from amcs.problems import ProblemError, is_arith_source, load_problems
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
+from amcs.records import RecordFormatError, run_fingerprint
 from cli.common import (
     check_backend_options,
-    err,
+    check_number,
     fail,
     merge_options,
     open_backend,
     parse_sets,
     prompt_function,
+    say,
 )
 from cli.progress import RunDisplay, summary_table
 
@@ -44,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     "overwrite": False,
     "request_timeout": None,
     "retries": 3,
+    "patience": 600.0,
+    "retry_failed": True,
+    "served_model_name": None,
     "max_batch_size": 128,
 }
 
@@ -55,7 +60,9 @@ def generate_command(
     problems: str | None = typer.Option(
         None, help="Problems: .jsonl/.json/.parquet, a HF dataset, or 'arith[:N]'. [default: arith]"
     ),
-    limit: int | None = typer.Option(None, help="Only the first N problems (before sharding)."),
+    limit: int | None = typer.Option(
+        None, help="Only the first N problems (before sharding); N >= 1."
+    ),
     method: str | None = typer.Option(None, help="amcs | omegaprm | shepherd. [default: amcs]"),
     backend: str | None = typer.Option(
         None,
@@ -75,6 +82,11 @@ def generate_command(
     ),
     system_prompt: str | None = typer.Option(
         None, help="System prompt for chat prompts. [default: reason step by step, \\boxed{}]"
+    ),
+    served_model_name: str | None = typer.Option(
+        None,
+        help="openai: the name the server serves the model under (vLLM's --served-model-name). "
+        "[default: the only model the server serves, else --model]",
     ),
     url: list[str] = typer.Option(
         [],
@@ -105,16 +117,40 @@ def generate_command(
         help="Search parameter KEY=VALUE, repeatable (e.g. --set k0=8 --set eps_node=0.1).",
     ),
     resume: bool | None = typer.Option(
-        None, "--resume/--no-resume", help="Continue an existing output file. [default: resume]"
+        None,
+        "--resume/--no-resume",
+        help="Continue an existing output file (only if it was written with the same options; "
+        "it is checked first). [default: resume]",
     ),
-    overwrite: bool = typer.Option(False, help="With --no-resume: replace an existing output."),
+    overwrite: bool = typer.Option(
+        False, help="Only with --no-resume: delete an existing output and start over."
+    ),
+    retry_failed: bool | None = typer.Option(
+        None,
+        "--retry-failed/--keep-failed",
+        help="On resume, search the problems that failed before again, or keep them as failed. "
+        "[default: retry]",
+    ),
+    patience: float | None = typer.Option(
+        None,
+        help="Seconds to wait for a server that stops answering before the run stops "
+        "(resumable). [default: 600]",
+    ),
+    retries: int | None = typer.Option(
+        None, help="Retries of a request that failed for another reason. [default: 3]"
+    ),
+    request_timeout: float | None = typer.Option(
+        None, help="Seconds one backend request may take. [default: no limit]"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log lines instead of a live display."),
 ) -> None:
     """Label solution steps with Monte Carlo search and stream them to a JSONL file.
 
     With no options: the bundled tiny policy labels 200 generated arithmetic problems with AMCS
-    and writes amcs-data.jsonl (and amcs-data.meta.jsonl). Interrupt it at any time; the same
-    command resumes where it stopped.
+    and writes amcs-data.jsonl (and amcs-data.meta.jsonl). Interrupt it at any time (even kill
+    -9); the same command resumes where it stopped, after checking the files belong to it.
+    Failed problems are searched again on resume. Exit codes: 0 done, 1 some problems failed or
+    the server stayed away, 2 bad input or options (nothing written), 130 interrupted.
 
     Examples:
 
@@ -142,6 +178,11 @@ def generate_command(
         "threshold": threshold,
         "resume": resume,
         "overwrite": overwrite or None,
+        "retry_failed": retry_failed,
+        "patience": patience,
+        "retries": retries,
+        "request_timeout": request_timeout,
+        "served_model_name": served_model_name,
     }
     opts, search_overrides = merge_options(recipe, DEFAULTS, given, "search")
     search_overrides |= parse_sets(set_)
@@ -149,58 +190,142 @@ def generate_command(
         search_overrides["threshold"] = opts["threshold"]
 
     # Everything that can be wrong with the input is checked before any model is loaded.
-    from amcs.records import (
-        OutputExistsError,
-        OutputLockedError,
-        RecordWriter,
-        parse_shard,
-        shard_problems,
-    )
+    from amcs.fields import ConfigError
+    from amcs.records import OutputError, RecordWriter, parse_shard, shard_problems
     from amcs.search import make_config
 
+    check_number(opts, "limit", int, min=1)
+    check_number(opts, "concurrency", int, min=1)
+    check_number(opts, "max_inflight", int, min=1)
+    check_number(opts, "seed", int)
+    check_number(opts, "retries", int, min=0)
+    check_number(opts, "patience", float, min=0)
+    check_number(opts, "request_timeout", float, above=0)
     check_backend_options(opts)
     try:
         config = make_config(opts["method"], **search_overrides)
-    except (TypeError, ValueError) as exc:
-        fail(str(exc))
+    except ConfigError as exc:
+        fail(f"{exc} (in --set or the recipe's search:)" if search_overrides else str(exc))
+    out = Path(opts["out"])
+    check_output_is_not_an_input(out, opts["problems"])
     try:
         todo = load_problems(opts["problems"], limit=opts["limit"], seed=opts["seed"])
     except ProblemError as exc:
         fail(str(exc))
+    if not todo:
+        fail(f"no problems in {opts['problems']}")
+    total = len(todo)
     if opts["shard"]:
         try:
             index, count = parse_shard(str(opts["shard"]))
         except ValueError as exc:
-            fail(str(exc))
+            fail(f"--shard: {exc}")
         todo = shard_problems(todo, index, count)
+        if not todo:
+            say(f"nothing to do: shard {opts['shard']} holds none of the {total} problems")
+            return
+    model_name = str(opts["model"]) if opts["model"] else TINY_POLICY_NAME
+    fingerprint = run_fingerprint(
+        method=config.method,
+        model=model_name,
+        seed=opts["seed"],
+        search=config.to_dict(),
+        problems=problem_source(opts["problems"]),
+        shard=str(opts["shard"]) if opts["shard"] else None,
+        prompt={"format": opts["prompt_format"], "system_prompt": opts["system_prompt"]},
+    )
     try:
-        writer = RecordWriter(Path(opts["out"]), resume=opts["resume"], overwrite=opts["overwrite"])
-    except (OutputExistsError, OutputLockedError) as exc:
+        writer = RecordWriter(
+            out,
+            resume=bool(opts["resume"]),
+            overwrite=bool(opts["overwrite"]),
+            fingerprint=fingerprint,
+            retry_failed=bool(opts["retry_failed"]),
+        )
+    except (OutputError, RecordFormatError) as exc:
         fail(str(exc))
 
     logging.basicConfig(
         level=logging.INFO if quiet else logging.WARNING, format="%(asctime)s %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request
     with writer:
-        counters = _run(opts, config, todo, writer, quiet)
+        try:
+            writer.check_problems(todo)
+        except OutputError as exc:
+            fail(str(exc))
+        left = [p for p in todo if p.id not in writer.done_ids]
+        if not left:
+            say(f"all {len(todo)} problems are already done in {out}; nothing to do")
+            return
+        counters = _run(opts, config, todo, writer, quiet, model_name)
     console = Console(stderr=True)
     console.print()
     console.print(summary_table(counters, opts["out"]))
     if counters.failed:
-        err.print(f"[yellow]{counters.failed} problem(s) failed; see {writer.meta_path}[/yellow]")
+        reasons = ", ".join(f"{n} {kind}" for kind, n in counters.failure_reasons.items())
+        fail(
+            f"{counters.failed} problem(s) failed ({reasons}; reasons in {writer.meta_path}); "
+            "run the same command again to retry them",
+            code=1,
+        )
 
 
-def _run(opts: dict, config, todo, writer, quiet: bool):
+TINY_POLICY_NAME = "amcs/tiny-arith-policy"
+
+
+def search_parameters_help() -> str:
+    """The --set keys with their help, allowed values and defaults, from SearchConfig's fields
+    (the amcs preset's defaults; omegaprm and shepherd change a few, see amcs.search.PRESETS)."""
+    from amcs.fields import field_help
+    from amcs.search import SearchConfig
+
+    rows = [
+        f"  {name:<17} {text} [default: {default!r}]"
+        for name, text, default in field_help(SearchConfig)
+    ]
+    return "Search parameters (--set KEY=VALUE, or a recipe's search: section):\n\n\b\n" + (
+        "\n".join(rows)
+    )
+
+
+def problem_source(spec: str) -> str:
+    """The problem source as the run fingerprint records it: without a count for the bundled
+    domain (arith:100 and arith:200 share their first 100 problems), a file as its absolute
+    path, a dataset by its name."""
+    text = str(spec)
+    if is_arith_source(text):
+        return text.split(":", 1)[0]
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.exists() else text
+
+
+def check_output_is_not_an_input(out: Path, *inputs) -> None:
+    """--out (or its meta file) may never be an input file, nor a directory."""
+    from amcs.records import meta_path_for
+
+    if out.is_dir():
+        fail(f"--out {out} is a directory; name a .jsonl file, e.g. {out / 'data.jsonl'}")
+    ours = {out.resolve(), meta_path_for(out).resolve()}
+    for source in inputs:
+        if source is None:
+            continue
+        path = Path(str(source)).expanduser()
+        if path.exists() and path.resolve() in ours:
+            fail(f"--out {out} would overwrite the input {source}; choose another --out")
+
+
+def _run(opts: dict, config, todo, writer, quiet: bool, model_name: str):
     from amcs.assets import TINY_POLICY
-    from amcs.engine import RunCounters, generate
+    from amcs.backends.base import BackendConfigError
+    from amcs.engine import RunCounters, ServerGoneError, generate
     from amcs.grading import Grader
 
-    model_name = str(opts["model"] or TINY_POLICY)
     counters = RunCounters()
     prompt = prompt_function(opts)
 
     async def main() -> None:
-        backend = await open_backend(opts, model_name)
+        backend = await open_backend(opts, str(opts["model"] or TINY_POLICY))
         display = RunDisplay(counters, quiet=quiet)
         async with Grader(max_workers=min(2, os.cpu_count() or 1)) as grader:
             try:
@@ -212,12 +337,13 @@ def _run(opts: dict, config, todo, writer, quiet: bool):
                         config,
                         writer,
                         prompt_ids=lambda p: prompt(backend.tokenizer, p.question),
-                        model_name=model_name if opts["model"] else "amcs/tiny-arith-policy",
-                        seed=int(opts["seed"]),
-                        concurrency=int(opts["concurrency"]),
-                        max_inflight=int(opts["max_inflight"]),
-                        retries=int(opts["retries"]),
+                        model_name=model_name,
+                        seed=opts["seed"],
+                        concurrency=opts["concurrency"],
+                        max_inflight=opts["max_inflight"],
+                        retries=opts["retries"],
                         request_timeout=opts["request_timeout"],
+                        patience=opts["patience"],
                         counters=counters,
                     )
             finally:
@@ -225,8 +351,12 @@ def _run(opts: dict, config, todo, writer, quiet: bool):
 
     try:
         asyncio.run(main())
+    except BackendConfigError as exc:
+        fail(f"{exc} (nothing recorded as failed; committed problems are kept)")
+    except ServerGoneError as exc:
+        fail(str(exc), code=1)
     except KeyboardInterrupt:
-        err.print(
+        say(
             f"\ninterrupted: {counters.done + counters.failed} problem(s) committed to {writer.path}; "
             "run the same command again to resume"
         )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from cli.eval import app as eval_app
 from cli.export import export_command
-from cli.generate import generate_command
+from cli.generate import generate_command, search_parameters_help
 from cli.problems import problems_command
 from cli.train import train_command
 
@@ -37,11 +40,66 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback of an error (also AMCS_DEBUG=1)."
+    ),
 ) -> None:
     pass
 
 
-app.command("generate")(generate_command)
+def _debugging(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("AMCS_DEBUG", "") not in ("", "0")
+
+
+def run(argv: list[str] | None = None) -> None:
+    """The `amcs` program: every error a user can cause is one line and exit code 2 (an
+    internal error: one line and exit code 1); `--debug` or AMCS_DEBUG=1 shows the traceback."""
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        _guarded(argv)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+def _guarded(argv: list[str]) -> None:
+    from amcs.backends.base import BackendConfigError
+    from amcs.fields import ConfigError
+    from amcs.problems import ProblemError
+    from amcs.recipes import RecipeError
+    from amcs.records import OutputError, RecordFormatError
+    from cli.common import fail
+
+    try:
+        app(args=argv, prog_name="amcs")
+    except (
+        ProblemError,
+        RecordFormatError,
+        OutputError,
+        ConfigError,
+        RecipeError,
+        BackendConfigError,
+        UnicodeDecodeError,
+    ) as exc:
+        if _debugging(argv):
+            raise
+        fail(str(exc))
+    except OSError as exc:
+        if _debugging(argv):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(f"{where}{exc.strerror or exc}")
+    except Exception as exc:  # noqa: BLE001 - a bug: one line unless debugging
+        if _debugging(argv):
+            raise
+        fail(
+            f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback "
+            "and please report it",
+            code=1,
+        )
+
+
+app.command("generate", epilog=search_parameters_help())(generate_command)
 app.command("train")(train_command)
 app.add_typer(eval_app, name="eval")
 app.command("export")(export_command)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -17,6 +18,9 @@ log = logging.getLogger("amcs")
 
 def _rates(c: RunCounters) -> str:
     elapsed = max(c.elapsed, 1e-9)
+    if c.waiting_since is not None:
+        waited = time.monotonic() - c.waiting_since
+        return f"waiting for the server ({waited:.0f} s): {c.waiting_reason[:200]}"
     parts = [
         f"{c.rollouts / elapsed:,.1f} rollouts/s",
         f"{c.tokens / elapsed:,.0f} tokens/s",
@@ -103,6 +107,12 @@ def summary_table(c: RunCounters, out) -> Table:
         rows.append(("prefix cache hit ratio", f"{c.cache_hit_ratio:.1%}"))
     if c.retries:
         rows.append(("request retries", f"{c.retries:,}"))
+    if c.retried:
+        rows.append(("failed before, searched again", f"{c.retried:,}"))
+    if c.outages:
+        rows.append(("server outages waited out", f"{c.outages:,}"))
+    for kind, n in sorted(c.failure_reasons.items(), key=lambda kv: -kv[1]):
+        rows.append((f"failed: {kind}", f"{n:,}"))
     for k, v in rows:
         table.add_row(k, v)
     return table

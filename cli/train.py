@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from cli.common import err, fail, merge_options
+from cli.common import check_number, err, fail, merge_options
 
 DEFAULTS: dict[str, Any] = {
     "data": None,
@@ -91,6 +91,14 @@ def train_command(
         "freeze_layers": freeze_layers,
     }
     opts, _ = merge_options(recipe, DEFAULTS, given)
+    check_number(opts, "epochs", float, above=0)
+    check_number(opts, "lr", float, above=0)
+    check_number(opts, "batch_size", int, min=1)
+    check_number(opts, "max_length", int, min=2)
+    check_number(opts, "eval_fraction", float, min=0, below=1)
+    check_number(opts, "seed", int)
+    check_number(opts, "threshold", float, min=0, below=1)
+    check_number(opts, "freeze_layers", int, min=0)
     if lora_r is not None:
         opts["lora"] = {"r": lora_r, "alpha": 2 * lora_r}
     if not opts["data"]:

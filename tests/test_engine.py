@@ -11,8 +11,9 @@ import time
 
 import pytest
 
+from amcs.backends.base import BackendConfigError, BackendUnavailableError
 from amcs.backends.hf import HFBackend
-from amcs.engine import generate_to_file
+from amcs.engine import ServerGoneError, generate_to_file
 from amcs.grading import Grader
 from amcs.problems import arith_problems
 from amcs.records import RecordWriter, meta_path_for, read_data, read_meta, shard_problems
@@ -80,24 +81,25 @@ def test_shards_partition_the_job_and_match_the_whole_run(backend, tmp_path):
 
 
 class FlakyBackend:
-    """Fails a seeded fraction of requests, as an overloaded server would."""
+    """Fails a seeded fraction of requests with `error`, as a flaky engine would."""
 
-    def __init__(self, inner, failure_rate, seed=0):
+    def __init__(self, inner, failure_rate, seed=0, error=RuntimeError):
         self.inner, self.tokenizer = inner, inner.tokenizer
         self.rate, self.rng = failure_rate, random.Random(seed)
+        self.error = error
         self.failures = 0
 
     async def sample(self, prompt_ids, n, params):
         if self.rng.random() < self.rate:
             self.failures += 1
-            raise ConnectionError("injected fault")
+            raise self.error("injected fault")
         return await self.inner.sample(prompt_ids, n, params)
 
     async def aclose(self):
         pass
 
 
-def test_injected_faults_are_retried_or_recorded(backend, tmp_path):
+def test_injected_faults_are_retried_or_recorded_and_retried_on_resume(backend, tmp_path):
     problems = arith_problems(8, seed=3)
     flaky = FlakyBackend(backend, 0.3, seed=1)
     counters = asyncio.run(_run(flaky, problems, tmp_path / "retry.jsonl", retries=5))
@@ -105,12 +107,78 @@ def test_injected_faults_are_retried_or_recorded(backend, tmp_path):
     assert counters.done == 8 and counters.failed == 0
 
     flaky = FlakyBackend(backend, 0.5, seed=2)
-    counters = asyncio.run(_run(flaky, problems, tmp_path / "fail.jsonl", retries=0))
-    meta = read_meta(meta_path_for(tmp_path / "fail.jsonl"))
+    out = tmp_path / "fail.jsonl"
+    counters = asyncio.run(_run(flaky, problems, out, retries=0))
+    meta = read_meta(meta_path_for(out))
     assert len(meta) == 8 and counters.failed > 0 and counters.done + counters.failed == 8
-    failed = [m for m in meta if m["status"] == "failed"]
-    assert len(failed) == counters.failed
-    assert all("ConnectionError: injected fault" in m["reason"] for m in failed)
+    failed = [m["problem_id"] for m in meta if m["status"] == "failed"]
+    assert len(failed) == counters.failed == counters.failure_reasons["RuntimeError"]
+    assert all(m["reason"] == "RuntimeError: injected fault" for m in meta if m["status"] != "ok")
+    # Resuming retries exactly the failed problems; with a healthy backend they all pass.
+    counters = asyncio.run(_run(backend, problems, out))
+    assert counters.skipped == 8 - len(failed) and counters.retried == len(failed)
+    assert counters.done == len(failed) and counters.failed == 0
+    last = {m["problem_id"]: m["status"] for m in read_meta(meta_path_for(out))}
+    assert last == {p.id: "ok" for p in problems}
+
+
+class OutageBackend:
+    """Refuses every request (as a stopped server) from its `start`-th request for `seconds`."""
+
+    def __init__(self, inner, start, seconds):
+        self.inner, self.tokenizer = inner, inner.tokenizer
+        self.start, self.seconds = start, seconds
+        self.calls, self.refused, self.down_at = 0, 0, None
+
+    async def sample(self, prompt_ids, n, params):
+        self.calls += 1
+        if self.calls >= self.start and self.down_at is None:
+            self.down_at = time.monotonic()
+        if self.down_at is not None and time.monotonic() - self.down_at < self.seconds:
+            self.refused += 1
+            raise BackendUnavailableError("connection refused (injected)")
+        return await self.inner.sample(prompt_ids, n, params)
+
+    async def aclose(self):
+        pass
+
+
+def test_an_outage_is_waited_for_and_no_problem_fails(backend, tmp_path):
+    problems = arith_problems(6, seed=4)
+    down = OutageBackend(backend, start=10, seconds=3)
+    counters = asyncio.run(_run(down, problems, tmp_path / "o.jsonl", retries=0))
+    assert down.refused > 0 and counters.outages == 1
+    assert counters.failed == 0 and counters.done == 6
+    # Requests during the outage wait for one prober instead of all hammering the server.
+    assert down.refused < 8 + 8  # the in-flight ones once, plus the probes (backoff 0.5, 1, 2)
+
+
+def test_an_outage_longer_than_the_patience_stops_the_run_resumably(backend, tmp_path):
+    problems = arith_problems(6, seed=5)
+    down = OutageBackend(backend, start=3, seconds=60)
+    out = tmp_path / "g.jsonl"
+    with pytest.raises(ServerGoneError, match="has not answered for 1 s"):
+        asyncio.run(_run(down, problems, out, retries=0, patience=1.0))
+    committed = read_meta(meta_path_for(out)) if meta_path_for(out).exists() else []
+    assert all(m["status"] == "ok" for m in committed)  # nothing recorded as failed
+
+
+class MisconfiguredBackend:
+    def __init__(self, inner):
+        self.inner, self.tokenizer = inner, inner.tokenizer
+
+    async def sample(self, prompt_ids, n, params):
+        raise BackendConfigError("the server does not serve model 'x' (it serves: tiny)")
+
+    async def aclose(self):
+        pass
+
+
+def test_a_configuration_error_stops_the_run_without_failed_problems(backend, tmp_path):
+    out = tmp_path / "c.jsonl"
+    with pytest.raises(BackendConfigError, match="does not serve model"):
+        asyncio.run(_run(MisconfiguredBackend(backend), arith_problems(4, seed=6), out))
+    assert not out.exists() and not meta_path_for(out).exists()
 
 
 def _default_sigint() -> None:
@@ -138,7 +206,7 @@ def _start_run_of_40(out, committed):
     meta = meta_path_for(out)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        if meta.exists() and meta.read_text().count("\n") >= committed:
+        if meta.exists() and meta.read_text().count("\n") >= committed + 1:  # + the header
             break
         time.sleep(0.05)
     assert proc.poll() is None, f"run ended too soon: {proc.communicate()[1][-2000:]}"
@@ -173,7 +241,7 @@ def test_cli_refuses_a_second_writer_and_an_existing_file(tmp_path):
         proc = _cli("--problems", "arith:2", "--out", str(out), "--quiet")
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 2 and "another amcs process is writing" in stderr
-    out.write_text("")
+    out.write_text('{"a line": "of someone\'s data"}\n')
     proc = _cli("--problems", "arith:2", "--out", str(out), "--no-resume")
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "--overwrite" in stderr

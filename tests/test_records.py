@@ -2,6 +2,7 @@
 are tested in test_export.py)."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,14 +12,17 @@ from types import SimpleNamespace
 import pytest
 
 from amcs.records import (
+    OutputError,
     OutputExistsError,
     OutputLockedError,
+    OutputMismatchError,
     RecordFormatError,
     RecordWriter,
     meta_path_for,
     parse_shard,
     read_data,
     read_meta,
+    read_run_header,
     shard_problems,
 )
 
@@ -108,8 +112,8 @@ def test_torn_lines_are_cut_and_writing_continues(tmp_path):
         write_sample(w, "b")
     committed = out.stat().st_size
     with open(out, "a") as f:  # a problem that crashed mid data, then mid meta line
-        f.write(json.dumps({"prompt": "q", "completions": [], "labels": []}) + "\n")
-        f.write('{"prompt": "half a li')
+        f.write(json.dumps({"prompt": "q", "completions": [], "labels": [], "problem_id": "c"}))
+        f.write('\n{"prompt": "half a li')
     with open(meta, "a") as f:
         f.write('{"problem_id": "c", "sta')
     with RecordWriter(out) as w:
@@ -128,7 +132,8 @@ def test_data_without_meta_line_is_dropped(tmp_path):
     committed = out.read_bytes()
     with open(out, "a") as f:  # complete data lines whose meta line never made it
         for _ in range(3):
-            f.write(json.dumps({"prompt": "q", "completions": ["s"], "labels": [True]}) + "\n")
+            line = {"prompt": "q", "completions": ["s"], "labels": [True], "problem_id": "b"}
+            f.write(json.dumps(line) + "\n")
     with RecordWriter(out) as w:
         assert w.done_ids == {"a"} and out.read_bytes() == committed
         write_sample(w, "b")
@@ -143,7 +148,7 @@ def test_corrupt_meta_line_in_the_middle_is_an_error(tmp_path):
     meta.write_text("not json\n" + meta.read_text())
     with pytest.raises(RecordFormatError, match=r"data\.meta\.jsonl:1: invalid JSON"):
         RecordWriter(out)
-    RecordWriter(out, overwrite=True).close()  # the lock was released by the failed open
+    RecordWriter(out, resume=False, overwrite=True).close()  # the failed open released the lock
 
 
 def test_data_shorter_than_meta_is_an_error(tmp_path):
@@ -151,7 +156,7 @@ def test_data_shorter_than_meta_is_an_error(tmp_path):
     with RecordWriter(out) as w:
         write_sample(w, "a")
     out.write_text("")
-    with pytest.raises(RecordFormatError, match="do not belong together"):
+    with pytest.raises(OutputMismatchError, match="do not belong together"):
         RecordWriter(out)
 
 
@@ -185,7 +190,8 @@ def test_sigkill_mid_run_leaves_a_resumable_file(tmp_path):
     try:
         assert child.stdout.readline().strip() == "ready"
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(meta_path_for(out).read_bytes()) < 20_000:
+        meta = meta_path_for(out)
+        while time.monotonic() < deadline and (not meta.exists() or meta.stat().st_size < 20_000):
             time.sleep(0.01)
     finally:
         child.send_signal(signal.SIGKILL)
@@ -229,17 +235,158 @@ def test_lock_refuses_a_second_writer_until_the_first_dies(tmp_path):
         write_sample(w, "a")
 
 
-def test_no_resume_refuses_and_overwrite_empties(tmp_path):
+def test_no_resume_refuses_and_overwrite_replaces(tmp_path):
     out = tmp_path / "data.jsonl"
     with RecordWriter(out) as w:
         write_sample(w, "a")
+    before = out.read_bytes(), meta_path_for(out).read_bytes()
     with pytest.raises(OutputExistsError, match="--overwrite"):
         RecordWriter(out, resume=False)
-    with RecordWriter(out, overwrite=True) as w:
-        assert w.done_ids == set()
-        assert out.read_bytes() == b"" and meta_path_for(out).read_bytes() == b""
+    # --overwrite without --no-resume is refused, and changes nothing.
+    with pytest.raises(OutputError, match="only with --no-resume"):
+        RecordWriter(out, overwrite=True)
+    assert (out.read_bytes(), meta_path_for(out).read_bytes()) == before
+    with RecordWriter(out, resume=False, overwrite=True) as w:
+        assert w.done_ids == set() and not out.exists()
+        write_sample(w, "b")
+    assert [m["problem_id"] for m in read_meta(meta_path_for(out))] == ["b"]
     with RecordWriter(tmp_path / "fresh.jsonl", resume=False) as w:
         write_sample(w, "a")
+
+
+FP = {"method": "amcs", "model": "tiny", "seed": 0, "problems": "arith", "search": {"k0": 6}}
+
+
+def _committed(tmp_path, n=3, fingerprint=FP):
+    out = tmp_path / "data.jsonl"
+    with RecordWriter(out, fingerprint=fingerprint) as w:
+        for i in range(n):
+            write_sample(w, f"p{i}", n_paths=i % 3)
+    return out, meta_path_for(out)
+
+
+def _snapshot(*paths):
+    return [p.read_bytes() if p.exists() else None for p in paths]
+
+
+def test_nothing_is_created_until_the_first_commit(tmp_path):
+    out = tmp_path / "data.jsonl"
+    with RecordWriter(out, fingerprint=FP) as w:
+        assert w.done_ids == set()
+    assert list(tmp_path.iterdir()) == []  # no data, meta or lock file left behind
+    with RecordWriter(out, fingerprint=FP) as w:
+        write_sample(w, "a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "data.meta.jsonl"]
+    header = json.loads(meta_path_for(out).read_text().splitlines()[0])
+    assert header == {"format": "amcs-meta", "version": 1, "fingerprint": FP}
+    assert read_run_header(meta_path_for(out)) == header
+    assert [m["problem_id"] for m in read_meta(meta_path_for(out))] == ["a"]
+
+
+def test_resume_without_the_meta_file_refuses_and_keeps_the_data(tmp_path):
+    out, meta = _committed(tmp_path)
+    meta.unlink()
+    before = out.read_bytes()
+    with pytest.raises(OutputMismatchError, match="meta file data.meta.jsonl is missing"):
+        RecordWriter(out, fingerprint=FP)
+    assert out.read_bytes() == before and not meta.exists()
+
+
+def test_resume_with_another_runs_meta_refuses_and_changes_nothing(tmp_path):
+    out, meta = _committed(tmp_path / "a", n=3)
+    other_out, other_meta = _committed(tmp_path / "b", n=5)
+    # Same ids, other paths per problem: offsets do not fall where this data file's lines end.
+    with RecordWriter(other_out, fingerprint=FP) as w:
+        write_sample(w, "extra", n_paths=4)
+    meta.write_bytes(other_meta.read_bytes())
+    before = _snapshot(out, meta)
+    with pytest.raises(OutputMismatchError, match="do not belong together"):
+        RecordWriter(out, fingerprint=FP)
+    assert _snapshot(out, meta) == before
+
+
+def test_resume_checks_problem_ids_of_every_committed_line(tmp_path):
+    out, meta = _committed(tmp_path, n=3)
+    # Same byte layout, another problem's id in a committed line.
+    text = out.read_text().replace('"problem_id": "p1"', '"problem_id": "px"', 1)
+    out.write_text(text)
+    before = _snapshot(out, meta)
+    with pytest.raises(OutputMismatchError, match=r"data.jsonl:1: expected a line of problem 'p1'"):
+        RecordWriter(out, fingerprint=FP)
+    assert _snapshot(out, meta) == before
+
+
+def test_resume_refuses_junk_after_the_last_commit(tmp_path):
+    out, meta = _committed(tmp_path, n=2)
+    with open(out, "a") as f:
+        f.write("this is not ours\n")
+    before = _snapshot(out, meta)
+    with pytest.raises(OutputMismatchError, match="not an uncommitted problem"):
+        RecordWriter(out, fingerprint=FP)
+    assert _snapshot(out, meta) == before
+
+
+def test_resume_with_another_configuration_is_refused_naming_it(tmp_path):
+    out, meta = _committed(tmp_path)
+    before = _snapshot(out, meta)
+    other = dict(FP, seed=1, search={"k0": 8})
+    with pytest.raises(OutputMismatchError) as exc:
+        RecordWriter(out, fingerprint=other)
+    assert "search.k0: 6 -> 8" in str(exc.value) and "seed: 0 -> 1" in str(exc.value)
+    assert "--no-resume --overwrite" in str(exc.value)
+    assert _snapshot(out, meta) == before
+    with RecordWriter(out, fingerprint=FP) as w:  # the same configuration resumes
+        assert w.done_ids == {"p0", "p1", "p2"}
+
+
+def test_meta_without_a_header_is_refused(tmp_path):
+    out, meta = _committed(tmp_path)
+    meta.write_text("".join(meta.read_text().splitlines(keepends=True)[1:]))
+    before = _snapshot(out, meta)
+    with pytest.raises(OutputMismatchError, match="no run fingerprint"):
+        RecordWriter(out, fingerprint=FP)
+    assert _snapshot(out, meta) == before
+
+
+def test_failed_problems_are_retried_and_the_last_record_wins(tmp_path):
+    out = tmp_path / "data.jsonl"
+    with RecordWriter(out, fingerprint=FP) as w:
+        write_sample(w, "a")
+        w.write_problem("b", "q b?", "1", [], status="failed", reason="ConnectionError: down")
+        write_sample(w, "c")
+    with RecordWriter(out, fingerprint=FP, retry_failed=False) as w:
+        assert w.done_ids == {"a", "b", "c"} and w.failed_ids == {"b"}
+    with RecordWriter(out, fingerprint=FP) as w:
+        assert w.done_ids == {"a", "c"} and w.failed_ids == {"b"}
+        write_sample(w, "b", n_paths=1)
+        assert w.failed_ids == set()
+        with pytest.raises(ValueError, match="already"):
+            write_sample(w, "b")
+    with RecordWriter(out, fingerprint=FP) as w:
+        assert w.done_ids == {"a", "b", "c"} and w.failed_ids == set()
+    records = read_meta(meta_path_for(out))
+    assert [(m["problem_id"], m["status"]) for m in records] == [
+        ("a", "ok"),
+        ("b", "failed"),
+        ("c", "ok"),
+        ("b", "ok"),
+    ]
+    assert [line["problem_id"] for line in read_data(out)] == ["a", "a", "c", "c", "b"]
+
+
+def test_output_is_a_directory_or_unwritable(tmp_path):
+    with pytest.raises(OutputError, match="is a directory"):
+        RecordWriter(tmp_path)
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions
+            pytest.skip("running as root: a read-only folder is still writable")
+        with pytest.raises(OutputError, match="cannot write in"):
+            RecordWriter(locked / "d.jsonl")
+    finally:
+        locked.chmod(0o755)
 
 
 def test_shards_partition_stably():

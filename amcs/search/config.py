@@ -13,59 +13,68 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from amcs.fields import ConfigError, option, validate
+from amcs.steps import DEFAULT_SEPARATOR
+
 METHODS = ("amcs", "omegaprm", "shepherd")
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    method: str = "amcs"
+    """Every search parameter with its help text and allowed range (``--set KEY=VALUE``, a
+    recipe's ``search:``, and ``amcs generate --help`` read the same fields)."""
+
+    method: str = option("amcs", "search method (a preset of the fields below)", choices=METHODS)
     # Sampling of rollouts.
-    temperature: float = 0.7
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 512
-    separator: str = "\n\n"
+    temperature: float = option(0.7, "sampling temperature of rollouts (0 = greedy)", min=0)
+    top_p: float = option(1.0, "nucleus sampling mass", above=0, max=1)
+    top_k: int = option(0, "sample from the k most likely tokens (0 = all)", min=0)
+    max_new_tokens: int = option(512, "tokens a rollout may generate", min=1)
+    separator: str = option(DEFAULT_SEPARATOR, "text that ends a step")
     # Estimation of a node's Monte Carlo value.
-    estimator: str = "adaptive"  # adaptive | fixed
-    k: int = 16  # rollouts per node for the fixed estimator (Math-Shepherd's N)
-    k0: int = 6
-    clusters: int = 3
-    wilson_z: float = 1.96
-    freeze_n: int = 3
-    freeze_halfwidth: float = 0.2
-    eps_node: float = 0.2
-    k_max_node: int = 20
-    k_step_scale: float = 12.0
-    k_step_max: int = 6
-    # All-wrong early exit needs the Wilson upper bound below this; 1.0 exits at k0 (the paper).
-    zero_exit_upper: float = 1.0
+    estimator: str = option(
+        "adaptive", "adaptive (AMCS) or fixed (k rollouts per node)", choices=("adaptive", "fixed")
+    )
+    k: int = option(16, "rollouts per node of the fixed estimator (Math-Shepherd's N)", min=1)
+    k0: int = option(6, "first rollouts of the adaptive estimate", min=1)
+    clusters: int = option(3, "K-means clusters of the adaptive estimate", min=1)
+    wilson_z: float = option(1.96, "z of the Wilson intervals", above=0)
+    freeze_n: int = option(3, "a cluster freezes from this many rollouts ...", min=1)
+    freeze_halfwidth: float = option(0.2, "... when its half-width is at most this", min=0, max=1)
+    eps_node: float = option(0.2, "stop a node's estimate when its uncertainty d <= this", min=0)
+    k_max_node: int = option(20, "most rollouts for one node's estimate", min=1)
+    k_step_scale: float = option(12.0, "k_step = ceil(h * k_step_scale), clipped", above=0)
+    k_step_max: int = option(6, "most rollouts drawn in one refinement step", min=1)
+    zero_exit_upper: float = option(
+        1.0,
+        "all-wrong early exit needs the Wilson upper bound below this (1 = exit at k0, the paper)",
+        above=0,
+        max=1,
+    )
     # Selection of the next (node, incorrect rollout) to search.
-    selection: str = "adaptive"  # adaptive: (1 - w_t) Q + w_t U | sum: Q + U
-    alpha: float = 0.5
-    beta: float = 0.9
-    length_scale: float = 500.0  # L, in tokens
-    c_puct: float = 0.125
-    temporal_decay: float = 20.0  # w_t = exp(-t / temporal_decay)
+    selection: str = option(
+        "adaptive", "adaptive: (1 - w_t) Q + w_t U; sum: Q + U", choices=("adaptive", "sum")
+    )
+    alpha: float = option(0.5, "Q = alpha^(1 - MC) * beta^(len / L)", above=0, max=1)
+    beta: float = option(0.9, "see alpha", above=0, max=1)
+    length_scale: float = option(500.0, "L of Q, in tokens", above=0)
+    c_puct: float = option(0.125, "exploration weight of U", min=0)
+    temporal_decay: float = option(20.0, "w_t = exp(-t / temporal_decay)", above=0)
     # Limits per problem.
-    max_search_count: int = 20
-    rollout_budget: int = 150  # 0: no limit
-    positive_paths: int = 1  # correct root rollouts written as all-positive paths
+    max_search_count: int = option(20, "error-locating searches per problem", min=0)
+    rollout_budget: int = option(150, "rollouts per problem (0 = no limit)", min=0)
+    positive_paths: int = option(1, "correct root rollouts written as all-positive paths", min=0)
     # Math-Shepherd.
-    num_solutions: int = 4
+    num_solutions: int = option(4, "shepherd: solutions sampled per problem", min=1)
     # Labels: a step is positive when its MC value exceeds this.
-    threshold: float = 0.0
+    threshold: float = option(0.0, "hard label = MC > threshold", min=0, below=1)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.estimator not in ("adaptive", "fixed"):
-            raise ValueError("estimator must be 'adaptive' or 'fixed'")
-        if self.selection not in ("adaptive", "sum"):
-            raise ValueError("selection must be 'adaptive' or 'sum'")
-        if self.k0 < 1 or self.k < 1 or self.k_max_node < self.k0:
-            raise ValueError("need k >= 1, k0 >= 1 and k_max_node >= k0")
-        if self.rollout_budget < 0:
-            raise ValueError("rollout_budget must be >= 0 (0 means no limit)")
+        validate(self)
+        if not self.separator:
+            raise ConfigError("separator must not be empty")
+        if self.k_max_node < self.k0:
+            raise ConfigError(f"k_max_node ({self.k_max_node}) must be >= k0 ({self.k0})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,10 +90,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 def make_config(method: str = "amcs", **overrides: Any) -> SearchConfig:
     """The preset for `method` with `overrides` applied (None means "not given")."""
     if method not in PRESETS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     known = {f.name for f in fields(SearchConfig)}
     unknown = set(overrides) - known
     if unknown:
-        raise ValueError(f"unknown search parameter(s): {', '.join(sorted(unknown))}")
+        raise ConfigError(
+            f"unknown search parameter(s): {', '.join(sorted(unknown))} "
+            "(amcs generate --help lists them)"
+        )
     given = {k: v for k, v in overrides.items() if v is not None}
     return replace(SearchConfig(method=method, **PRESETS[method]), **given)

@@ -1,0 +1,413 @@
+"""A hostile but fair user: wrong flags, bad numbers, the output named as the input, a deleted
+meta file, another run's meta file, kill -9 at random moments, a server that goes away.
+
+Every case goes through the real `amcs` program (a subprocess) and asserts what the user sees —
+one line, exit code 2 (or the documented behaviour), no traceback — and that no byte of their
+input or output was lost or changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from amcs.records import meta_path_for, read_data, read_meta
+
+# Small searches keep this fast; the code paths are the defaults'.
+SMALL = ["--set=max_new_tokens=120", "--set=rollout_budget=30", "--set=max_search_count=2"]
+
+
+def amcs(*args: str, cwd: Path | None = None, timeout: float = 600, env=None):
+    """Run the real program; return (exit code, stdout, stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def one_line_error(code: int, stderr: str, *fragments: str, exit_code: int = 2) -> str:
+    """Assert a one-line `error: ...` with the given exit code and no traceback; return it."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert code == exit_code, f"exit {code}: {stderr[-2000:]}"
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def generate(out: Path, *extra: str, problems: str = "arith:4"):
+    return amcs("generate", "--problems", problems, "--out", str(out), "-q", *SMALL, *extra)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished 4-problem run, copied fresh into each test's folder by `run_copy`."""
+    folder = tmp_path_factory.mktemp("finished")
+    code, _, stderr = generate(folder / "data.jsonl", "--concurrency", "4")
+    assert code == 0, stderr[-3000:]
+    assert len(read_meta(meta_path_for(folder / "data.jsonl"))) == 4
+    return folder
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(finished_run, folder)
+    return folder / "data.jsonl"
+
+
+# --- options checked before any model loads ------------------------------------------------------
+
+BAD_OPTIONS = [
+    (["--limit", "-1"], "--limit must be an integer >= 1, got -1"),
+    (["--limit", "0"], "--limit must be an integer >= 1"),
+    (["--concurrency", "0"], "--concurrency must be an integer >= 1, got 0"),
+    (["--concurrency", "-1"], "--concurrency must be an integer >= 1"),
+    (["--max-inflight", "0"], "--max-inflight must be an integer >= 1"),
+    (["--max-batch-size", "0"], "--max-batch-size must be an integer >= 1"),
+    (["--retries", "-2"], "--retries must be an integer >= 0"),
+    (["--patience", "-5"], "--patience must be a number >= 0"),
+    (["--request-timeout", "0"], "--request-timeout must be a number > 0"),
+    (["--set", "k0=abc"], "k0 must be an integer >= 1, got 'abc'"),
+    (["--set", "k0=2.5"], "k0 must be an integer >= 1, got 2.5"),
+    (["--set", "k0=0"], "k0 must be an integer >= 1"),
+    (["--set", "temporal_decay=0"], "temporal_decay must be a number > 0"),
+    (["--set", "zero_exit_upper=2"], "zero_exit_upper must be a number in (0, 1]"),
+    (["--set", "clusters=0"], "clusters must be an integer >= 1"),
+    (["--set", "alpha=0"], "alpha must be a number in (0, 1]"),
+    (["--set", "beta=1.5"], "beta must be a number in (0, 1]"),
+    (["--set", "threshold=1"], "threshold must be a number in [0, 1)"),
+    (["--set", "top_p=0"], "top_p must be a number in (0, 1]"),
+    (["--set", "k_max_node=3"], "k_max_node (3) must be >= k0 (6)"),
+    (["--set", "estimator=magic"], "estimator must be one of adaptive, fixed"),
+    (["--set", "nonsense=1"], "unknown search parameter(s): nonsense"),
+    (["--set", "k0"], "--set expects KEY=VALUE"),
+    (["--method", "magic"], "unknown method 'magic'"),
+    (["--backend", "bogus"], "unknown --backend 'bogus'"),
+    (["--backend", "openai"], "needs a server URL"),
+    (["--shard", "5/4"], "--shard: bad shard '5/4'"),
+    (["--shard", "abc"], "--shard: bad shard 'abc'"),
+    (["--prompt-format", "fancy"], "--prompt-format must be auto, chat or plain"),
+    (["--overwrite"], "--overwrite applies only with --no-resume"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS]
+)
+def test_bad_options_are_one_line_and_write_nothing(tmp_path, args, message):
+    code, _, stderr = amcs("generate", "--out", str(tmp_path / "o.jsonl"), *args)
+    one_line_error(code, stderr, message)
+    assert list(tmp_path.iterdir()) == []  # no data, meta or lock file left behind
+
+
+def test_bad_recipe_values_name_the_option(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("concurrency: lots\nsearch:\n  k0: 2.5\n")
+    code, _, stderr = amcs("generate", "--recipe", str(recipe), "--out", str(tmp_path / "o.jsonl"))
+    one_line_error(code, stderr, "--concurrency must be an integer >= 1, got 'lots'")
+    recipe.write_text("search:\n  k0: 2.5\n")
+    code, _, stderr = amcs("generate", "--recipe", str(recipe), "--out", str(tmp_path / "o.jsonl"))
+    one_line_error(code, stderr, "k0 must be an integer >= 1, got 2.5")
+    code, _, stderr = amcs(
+        "generate", "--recipe", str(tmp_path), "--out", str(tmp_path / "o.jsonl")
+    )
+    one_line_error(code, stderr, str(tmp_path))
+
+
+# --- bad inputs -----------------------------------------------------------------------------------
+
+
+def test_bad_problem_inputs_are_one_line(tmp_path):
+    out = str(tmp_path / "out" / "o.jsonl")
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(
+        b'{"question": "1+1", "answer": "2"}\n{"question": "caf\xe9", "answer": "1"}\n'
+    )
+    code, _, stderr = amcs("generate", "--problems", str(latin), "--out", out)
+    one_line_error(code, stderr, "latin.jsonl")
+    code, _, stderr = amcs("generate", "--problems", str(tmp_path), "--out", out)
+    one_line_error(code, stderr, str(tmp_path))
+    parquet = tmp_path / "p.parquet"
+    parquet.write_bytes(b"PAR1 this is not a parquet file")
+    code, _, stderr = amcs("generate", "--problems", str(parquet), "--out", out)
+    one_line_error(code, stderr, "p.parquet")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, _, stderr = amcs("generate", "--problems", str(empty), "--out", out)
+    one_line_error(code, stderr, "empty.jsonl")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_messages_are_printed_as_they_are(tmp_path):
+    # ":-1:" is an emoji code and "[red]" markup to Rich; a message must show them verbatim.
+    problems = tmp_path / "[red]:-1:.jsonl"
+    problems.write_text('{"question": "oops"}\n')
+    code, _, stderr = amcs("generate", "--problems", str(problems), "--out", str(tmp_path / "o"))
+    one_line_error(code, stderr, "[red]:-1:.jsonl:1: missing answer")
+
+
+def test_out_may_not_be_an_input_or_a_directory(tmp_path):
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text('{"question": "What is 1 + 1?", "answer": "2"}\n')
+    before = problems.read_bytes()
+    code, _, stderr = amcs("generate", "--problems", str(problems), "--out", str(problems))
+    one_line_error(code, stderr, "would overwrite the input")
+    # Also when the problem file is the output's meta file.
+    meta_named = tmp_path / "x.meta.jsonl"
+    meta_named.write_bytes(before)
+    code, _, stderr = amcs(
+        "generate", "--problems", str(meta_named), "--out", str(tmp_path / "x.jsonl")
+    )
+    one_line_error(code, stderr, "would overwrite the input")
+    assert problems.read_bytes() == before == meta_named.read_bytes()
+    code, _, stderr = amcs("generate", "--out", str(tmp_path))
+    one_line_error(code, stderr, "is a directory")
+    code, _, stderr = amcs("generate", "--out", "/proc/amcs-cannot/o.jsonl")
+    one_line_error(code, stderr, "/proc/amcs-cannot")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    code, _, stderr = amcs("generate", "--problems", str(tmp_path), "--out", str(tmp_path / "o"))
+    one_line_error(code, stderr, "Is a directory")
+    code, _, stderr = amcs("--debug", "generate", "--problems", str(tmp_path), "--out", "o")
+    assert code != 0 and "Traceback" in stderr
+    code, _, stderr = amcs(
+        "generate", "--problems", str(tmp_path), "--out", "o", env={"AMCS_DEBUG": "1"}
+    )
+    assert code != 0 and "Traceback" in stderr
+
+
+# --- resume that cannot destroy data --------------------------------------------------------------
+
+
+def test_deleted_meta_file_refuses_and_keeps_the_data(run_copy):
+    meta_path_for(run_copy).unlink()
+    before = snapshot(run_copy.parent)
+    code, _, stderr = generate(run_copy)
+    one_line_error(code, stderr, "meta file data.meta.jsonl is missing", "--overwrite")
+    assert snapshot(run_copy.parent) == before
+
+
+def test_meta_file_of_another_run_refuses_and_changes_nothing(run_copy, tmp_path):
+    other = tmp_path / "other" / "data.jsonl"
+    code, _, stderr = generate(other, "--seed", "5", problems="arith:3")
+    assert code == 0, stderr[-2000:]
+    # The same options except the seed: refused by the fingerprint.
+    shutil.copy(meta_path_for(other), meta_path_for(run_copy))
+    before = snapshot(run_copy.parent)
+    code, _, stderr = generate(run_copy)
+    one_line_error(code, stderr, "seed: 5 -> 0")
+    assert snapshot(run_copy.parent) == before
+    # Its header made to match: refused by the offsets and problem ids it does not prove.
+    lines = meta_path_for(other).read_text().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    header["fingerprint"]["seed"] = 0
+    meta_path_for(run_copy).write_text(json.dumps(header) + "\n" + "".join(lines[1:]))
+    before = snapshot(run_copy.parent)
+    code, _, stderr = generate(run_copy)
+    one_line_error(code, stderr, "do not belong together")
+    assert snapshot(run_copy.parent) == before
+
+
+def test_resume_with_other_options_is_refused_naming_them(run_copy):
+    before = snapshot(run_copy.parent)
+    code, _, stderr = generate(run_copy, "--set", "k0=8", "--method", "amcs")
+    one_line_error(code, stderr, "search.k0: 6 -> 8", "--no-resume --overwrite")
+    code, _, stderr = generate(run_copy, "--model", "some/other-model")
+    one_line_error(code, stderr, "model: 'amcs/tiny-arith-policy' -> 'some/other-model'")
+    assert snapshot(run_copy.parent) == before
+
+
+def test_overwrite_without_no_resume_keeps_a_finished_output(run_copy):
+    before = snapshot(run_copy.parent)
+    code, _, stderr = generate(run_copy, "--overwrite")
+    one_line_error(code, stderr, "--overwrite applies only with --no-resume")
+    code, _, stderr = generate(run_copy, "--no-resume")
+    one_line_error(code, stderr, "already exists", "--overwrite")
+    assert snapshot(run_copy.parent) == before
+
+
+def test_a_finished_run_resumes_to_nothing_without_loading_a_model(run_copy):
+    before = snapshot(run_copy.parent)
+    code, _, stderr = generate(run_copy)
+    assert code == 0 and "all 4 problems are already done" in stderr, stderr[-2000:]
+    assert snapshot(run_copy.parent) == before
+
+
+def test_torn_lines_in_the_middle_are_one_line_errors(run_copy):
+    meta = meta_path_for(run_copy)
+    lines = meta.read_text().splitlines(keepends=True)
+    meta.write_text(lines[0] + lines[1][: len(lines[1]) // 2] + "\n" + "".join(lines[2:]))
+    before = snapshot(run_copy.parent)
+    code, _, stderr = generate(run_copy)
+    one_line_error(code, stderr, "data.meta.jsonl:2: invalid JSON")
+    assert snapshot(run_copy.parent) == before
+
+
+def test_a_changed_problem_file_is_refused(tmp_path):
+    problems = tmp_path / "p.jsonl"
+    rows = [
+        {"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(2)
+    ]
+    problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "o" / "d.jsonl"
+    code, _, stderr = generate(out, problems=str(problems))
+    assert code == 0, stderr[-2000:]
+    rows[1]["question"] = "What is 7 + 7?"
+    problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = snapshot(out.parent)
+    code, _, stderr = generate(out, problems=str(problems))
+    one_line_error(code, stderr, "problem 'q1'", "another question")
+    assert snapshot(out.parent) == before
+
+
+# --- kill -9 at random moments ----------------------------------------------------------------------
+
+KILL_PROBLEMS = "arith:24"
+KILL_ARGS = ["--concurrency", "8", "--seed", "11"]
+
+
+def _committed(meta: Path) -> int:
+    return len(read_meta(meta)) if meta.exists() else 0
+
+
+def test_kill_9_at_twenty_random_moments_loses_nothing(tmp_path):
+    whole = tmp_path / "whole" / "data.jsonl"
+    code, _, stderr = generate(whole, *KILL_ARGS, problems=KILL_PROBLEMS)
+    assert code == 0, stderr[-3000:]
+
+    out = tmp_path / "killed" / "data.jsonl"
+    meta = meta_path_for(out)
+    rng = random.Random(7)
+    kills = 0
+    args = [sys.executable, "-m", "cli", "generate", "--problems", KILL_PROBLEMS]
+    args += ["--out", str(out), "-q", *SMALL, *KILL_ARGS]
+    while kills < 20:
+        before = _committed(meta)
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # Half of the kills land after a new commit (mid-search of the next problems), the
+        # others at a random moment of start-up or search.
+        wait_commit = rng.random() < 0.5
+        deadline = time.monotonic() + (120 if wait_commit else rng.uniform(0.5, 12))
+        while time.monotonic() < deadline and proc.poll() is None:
+            if wait_commit and _committed(meta) > before:
+                time.sleep(rng.uniform(0, 0.5))
+                break
+            time.sleep(0.02)
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            assert proc.returncode == 0, err[-3000:]
+            break  # finished before the kill
+        proc.kill()
+        proc.wait()
+        kills += 1
+        # After every kill, what is committed is what the uninterrupted run wrote there.
+        committed = read_meta(meta) if meta.exists() else []
+        if committed:
+            end = committed[-1]["data_end"]
+            assert out.read_bytes()[:end] == whole.read_bytes()[:end]
+    if kills == 20:
+        code, _, stderr = amcs(*args[3:])
+        assert code == 0, stderr[-3000:]
+    assert kills >= 10, "the run finished before enough kills landed"
+    records = read_meta(meta)
+    ids = [m["problem_id"] for m in records]
+    assert len(ids) == len(set(ids)) == 24  # none lost, none duplicated
+    assert all(m["status"] == "ok" for m in records)
+    assert [json.loads(line) for line in out.read_text().splitlines()]  # none torn
+    per_problem: dict[str, int] = {}
+    for row in read_data(out):
+        per_problem[row["problem_id"]] = per_problem.get(row["problem_id"], 0) + 1
+    assert per_problem == {m["problem_id"]: m["paths"] for m in records if m["paths"]}
+    assert out.read_bytes() == whole.read_bytes()  # the uninterrupted run, byte for byte
+
+
+# --- a server that goes away and comes back ---------------------------------------------------------
+
+
+class RestartableServer:
+    """The loopback /generate server, which can stop listening and come back on the same port."""
+
+    def __init__(self):
+        from tests.loopback_server import LoopbackServer
+
+        self.server = LoopbackServer()
+        self.url = self.server.url
+
+    def stop(self):
+        self.server.stop_serving()
+
+    def start_again(self):
+        s = self.server
+        s.httpd = ThreadingHTTPServer(("127.0.0.1", s.port), s._handler())
+        s.httpd.daemon_threads = True
+        s._thread = threading.Thread(target=s.httpd.serve_forever, daemon=True)
+        s._thread.start()
+        s._closed = False
+
+    def close(self):
+        self.server.close()
+
+
+def test_a_server_stopped_for_10_s_mid_run_ends_with_no_failed_problem(tmp_path):
+    server = RestartableServer()
+    try:
+        out = tmp_path / "d.jsonl"
+        args = [
+            sys.executable,
+            "-m",
+            "cli",
+            "generate",
+            "--problems",
+            "arith:12",
+            "--out",
+            str(out),
+        ]
+        args += [
+            "-q",
+            *SMALL,
+            "--backend",
+            "sglang-http",
+            "--url",
+            server.url,
+            "--concurrency",
+            "4",
+        ]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and _committed(meta_path_for(out)) < 2:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.05)
+        server.stop()
+        stopped_at = len(server.server.requests)
+        time.sleep(10)
+        server.start_again()
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+        assert "waiting for the server" in stderr and "answers again" in stderr
+        records = read_meta(meta_path_for(out))
+        assert len(records) == 12 and all(m["status"] == "ok" for m in records)
+        assert len(server.server.requests) > stopped_at  # work went on after the restart
+    finally:
+        server.close()
