@@ -114,7 +114,7 @@ def detect_format(record: dict, where: str = "<row>") -> str:
     if isinstance(record.get("question"), dict) and isinstance(record.get("label"), dict):
         return "prm800k"
     hint = ""
-    if "data_end" in keys:
+    if "data_end" in keys or "fingerprint" in keys:  # a problem record, or the run header
         hint = " (this looks like an amcs .meta.jsonl file: pass the data file instead)"
     elif "reasoning_steps" in keys:
         hint = " (math-aps / tree files are not PRM step data)"

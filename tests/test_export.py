@@ -57,6 +57,11 @@ def two_step(tmp_path):
     return out
 
 
+def files(folder):
+    """The files in ``folder`` (a temporary export file would show here), the writer's lock aside."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
 def export(*args):
     result = CliRunner().invoke(app, ["export", *map(str, args)])
     return result.exit_code, result.stderr
@@ -116,9 +121,7 @@ def test_success_replaces_the_old_output_and_keeps_its_mode(two_step, tmp_path):
     assert export(two_step, "-f", "trl", "-o", out) == (0, f"wrote 1 lines to {out}\n")
     assert json.loads(out.read_text())["labels"] == [False, True]
     assert out.stat().st_mode & 0o777 == 0o640
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["data.jsonl", "data.meta.jsonl", "data.jsonl.lock", "trl.jsonl"]
-    )
+    assert files(tmp_path) == ["data.jsonl", "data.meta.jsonl", "trl.jsonl"]
 
 
 def test_export_into_a_new_directory(two_step, tmp_path):
@@ -165,7 +168,7 @@ def test_bad_row_fails_naming_the_line_and_keeps_the_old_output(tmp_path, line, 
     assert stderr.startswith(f"error: {data}:4: {message}")
     assert code == 2 and stderr.count("\n") == 1 and "Traceback" not in stderr
     assert out.read_bytes() == OLD_OUTPUT
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "out.jsonl"]
+    assert files(tmp_path) == ["data.jsonl", "out.jsonl"]
 
 
 def test_non_utf8_data_names_the_line(tmp_path):
@@ -252,28 +255,27 @@ def test_corrupt_meta_fails_the_tree_export_and_keeps_the_old_output(two_step, t
     meta = meta_path_for(two_step)
     out = tmp_path / "t.jsonl"
     out.write_bytes(OLD_OUTPUT)
-    lines = meta.read_text().splitlines(keepends=True)
-    meta.write_text("{broken\n" + "".join(lines))
+    lines = meta.read_text().splitlines(keepends=True)  # the run header, p1, p2
+    assert [json.loads(line).get("problem_id") for line in lines] == [None, "p1", "p2"]
+    meta.write_text(lines[0] + "{broken\n" + "".join(lines[1:]))
     assert export(two_step, "-f", "tree", "-o", out) == (
         2,
-        f"error: {meta}:1: invalid JSON (Expecting property name enclosed in double quotes: "
+        f"error: {meta}:2: invalid JSON (Expecting property name enclosed in double quotes: "
         "line 1 column 2 (char 1))\n",
     )
-    first = json.loads(lines[0])
+    first = json.loads(lines[1])
     first["tree"]["children"][1]["mc"] = "high"
-    meta.write_text(json.dumps(first) + "\n" + "".join(lines[1:]))
+    meta.write_text(lines[0] + json.dumps(first) + "\n" + lines[2])
     assert export(two_step, "-f", "tree", "-o", out) == (
         2,
         f"error: {meta}: problem 'p1': a search tree node's mc is 'high', not a number or null\n",
     )
     first["tree"]["children"][1] = ["not", "a", "node"]
-    meta.write_text(json.dumps(first) + "\n" + "".join(lines[1:]))
+    meta.write_text(lines[0] + json.dumps(first) + "\n" + lines[2])
     with pytest.raises(ExportError, match="a search tree node is not an object with a text"):
         export_records(two_step, "tree", out)
     assert out.read_bytes() == OLD_OUTPUT
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["data.jsonl", "data.meta.jsonl", "data.jsonl.lock", "t.jsonl"]
-    )
+    assert files(tmp_path) == ["data.jsonl", "data.meta.jsonl", "t.jsonl"]
 
 
 def test_meta_errors_are_record_format_errors(two_step, tmp_path):
@@ -313,3 +315,37 @@ def test_data_shorter_than_its_meta_is_an_error(two_step, tmp_path):
         f"error: {two_step} has {size - 5} bytes but {meta_path_for(two_step)} says {size} were "
         "written: the two files do not belong together\n",
     )
+
+
+def test_a_retried_problem_exports_its_ok_attempt(tmp_path):
+    # The meta file starts with the run header; p1 fails, the resumed run retries it and it
+    # finishes ok: its ok record is exported (the failed one has no tree), in commit order.
+    data = tmp_path / "data.jsonl"
+    fingerprint = {"method": "amcs", "seed": 0}
+    with RecordWriter(data, fingerprint=fingerprint) as w:
+        w.write_problem("p1", "What is 2 + 2?", "4", [], status="failed", reason="timeout")
+        w.write_problem("p2", "What is 1 + 1?", "2", [path(["1 + 1 = 2"], [True], [1.0])])
+    with RecordWriter(data, fingerprint=fingerprint) as w:
+        assert w.done_ids == {"p2"}
+        w.write_problem(
+            "p1",
+            "What is 2 + 2?",
+            "4",
+            [path(["2 + 2 = 5.", "The answer is: 4"], [False, True], [0.0, 1.0])],
+            tree=TREE,
+        )
+    meta_lines = [json.loads(line) for line in meta_path_for(data).read_text().splitlines()]
+    assert "fingerprint" in meta_lines[0] and "problem_id" not in meta_lines[0]
+    assert [(m["problem_id"], m["status"]) for m in meta_lines[1:]] == [
+        ("p1", "failed"),
+        ("p2", "ok"),
+        ("p1", "ok"),
+    ]
+    out = tmp_path / "t.jsonl"
+    assert export_records(data, "tree", out) == 1
+    assert json.loads(out.read_text())["question_id"] == "p1"
+    assert export_records(data, "trl", out) == 2
+    assert [json.loads(line)["completions"] for line in out.read_text().splitlines()] == [
+        ["1 + 1 = 2"],
+        ["2 + 2 = 5.", "The answer is: 4"],
+    ]

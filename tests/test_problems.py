@@ -301,10 +301,6 @@ def test_hub_name_loads_from_the_local_cache_when_the_hub_is_unreachable(tmp_pat
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.common.fail renders :-1: as an emoji; its fix (emoji off) is being made on main",
-)
 def test_cli_error_does_not_render_emoji_codes(tmp_path):
     empty = write(tmp_path / "x:-1:.jsonl", "")
     result = CliRunner().invoke(app, ["problems", str(empty)])
