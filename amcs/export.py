@@ -2,17 +2,31 @@
 
 trl: prompt/completions/labels. shepherd: Math-Shepherd's "ки"-tagged input and +/- label.
 tree: one OpenR math-aps-tree line per ok problem with a tree, read from the meta file.
+
+Nothing is trusted: data rows are read through ``amcs.prm_data``, the same loader and row checks
+``amcs train`` applies (labels booleans or 0/1, completions strings, equal lengths; so any file
+train reads exports too), and every bad row stops the export with an error naming its file and
+line. The output is written to a temporary file beside ``out_path`` and renamed over it only when
+complete, so a failed or interrupted export leaves the previous output byte for byte as it was.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from amcs.records import meta_path_for, read_data, read_meta
+from amcs.prm_data import SHEPHERD_TAG, iter_prm_rows
+from amcs.records import meta_path_for, read_meta
 
 EXPORT_FORMATS = ("trl", "shepherd", "tree")
-SHEPHERD_TAG = "ки"
+
+
+class ExportError(ValueError):
+    """An export that cannot be done; the message names the file (and line) or the option."""
 
 
 def _dump(record: dict) -> bytes:
@@ -24,38 +38,103 @@ def export_records(data_path: str | Path, fmt: str, out_path: str | Path) -> int
 
     trl: prompt/completions/labels. shepherd: Math-Shepherd's "ки"-tagged input and +/- label.
     tree: one OpenR math-aps-tree line per ok problem with a tree, read from the meta file.
+    Raises ExportError (or PRMDataError / RecordFormatError for bad input, all ValueErrors) with
+    one line naming the file; ``out_path`` is then as it was before.
     """
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(
+        raise ExportError(
             f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}"
         )
     data_path, out_path = Path(data_path), Path(out_path)
-    if out_path.resolve() in (data_path.resolve(), meta_path_for(data_path).resolve()):
-        raise ValueError(f"export would overwrite its own input {out_path}")
+    meta_path = meta_path_for(data_path)
+    _check_paths(data_path, meta_path, out_path, fmt)
     if fmt == "tree":
-        metas = read_meta(meta_path_for(data_path))
-        lines = (_tree_line(m) for m in metas if m["status"] == "ok" and m.get("tree"))
+        lines: Iterable[dict] = _tree_lines(meta_path)
     else:
         convert = _trl_line if fmt == "trl" else _shepherd_line
-        lines = (convert(r) for r in read_data(data_path))
-    count = 0
-    with open(out_path, "wb") as out:
-        for line in lines:
-            out.write(_dump(line))
-            count += 1
+        lines = (convert(row) for _, row in iter_prm_rows(data_path))
+    return write_jsonl_atomically(out_path, lines)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    return a.exists() and b.exists() and os.path.samefile(a, b)  # a hard link
+
+
+def _check_paths(data_path: Path, meta_path: Path, out_path: Path, fmt: str) -> None:
+    for path in (data_path, meta_path) if fmt == "tree" else (data_path,):
+        if path.is_dir():
+            raise ExportError(f"{path}: is a directory, not a data file")
+        if not path.exists():
+            hint = " (a tree export reads the run's meta file)" if path == meta_path else ""
+            raise ExportError(f"{path}: no such file{hint}")
+    if out_path.is_dir():
+        raise ExportError(f"--out {out_path} is a directory: give a file name")
+    for path in (data_path, meta_path):
+        if _same_file(out_path, path):
+            raise ExportError(f"--out {out_path} is the run's own {path.name}: choose another file")
+
+
+def write_jsonl_atomically(out_path: str | Path, lines: Iterable[dict]) -> int:
+    """Write ``lines`` as JSONL to ``out_path`` all or nothing; return how many were written.
+
+    The lines go to a temporary file in the same directory, which is fsynced and renamed over
+    ``out_path`` only after the last line; on any error (a bad input row, a full disk, Ctrl-C) the
+    temporary file is removed and ``out_path`` keeps its old content. A symlink is followed, and a
+    replaced file keeps its permissions.
+    """
+    out_path = Path(os.path.realpath(out_path))
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        raise ExportError(f"--out {out_path}: cannot write ({exc.strerror or exc})") from None
+    try:
+        count = 0
+        with os.fdopen(fd, "wb") as f:
+            for line in lines:
+                f.write(_dump(line))
+                count += 1
+            f.flush()
+            os.fsync(f.fileno())
+        if out_path.exists():
+            shutil.copymode(out_path, tmp)
+        os.replace(tmp, out_path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ExportError(f"--out {out_path}: cannot write ({exc.strerror or exc})") from None
+        raise
+    _fsync_dir(out_path.parent)
     return count
 
 
-def _trl_line(record: dict) -> dict:
-    return {k: record[k] for k in ("prompt", "completions", "labels")}
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (best effort: not every file system allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
-def _shepherd_line(record: dict) -> dict:
+def _trl_line(row: dict) -> dict:
+    return {k: row[k] for k in ("prompt", "completions", "labels")}
+
+
+def _shepherd_line(row: dict) -> dict:
     # Math-Shepherd: "<question> Step 1: <step> ки\nStep 2: <step> ки"; the label swaps each
     # tag for + or -. Steps are stripped so the tag is always one space after the text.
-    steps = [f"Step {i}: {step.strip()}" for i, step in enumerate(record["completions"], 1)]
-    tags = ["+" if label else "-" for label in record["labels"]]
-    text = record["prompt"] + " "
+    steps = [f"Step {i}: {step.strip()}" for i, step in enumerate(row["completions"], 1)]
+    tags = ["+" if label else "-" for label in row["labels"]]
+    text = row["prompt"] + " "
     return {
         "input": text + "\n".join(f"{step} {SHEPHERD_TAG}" for step in steps),
         "label": text + "\n".join(f"{step} {tag}" for step, tag in zip(steps, tags, strict=True)),
@@ -63,19 +142,46 @@ def _shepherd_line(record: dict) -> dict:
     }
 
 
-def _tree_line(meta: dict) -> dict:
+def _tree_lines(meta_path: Path) -> Iterator[dict]:
+    """One OpenR line per problem that finished ok with a search tree, in the meta file's order.
+
+    Records without a problem id (a run header) and failed attempts are skipped; a problem that
+    failed and was retried ok has its ok record exported.
+    """
+    try:
+        metas = read_meta(meta_path)
+    except OSError as exc:
+        raise ExportError(f"{meta_path}: cannot read ({exc.strerror or exc})") from None
+    for meta in metas:
+        if meta.get("status") == "ok" and meta.get("tree") and "problem_id" in meta:
+            yield _tree_line(meta, meta_path)
+
+
+def _tree_line(meta: dict, meta_path: Path) -> dict:
+    where = f"{meta_path}: problem {meta['problem_id']!r}"
+    if not isinstance(meta.get("question"), str):
+        raise ExportError(f"{where}: question missing or not a string")
+    if not isinstance(meta["tree"], dict):
+        raise ExportError(f"{where}: the search tree is not a JSON object")
     root = dict(meta["tree"], text=meta["question"])  # our root holds no step text
     return {
         "question": meta["question"],
-        "final_answer": meta["answer"],
-        "reasoning_steps": _openr_node(root),
+        "final_answer": meta.get("answer"),
+        "reasoning_steps": _openr_node(root, where),
         "question_id": meta["problem_id"],
     }
 
 
-def _openr_node(node: dict) -> dict:
+def _openr_node(node: object, where: str) -> dict:
+    if not isinstance(node, dict) or not isinstance(node.get("text"), str):
+        raise ExportError(f"{where}: a search tree node is not an object with a text")
+    mc, children = node.get("mc"), node.get("children", [])
+    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int | float)):
+        raise ExportError(f"{where}: a search tree node's mc is {mc!r}, not a number or null")
+    if not isinstance(children, list):
+        raise ExportError(f"{where}: a search tree node's children are not a list")
     return {
         "text": node["text"],
-        "mc_value": node.get("mc"),
-        "children": [_openr_node(child) for child in node.get("children", [])],
+        "mc_value": mc,
+        "children": [_openr_node(child, where) for child in children],
     }

@@ -11,7 +11,7 @@ Formats (``fmt``; ``auto`` picks one from the keys of the first row):
 - ``shepherd``: Math-Shepherd, ``{"input": "<question> Step 1: <step> ки\\nStep 2: <step> ки",
   "label": <input with each "ки" replaced by + or ->}``. The question is the text before the first
   "Step 1:" less the one separating space; steps lose their "Step N:" prefix and surrounding
-  whitespace. This inverts ``amcs.records`` shepherd export exactly (for stripped steps).
+  whitespace. This inverts ``amcs.export``'s shepherd export exactly (for stripped steps).
 - ``prm800k``: OpenAI's PRM800K phase 1/2 labels. One row per labelled sample, following the path
   the labeller took: at each step the chosen completion, else the human completion (positive
   unless it carries a rating), else the first completion; a step with no text or an unrated model
@@ -19,25 +19,38 @@ Formats (``fmt``; ``auto`` picks one from the keys of the first row):
   ``neutral_is_positive`` (default) else negative. The row ends after its first negative step.
   Samples that yield no step are skipped.
 
-A source that is not an existing file (and does not end in .jsonl/.json) is taken as a Hugging
-Face dataset name and loaded with ``datasets.load_dataset(name, split="train")``; its rows go
-through the same converters.
+A source that is not an existing file is taken as a Hugging Face dataset name and loaded with
+``datasets.load_dataset(name, split="train")`` (from the local cache when the hub cannot be
+reached); its rows go through the same converters. A missing source that ends in .jsonl/.json or
+looks like a local path (``amcs.hub.looks_like_local_path``) is a "no such file" error.
+
+An ``amcs generate`` data file with its meta file beside it is read only as far as the meta file
+says problems were committed: the data of a problem still running (or killed) is left out.
+
+Input is checked row by row, and every error is a PRMDataError whose message names the file and
+line: a line that is not UTF-8 or not JSON, labels that are not booleans or 0/1 (the string
+"false" and null are errors, never truthy or falsy), completions that are not strings, lengths
+that differ. ``amcs export`` reads a run's data through the same checks.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from amcs.export import SHEPHERD_TAG
-from amcs.records import RecordFormatError
+from amcs.hub import HubDatasetError, load_hub_dataset, looks_like_local_path
+from amcs.jsonl import JSONLinesError, read_json_lines
+from amcs.records import RecordFormatError, meta_path_for, read_meta
 
 FORMATS = ("auto", "trl", "amcs", "shepherd", "prm800k")
+SHEPHERD_TAG = "ки"  # Math-Shepherd's step tag, replaced by + or - in the label
 _STEP_PREFIX = re.compile(r"^\s*Step\s*\d+\s*:")
 _FIRST_STEP = re.compile(r"Step\s*1\s*:")
+log = logging.getLogger(__name__)
 
 
 class PRMDataError(RecordFormatError):
@@ -48,18 +61,21 @@ def load_prm_rows(
     source: str | Path, fmt: str = "auto", *, neutral_is_positive: bool = True
 ) -> list[dict]:
     """Rows of ``source`` (a JSONL file or a Hugging Face dataset name) in TRL's PRM form."""
+    return [row for _, row in iter_prm_rows(source, fmt, neutral_is_positive=neutral_is_positive)]
+
+
+def iter_prm_rows(
+    source: str | Path, fmt: str = "auto", *, neutral_is_positive: bool = True
+) -> Iterator[tuple[str, dict]]:
+    """(location, row) for each row of ``source``, checked and converted as ``load_prm_rows``
+    does; the location is ``FILE:LINE`` (or ``NAME[train]:INDEX``) for messages about the row.
+
+    Every problem with the input is a PRMDataError (a ValueError) naming the file and line, or
+    the source when it cannot be opened at all.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown PRM data format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    path = Path(source)
-    if path.is_file():
-        records: Iterable[tuple[str, Any]] = _read_jsonl(path)
-    elif path.exists():
-        raise PRMDataError(f"{path} is not a file")
-    elif path.suffix in (".jsonl", ".json") or str(source).startswith((".", "/", "~")):
-        raise FileNotFoundError(f"{path} not found")
-    else:
-        records = _read_hub(str(source))
-    rows: list[dict] = []
+    records = _open_source(source)
     convert = None
     for where, record in records:
         if not isinstance(record, dict):
@@ -68,8 +84,24 @@ def load_prm_rows(
             convert = _CONVERTERS[detect_format(record, where) if fmt == "auto" else fmt]
         row = convert(record, where, neutral_is_positive)
         if row is not None:
-            rows.append(row)
-    return rows
+            yield where, row
+
+
+def _open_source(source: str | Path) -> Iterator[tuple[str, Any]]:
+    """(location, record) pairs of a local JSONL file or a hub dataset, see the module docstring."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        raise PRMDataError(f"{source}: is a directory, not a data file")
+    if path.exists():
+        return _read_jsonl(path, _committed_end(path))
+    name = str(source)
+    if path.suffix in (".jsonl", ".json") or looks_like_local_path(name):
+        raise PRMDataError(f"{source}: no such file")
+    try:
+        dataset = load_hub_dataset(name, "train")
+    except HubDatasetError as exc:
+        raise PRMDataError(str(exc)) from None
+    return ((f"{name}[train]:{i}", row) for i, row in enumerate(dataset))
 
 
 def detect_format(record: dict, where: str = "<row>") -> str:
@@ -82,7 +114,7 @@ def detect_format(record: dict, where: str = "<row>") -> str:
     if isinstance(record.get("question"), dict) and isinstance(record.get("label"), dict):
         return "prm800k"
     hint = ""
-    if "data_end" in keys:
+    if "data_end" in keys or "fingerprint" in keys:  # a problem record, or the run header
         hint = " (this looks like an amcs .meta.jsonl file: pass the data file instead)"
     elif "reasoning_steps" in keys:
         hint = " (math-aps / tree files are not PRM step data)"
@@ -107,43 +139,66 @@ def write_trl(rows: Iterable[dict], path: str | Path) -> int:
     return count
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{line_no}", json.loads(line)
-            except ValueError as e:
-                raise PRMDataError(f"{path}:{line_no}: invalid JSON ({e})") from None
+def _committed_end(path: Path) -> int | None:
+    """Where the committed part of an ``amcs generate`` data file ends, or None (read it all).
 
-
-def _read_hub(name: str) -> Iterator[tuple[str, Any]]:
+    A data file with a meta file beside it is read only up to the largest ``data_end`` in the
+    meta file: anything after that is data of a problem whose meta line is not written yet (a run
+    in progress, or killed mid-problem; resume truncates it), possibly with a torn last line.
+    """
+    meta = meta_path_for(path)
+    if not meta.is_file():
+        return None
     try:
-        import datasets
-    except ImportError as e:  # pragma: no cover - datasets is a dependency
-        raise PRMDataError(f"{name} is not a file, and the datasets package is missing") from e
-    try:
-        dataset = datasets.load_dataset(name, split="train")
-    except Exception as e:
+        records = read_meta(meta)
+    except OSError as exc:
+        raise PRMDataError(f"{meta}: cannot read ({exc.strerror or exc})") from None
+    end = max((r["data_end"] for r in records if isinstance(r.get("data_end"), int)), default=0)
+    size = path.stat().st_size
+    if size < end:
         raise PRMDataError(
-            f"{name} is not a file, and loading it as a Hugging Face dataset failed "
-            f"(offline, or no such dataset?): {type(e).__name__}: {e}"
-        ) from e
-    for i, row in enumerate(dataset):
-        yield f"{name}[train]:{i}", row
+            f"{path} has {size} bytes but {meta} says {end} were written: the two files do not "
+            "belong together"
+        )
+    if size > end:
+        log.warning(
+            "%s: reading the %d bytes committed in %s; the %d bytes after them belong to a "
+            "problem not finished (a run in progress, or killed) and are left out",
+            path,
+            end,
+            meta.name,
+            size - end,
+        )
+    return end
+
+
+def _read_jsonl(path: Path, end: int | None = None) -> Iterator[tuple[str, Any]]:
+    try:
+        for line_no, record in read_json_lines(path, end):
+            yield f"{path}:{line_no}", record
+    except JSONLinesError as exc:
+        raise PRMDataError(str(exc)) from None
+    except OSError as exc:
+        raise PRMDataError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _trl_row(record: dict, where: str, _neutral: bool) -> dict:
     prompt, completions, labels = (record.get(k) for k in ("prompt", "completions", "labels"))
     if not isinstance(prompt, str):
         raise PRMDataError(f"{where}: prompt missing or not a string")
-    if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
+    if not isinstance(completions, list):
         raise PRMDataError(f"{where}: completions missing or not a list of strings")
+    for i, step in enumerate(completions, 1):
+        if not isinstance(step, str):
+            raise PRMDataError(
+                f"{where}: completions must be a list of strings, step {i} is {step!r}"
+            )
     if not isinstance(labels, list) or len(labels) != len(completions):
         raise PRMDataError(f"{where}: labels must be a list as long as completions")
-    if not all(isinstance(x, bool) or x in (0, 1) for x in labels):
-        raise PRMDataError(f"{where}: labels must be booleans (or 0/1)")
+    for i, label in enumerate(labels, 1):
+        # "false" or null would be truthy or falsy, silently: only booleans and 0/1 are labels.
+        if not (isinstance(label, bool) or label in (0, 1)):
+            raise PRMDataError(f"{where}: labels must be booleans (or 0/1), label {i} is {label!r}")
     row = {"prompt": prompt, "completions": completions, "labels": [bool(x) for x in labels]}
     values = record.get("values")
     if values is not None:

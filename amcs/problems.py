@@ -4,8 +4,13 @@ A source is a JSONL, JSON or Parquet file, a Hugging Face dataset name (``name``
 ``name:split``), or the bundled arithmetic domain (``arith`` for 200 problems, ``arith:N``;
 ``arith-heldout:N`` for the held-out set the bundled tiny models never trained on).
 Common field names are mapped: question | problem | query | prompt, and answer | final_answer
-(GSM8K's "... #### 42" keeps what follows ``####``). Bad input fails before any work starts, with
-the file and line that caused it.
+(GSM8K's "... #### 42" keeps what follows ``####``).
+
+Bad input fails before any work starts, as one ProblemError line naming the file and line: text
+that is not UTF-8, malformed JSON, a missing question or answer, a duplicate id, a directory, a
+corrupt Parquet file, a source with no problems at all. A missing path is "no such file" when it
+ends in .jsonl/.json/.parquet or could not be a hub dataset id (``amcs.hub.looks_like_local_path``);
+other names go to the hub, or to the local datasets cache when the hub cannot be reached.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from amcs.domains import arith
+from amcs.hub import HubDatasetError, load_hub_dataset, looks_like_local_path
+from amcs.jsonl import JSONLinesError, decode_utf8, read_json_lines
 
 QUESTION_FIELDS = ("question", "problem", "query", "prompt")
 ANSWER_FIELDS = ("answer", "final_answer", "expected_answer", "ground_truth")
 ID_FIELDS = ("id", "unique_id", "problem_id", "idx")
 DEFAULT_ARITH_COUNT = 200
 _ARITH_RE = re.compile(r"^arith(-heldout)?(?::(\d+))?$")
+_ARITH_PREFIX_RE = re.compile(r"^arith(-heldout)?:")  # meant the bundled domain, maybe mistyped
 
 
 class ProblemError(ValueError):
@@ -67,14 +75,26 @@ def load_problems(
     question_field: str | None = None,
     answer_field: str | None = None,
 ) -> list[Problem]:
-    """Load problems from any supported source; see the module docstring."""
+    """Load problems from any supported source; see the module docstring.
+
+    Raises ProblemError, with one line naming the source (and the line, for a file), for input
+    that cannot be used, including a source that holds no problems at all: a run on nothing is a
+    mistake, better reported before any model loads.
+    """
     text = str(source)
     m = _ARITH_RE.match(text)
-    if m:
+    if m is None and _ARITH_PREFIX_RE.match(text):
+        raise ProblemError(
+            f"bad problem source {text!r}: the bundled domain is arith, arith:N or "
+            "arith-heldout:N with N a whole number"
+        )
+    if m is not None:
         count = int(m.group(2) or DEFAULT_ARITH_COUNT)
         problems = arith_problems(count, seed=seed, held_out=bool(m.group(1)))
     else:
-        path = Path(text)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            raise ProblemError(f"{text}: is a directory, not a problem file")
         if path.exists():
             records = _read_records(path)
         elif path.suffix in {".jsonl", ".json", ".parquet"}:
@@ -82,46 +102,58 @@ def load_problems(
         else:
             records = _read_hub_dataset(text)
         problems = _to_problems(records, question_field, answer_field)
+    if not problems:
+        raise ProblemError(f"no problems in {text}")
     return problems[:limit] if limit is not None else problems
 
 
 def _read_records(path: Path) -> list[tuple[str, dict]]:
     """(location, record) pairs; location is 'file:line' so errors can point at the input."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    try:
+        if path.suffix == ".parquet":
+            return _read_parquet(path)
+        if path.suffix == ".json":
+            return _read_json(path)
+        return [(f"{path}:{n}", record) for n, record in read_json_lines(path)]
+    except JSONLinesError as exc:
+        raise ProblemError(str(exc)) from None
+    except OSError as exc:
+        raise ProblemError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
+
+def _read_parquet(path: Path) -> list[tuple[str, dict]]:
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
         rows = pq.read_table(path).to_pylist()
-        return [(f"{path}:row {i + 1}", r) for i, r in enumerate(rows)]
-    if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ProblemError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list):
-            raise ProblemError(f"{path}: expected a JSON list of problems")
-        return [(f"{path}: item {i + 1}", r) for i, r in enumerate(data)]
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append((f"{path}:{line_no}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise ProblemError(f"{path}:{line_no}: malformed JSON ({exc.msg})") from None
-    return records
+    except pyarrow.ArrowException as exc:
+        detail = " ".join(str(exc).split())
+        raise ProblemError(f"{path}: not a readable Parquet file ({detail})") from None
+    return [(f"{path}:row {i + 1}", r) for i, r in enumerate(rows)]
+
+
+def _read_json(path: Path) -> list[tuple[str, dict]]:
+    text = decode_utf8(path.read_bytes(), path).removeprefix("\ufeff")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProblemError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise ProblemError(f"{path}: expected a JSON list of problems")
+    return [(f"{path}: item {i + 1}", r) for i, r in enumerate(data)]
 
 
 def _read_hub_dataset(spec: str) -> list[tuple[str, dict]]:
-    import datasets
-
     name, _, split = spec.partition(":")
+    if looks_like_local_path(name):
+        raise ProblemError(f"{spec}: no such file")
     try:
-        ds = datasets.load_dataset(name, split=split or "test")
-    except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear message
-        raise ProblemError(f"{spec}: cannot load Hugging Face dataset ({exc})") from None
+        ds = load_hub_dataset(name, split or "test")
+    except HubDatasetError as exc:
+        raise ProblemError(str(exc)) from None
     return [(f"{spec}: row {i + 1}", dict(r)) for i, r in enumerate(ds)]
 
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from amcs.export import EXPORT_FORMATS, export_records
-from amcs.records import RecordFormatError
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+from cli.common import fail
 
 
 def export_command(
@@ -22,14 +19,14 @@ def export_command(
     (Math-Shepherd's "ки"-tagged text with +/- labels) or tree (OpenR's math-aps-tree layout,
     from the run's meta file).
 
+    The data rows get the same checks as in `amcs train` (any file it reads can be exported);
+    a bad row stops the export naming its file and line. The output appears only when complete:
+    a failed export leaves an existing --out file as it was.
+
     Example: amcs export amcs-data.jsonl --format shepherd --out shepherd.jsonl
     """
-    if not data.exists():
-        err.print(f"[red]error:[/red] {data}: no such file")
-        raise typer.Exit(2)
     try:
         count = export_records(data, fmt, out)
-    except (ValueError, RecordFormatError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    err.print(f"wrote {count:,} lines to {out}")
+    except ValueError as exc:  # ExportError, PRMDataError, RecordFormatError: one line each
+        fail(str(exc))
+    typer.echo(f"wrote {count:,} lines to {out}", err=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from amcs.problems import ProblemError, load_problems
+from cli.common import fail
 
 
 def problems_command(
@@ -34,18 +36,17 @@ def problems_command(
 
     Example: amcs problems ../shared/data/gsm8k_test.jsonl --show 3
     """
-    err = Console(stderr=True)
     try:
         problems = load_problems(
             source, limit=limit, seed=seed, question_field=question_field, answer_field=answer_field
         )
     except ProblemError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    table = Table(title=f"{len(problems)} problems from {source}")
+        fail(str(exc))
+    # Text, not str: questions hold brackets and colons that Rich would read as markup or emoji.
+    table = Table(title=Text(f"{len(problems)} problems from {source}"))
     table.add_column("id")
     table.add_column("question", overflow="fold", max_width=80)
     table.add_column("answer")
     for p in problems[:show]:
-        table.add_row(p.id, p.question, p.answer)
+        table.add_row(Text(p.id), Text(p.question), Text(p.answer))
     Console().print(table)

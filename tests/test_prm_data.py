@@ -4,10 +4,12 @@ import json
 
 import pytest
 from conftest import shared_data
+from typer.testing import CliRunner
 
 from amcs.export import export_records
 from amcs.prm_data import PRMDataError, detect_format, load_prm_rows, write_trl
 from amcs.records import RecordWriter
+from cli.main import app
 
 TAG = "ки"
 
@@ -215,7 +217,7 @@ def test_prm800k_samples():
 def test_bad_inputs_name_file_and_line(tmp_path):
     good = {"prompt": "Q", "completions": ["a"], "labels": [True]}
     cases = [
-        ("{not json", "invalid JSON"),
+        ("{not json", "malformed JSON"),
         (json.dumps(dict(good, labels=[True, False])), "labels must be a list as long"),
         (json.dumps(dict(good, labels=["yes"])), "booleans"),
         (json.dumps(dict(good, values=[0.5, 1.0])), "values must be"),
@@ -245,25 +247,45 @@ def test_bad_shepherd_and_prm800k_rows(tmp_path):
         load_prm_rows(path)
 
 
-def test_unknown_format_and_missing_sources(tmp_path):
+def test_unknown_format_and_missing_sources(tmp_path, monkeypatch):
     path = write_jsonl(tmp_path / "x.jsonl", [{"foo": 1}])
     with pytest.raises(PRMDataError, match="x.jsonl:1: cannot tell the format"):
         load_prm_rows(path)
     with pytest.raises(ValueError, match="unknown PRM data format"):
         load_prm_rows(path, "csv")
-    with pytest.raises(FileNotFoundError):
-        load_prm_rows(tmp_path / "missing.jsonl")
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    # Missing files, and names that only a local path can be: never sent to the hub.
+    for source in (tmp_path / "missing.jsonl", "missing.json", "./data", "runs/data", "~/x y"):
+        with pytest.raises(PRMDataError) as info:
+            load_prm_rows(source)
+        assert str(info.value) == f"{source}: no such file"
+    with pytest.raises(PRMDataError) as info:
+        load_prm_rows(tmp_path / "runs")
+    assert str(info.value) == f"{tmp_path / 'runs'}: is a directory, not a data file"
 
 
-def test_hub_name_failure_is_clear(monkeypatch):
+def test_hub_name_with_the_hub_unreachable_fails_at_once(tmp_path, monkeypatch):
+    import socket
+
     import datasets
+    from huggingface_hub import constants
 
-    def offline(*args, **kwargs):
-        raise ConnectionError("no network")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(PRMDataError, match="Hugging Face dataset failed.*no network"):
+    with socket.socket() as s:  # a loopback port nobody listens on: refused at once
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "empty-cache")
+    with pytest.raises(PRMDataError) as info:
         load_prm_rows("someone/no-such-prm-dataset")
+    assert str(info.value) == (
+        "someone/no-such-prm-dataset: no such file, and no Hugging Face dataset of that name in "
+        f"the local cache (the hub at {endpoint} cannot be reached)"
+    )
+    # The library's own flags are back as they were: offline mode was for that one load.
+    assert (constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE) == (False, False)
 
 
 def test_hub_rows_go_through_the_converters(monkeypatch):
@@ -280,3 +302,41 @@ def test_hub_rows_go_through_the_converters(monkeypatch):
         {"prompt": "Q", "completions": ["a"], "labels": [True]}
     ]
     assert calls == [("org/math-shepherd", "train")]
+
+
+# --- hostile input through `amcs train`: one line, exit status 2, before any model loads ---
+
+
+def test_non_utf8_data_names_file_and_line(tmp_path):
+    data = tmp_path / "d.jsonl"
+    good = json.dumps({"prompt": "Q", "completions": ["a"], "labels": [True]}).encode()
+    data.write_bytes(good + b"\n" + good + b"\n" + b'{"prompt": "\xc3(", "completions": []}\n')
+    with pytest.raises(PRMDataError) as info:
+        load_prm_rows(data)
+    assert str(info.value) == (
+        f"{data}:3: not UTF-8 text (byte 0xc3 at column 13); save the file as UTF-8"
+    )
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "m")])
+    assert (result.exit_code, result.stderr) == (2, f"error: {info.value}\n")
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["true", "false"], "label 1 is 'true'"),
+        ([True, None], "label 2 is None"),
+        ([1, 2], "label 2 is 2"),
+    ],
+)
+def test_labels_must_be_booleans_or_0_1(tmp_path, labels, message):
+    data = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"prompt": "Q", "completions": ["a", "b"], "labels": [1, 0]},
+            {"prompt": "Q", "completions": ["a", "b"], "labels": labels},
+        ],
+    )
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {data}:2: labels must be booleans (or 0/1), {message}\n"

@@ -1,6 +1,11 @@
 """Problem loading: formats, field mapping, and errors that name the file and line."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import shared_data
@@ -101,3 +106,217 @@ def test_real_datasets_load():
     math500 = load_problems(shared_data("math500.jsonl"))
     assert len(math500) == 500 and len({p.id for p in math500}) == 500
     assert "solution" in math500[0].meta
+
+
+# Hostile input: every case is one ProblemError naming the file (and line), and through the CLI
+# one line on stderr with exit status 2.
+
+
+def test_non_utf8_jsonl_names_the_line_and_column(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_bytes(b'{"question": "q", "answer": "1"}\n\n{"question": "caf\xe9", "answer": "2"}\n')
+    with pytest.raises(ProblemError) as info:
+        load_problems(f)
+    assert str(info.value) == (
+        f"{f}:3: not UTF-8 text (byte 0xe9 at column 18); save the file as UTF-8"
+    )
+
+
+def test_non_utf8_json_names_the_line(tmp_path):
+    f = tmp_path / "p.json"
+    f.write_bytes(b'[{"question": "q",\n  "answer": "\xff"}]\n')
+    with pytest.raises(ProblemError) as info:
+        load_problems(f)
+    assert (
+        str(info.value) == f"{f}:2: not UTF-8 text (byte 0xff at column 14); save the file as UTF-8"
+    )
+
+
+def test_utf8_with_byte_order_mark_loads(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_bytes(b'\xef\xbb\xbf{"question": "q", "answer": "1"}\n')
+    assert load_problems(f) == [Problem(id="p0", question="q", answer="1")]
+
+
+def test_directory_is_not_a_problem_file(tmp_path):
+    (tmp_path / "d.jsonl").mkdir()
+    for source in (tmp_path, tmp_path / "d.jsonl"):
+        with pytest.raises(ProblemError) as info:
+            load_problems(source)
+        assert str(info.value) == f"{source}: is a directory, not a problem file"
+
+
+def test_corrupt_parquet(tmp_path):
+    f = tmp_path / "p.parquet"
+    f.write_bytes(b'{"question": "this is JSON, not Parquet"}\n')
+    with pytest.raises(ProblemError) as info:
+        load_problems(f)
+    message = str(info.value)
+    assert message.startswith(f"{f}: not a readable Parquet file (") and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "text"), [("p.jsonl", ""), ("p.jsonl", "\n  \n"), ("p.json", "[]")]
+)
+def test_empty_file_has_no_problems(tmp_path, name, text):
+    f = write(tmp_path / name, text)
+    with pytest.raises(ProblemError) as info:
+        load_problems(f)
+    assert str(info.value) == f"no problems in {f}"
+
+
+def test_bad_arith_sources():
+    for source in ("arith:-1", "arith:x", "arith-heldout:"):
+        with pytest.raises(ProblemError) as info:
+            load_problems(source)
+        assert str(info.value) == (
+            f"bad problem source {source!r}: the bundled domain is arith, arith:N or "
+            "arith-heldout:N with N a whole number"
+        )
+    with pytest.raises(ProblemError, match=r"^no problems in arith:0$"):
+        load_problems("arith:0")
+
+
+def test_local_looking_paths_are_missing_files_not_hub_names(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for source in (
+        "./nosuch",  # starts with .
+        "~/amcs-no-such-problems",  # starts with ~
+        str(tmp_path / "nosuch"),  # absolute
+        "data/nosuch",  # its directory exists here
+        "a/b/c",  # a hub id has at most one /
+        "my problems",  # a hub id has no spaces
+    ):
+        with pytest.raises(ProblemError) as info:
+            load_problems(source)
+        assert str(info.value) == f"{source}: no such file"
+
+
+def test_files_named_like_the_domain_are_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "arithmetic.jsonl", '{"question": "q", "answer": "1"}\n')
+    assert [p.question for p in load_problems("arithmetic.jsonl")] == ["q"]
+
+
+def test_cli_errors_are_one_line_with_exit_2(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"question": "\xff", "answer": "1"}\n')
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "corrupt.parquet").write_bytes(b"PAR1 not really")
+    cases = {
+        str(bad): f"{bad}:1: not UTF-8 text (byte 0xff at column 15); save the file as UTF-8",
+        str(tmp_path): f"{tmp_path}: is a directory, not a problem file",
+        str(tmp_path / "empty.jsonl"): f"no problems in {tmp_path / 'empty.jsonl'}",
+        "./no/such": "./no/such: no such file",
+    }
+    runner = CliRunner()
+    for source, message in cases.items():
+        result = runner.invoke(app, ["problems", source])
+        assert (result.exit_code, result.stderr) == (2, f"error: {message}\n"), source
+        assert result.stdout == ""
+    result = runner.invoke(app, ["problems", str(tmp_path / "corrupt.parquet")])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(
+        f"error: {tmp_path / 'corrupt.parquet'}: not a readable Parquet"
+    )
+
+
+def test_cli_prints_names_and_problems_verbatim(tmp_path):
+    # Brackets and colons are text, not Rich markup or emoji codes, in errors and in the preview.
+    empty = write(tmp_path / "p[bold]x.jsonl", "")
+    result = CliRunner().invoke(app, ["problems", str(empty)])
+    assert (result.exit_code, result.stderr) == (2, f"error: no problems in {empty}\n")
+    f = write(
+        tmp_path / "p.jsonl", json.dumps({"question": "Is [b]x[/b] :smile: a set?", "answer": "1"})
+    )
+    result = CliRunner().invoke(app, ["problems", str(f)])
+    assert result.exit_code == 0
+    assert "Is [b]x[/b] :smile: a set?" in result.stdout
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on: connecting to it is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _amcs_offline_hub(args, tmp_path):
+    """Run the real CLI with the hub endpoint unreachable and an empty-or-given datasets cache."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    }
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{_closed_port()}"
+    env["HF_DATASETS_CACHE"] = str(tmp_path / "hf-cache")
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    return result, env["HF_ENDPOINT"]
+
+
+@pytest.mark.slow
+def test_hub_name_with_the_hub_unreachable_fails_at_once(tmp_path):
+    # Before: huggingface_hub retried for ~30 s and printed a line per retry.
+    result, endpoint = _amcs_offline_hub(["problems", "someone/no-such-set:test"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: someone/no-such-set: no such file, and no Hugging Face dataset of that name in "
+        f"the local cache (the hub at {endpoint} cannot be reached)\n"
+    )
+
+
+@pytest.mark.slow
+def test_hub_name_loads_from_the_local_cache_when_the_hub_is_unreachable(tmp_path):
+    from datasets.packaged_modules.json.json import Json
+
+    rows = write(
+        tmp_path / "rows.jsonl",
+        '{"question": "1+1?", "answer": "2", "id": "a"}\n{"question": "2+2?", "answer": "4", "id": "b"}\n',
+    )
+    # What load_dataset("mini") leaves in the cache: <cache>/mini/default/<version>/<hash>/.
+    Json(
+        cache_dir=str(tmp_path / "hf-cache"),
+        dataset_name="mini",
+        config_id="default",
+        hash="0123abcd",
+        data_files={"test": str(rows)},
+    ).download_and_prepare()
+    result, endpoint = _amcs_offline_hub(["problems", "mini"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"mini: loaded from the local Hugging Face cache (the hub at {endpoint} cannot be reached)\n"
+    )
+    assert "2 problems from mini" in result.stdout and "2+2?" in result.stdout
+    result, endpoint = _amcs_offline_hub(["problems", "mini:train"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: mini: no such file, and loading it as a Hugging Face dataset (split 'train') "
+        "failed: ValueError: Unknown split \"train\". Should be one of ['test'].\n"
+    )
+
+
+def test_cli_error_does_not_render_emoji_codes(tmp_path):
+    empty = write(tmp_path / "x:-1:.jsonl", "")
+    result = CliRunner().invoke(app, ["problems", str(empty)])
+    assert (result.exit_code, result.stderr) == (2, f"error: no problems in {empty}\n")
+
+
+def test_generate_stops_on_an_empty_problem_file_before_any_model_or_output(tmp_path):
+    empty = write(tmp_path / "p.jsonl", "\n")
+    out = tmp_path / "run" / "data.jsonl"
+    result = CliRunner().invoke(app, ["generate", "--problems", str(empty), "--out", str(out)])
+    assert (result.exit_code, result.stderr) == (2, f"error: no problems in {empty}\n")
+    assert not out.parent.exists()
+
+
+def test_malformed_json_names_line_and_column(tmp_path):
+    f = write(tmp_path / "p.jsonl", '{"question": "q", "answer": "1"}\r\n{"question": \r\n')
+    with pytest.raises(ProblemError) as info:
+        load_problems(f)
+    assert str(info.value) == f"{f}:2: malformed JSON (Expecting value at column 14)"

@@ -1,4 +1,5 @@
-"""Output files of amcs generate: round trip, crash recovery, the lock, shards and exporters."""
+"""Output files of amcs generate: round trip, crash recovery, the lock and shards (the exporters
+are tested in test_export.py)."""
 
 import json
 import os
@@ -10,7 +11,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from amcs.export import export_records
 from amcs.records import (
     OutputError,
     OutputExistsError,
@@ -416,70 +416,3 @@ def test_parse_shard():
     for bad in ("4/4", "1/0", "-1/4", "1", "a/b", "1/2/3", ""):
         with pytest.raises(ValueError, match="bad shard"):
             parse_shard(bad)
-
-
-@pytest.fixture
-def two_step(tmp_path):
-    out = tmp_path / "data.jsonl"
-    tree = {
-        "text": "",
-        "mc": 0.5,
-        "rollouts": 8,
-        "children": [
-            {"text": "2 + 2 = 4.", "mc": 1.0, "rollouts": 4, "children": []},
-            {"text": "2 + 2 = 5.", "mc": None, "rollouts": 0, "children": []},
-        ],
-    }
-    with RecordWriter(out) as w:
-        w.write_problem(
-            "p1",
-            "What is 2 + 2?",
-            "4",
-            [path(["2 + 2 = 5.\n", "The answer is: 4"], labels=[False, True], values=[0.0, 1.0])],
-            tree=tree,
-        )
-        w.write_problem("p2", "What is 1 + 1?", "2", [], status="failed", reason="timeout")
-    return out
-
-
-def test_export_trl(two_step, tmp_path):
-    assert export_records(two_step, "trl", tmp_path / "trl.jsonl") == 1
-    assert (tmp_path / "trl.jsonl").read_text() == (
-        '{"prompt": "What is 2 + 2?", "completions": ["2 + 2 = 5.\\n", "The answer is: 4"], '
-        '"labels": [false, true]}\n'
-    )
-
-
-def test_export_shepherd(two_step, tmp_path):
-    assert export_records(two_step, "shepherd", tmp_path / "s.jsonl") == 1
-    line = json.loads((tmp_path / "s.jsonl").read_text())
-    assert line == {
-        "input": "What is 2 + 2? Step 1: 2 + 2 = 5. ки\nStep 2: The answer is: 4 ки",
-        "label": "What is 2 + 2? Step 1: 2 + 2 = 5. -\nStep 2: The answer is: 4 +",
-        "task": "amcs",
-    }
-
-
-def test_export_tree(two_step, tmp_path):
-    assert export_records(two_step, "tree", tmp_path / "t.jsonl") == 1  # the failed one is skipped
-    line = json.loads((tmp_path / "t.jsonl").read_text())
-    assert line == {
-        "question": "What is 2 + 2?",
-        "final_answer": "4",
-        "reasoning_steps": {
-            "text": "What is 2 + 2?",
-            "mc_value": 0.5,
-            "children": [
-                {"text": "2 + 2 = 4.", "mc_value": 1.0, "children": []},
-                {"text": "2 + 2 = 5.", "mc_value": None, "children": []},
-            ],
-        },
-        "question_id": "p1",
-    }
-
-
-def test_export_errors(two_step, tmp_path):
-    with pytest.raises(ValueError, match="trl, shepherd, tree"):
-        export_records(two_step, "csv", tmp_path / "x")
-    with pytest.raises(ValueError, match="overwrite its own input"):
-        export_records(two_step, "trl", two_step)
