@@ -578,14 +578,13 @@ def read_run_header(path: str | Path) -> dict | None:
 
 
 def read_data(path: str | Path) -> Iterator[dict]:
-    """The lines of a data file, each checked for the fields the exporters rely on."""
+    """The lines of a data file, each checked for the fields the exporters rely on; a line that
+    is not UTF-8, not JSON or not such a record is a RecordFormatError naming file and line."""
+    from amcs.jsonl import JSONLinesError, read_json_lines
+
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            try:
-                record = json.loads(line)
-            except ValueError as e:
-                raise RecordFormatError(f"{path}:{line_no}: invalid JSON ({e})") from None
+    try:
+        for line_no, record in read_json_lines(path):
             if not (
                 isinstance(record, dict)
                 and isinstance(record.get("prompt"), str)
@@ -598,6 +597,8 @@ def read_data(path: str | Path) -> Iterator[dict]:
                     "labels lists of equal length"
                 )
             yield record
+    except JSONLinesError as exc:
+        raise RecordFormatError(str(exc)) from None
 
 
 def parse_shard(text: str) -> tuple[int, int]:

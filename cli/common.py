@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
+import traceback
 from typing import Any
 
 import typer
@@ -21,8 +24,16 @@ def say(message: str, style: str | None = None) -> None:
     err.print(Text(message, style=style or ""))
 
 
+def debugging() -> bool:
+    """`amcs --debug ...` or AMCS_DEBUG=1: errors show their traceback."""
+    return "--debug" in sys.argv or os.environ.get("AMCS_DEBUG", "") not in ("", "0")
+
+
 def fail(message: str, code: int = 2) -> None:
-    """Print ``error: message`` (one line, as it is) and exit with ``code``."""
+    """Print ``error: message`` (one line, as it is) and exit with ``code``; when debugging,
+    the traceback of the exception being handled comes first."""
+    if debugging() and sys.exc_info()[0] is not None:
+        traceback.print_exc()
     err.print(Text("error: ", style="red") + Text(message))
     raise typer.Exit(code)
 

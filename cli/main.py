@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import typer
@@ -48,10 +47,6 @@ def main(
     pass
 
 
-def _debugging(argv: list[str]) -> bool:
-    return "--debug" in argv or os.environ.get("AMCS_DEBUG", "") not in ("", "0")
-
-
 def run(argv: list[str] | None = None) -> None:
     """The `amcs` program: every error a user can cause is one line and exit code 2 (an
     internal error: one line and exit code 1); `--debug` or AMCS_DEBUG=1 shows the traceback."""
@@ -69,7 +64,7 @@ def _guarded(argv: list[str]) -> None:
     from amcs.problems import ProblemError
     from amcs.recipes import RecipeError
     from amcs.records import OutputError, RecordFormatError
-    from cli.common import fail
+    from cli.common import debugging, fail
 
     try:
         app(args=argv, prog_name="amcs")
@@ -82,16 +77,16 @@ def _guarded(argv: list[str]) -> None:
         BackendConfigError,
         UnicodeDecodeError,
     ) as exc:
-        if _debugging(argv):
+        if debugging():
             raise
         fail(str(exc))
     except OSError as exc:
-        if _debugging(argv):
+        if debugging():
             raise
         where = f"{exc.filename}: " if exc.filename else ""
         fail(f"{where}{exc.strerror or exc}")
     except Exception as exc:  # noqa: BLE001 - a bug: one line unless debugging
-        if _debugging(argv):
+        if debugging():
             raise
         fail(
             f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback "

@@ -145,7 +145,7 @@ def test_bad_problem_inputs_are_one_line(tmp_path):
         b'{"question": "1+1", "answer": "2"}\n{"question": "caf\xe9", "answer": "1"}\n'
     )
     code, _, stderr = amcs("generate", "--problems", str(latin), "--out", out)
-    one_line_error(code, stderr, "latin.jsonl")
+    one_line_error(code, stderr, "latin.jsonl:2: not UTF-8 text")
     code, _, stderr = amcs("generate", "--problems", str(tmp_path), "--out", out)
     one_line_error(code, stderr, str(tmp_path))
     parquet = tmp_path / "p.parquet"
@@ -188,14 +188,16 @@ def test_out_may_not_be_an_input_or_a_directory(tmp_path):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    code, _, stderr = amcs("generate", "--problems", str(tmp_path), "--out", str(tmp_path / "o"))
+    out = str(tmp_path / "o.jsonl")
+    code, _, stderr = amcs("generate", "--recipe", str(tmp_path), "--out", out)
     one_line_error(code, stderr, "Is a directory")
-    code, _, stderr = amcs("--debug", "generate", "--problems", str(tmp_path), "--out", "o")
-    assert code != 0 and "Traceback" in stderr
+    code, _, stderr = amcs("--debug", "generate", "--recipe", str(tmp_path), "--out", out)
+    assert code != 0 and "Traceback" in stderr and "IsADirectoryError" in stderr
+    # Also for errors the command handles itself (here: a problem file that is a directory).
     code, _, stderr = amcs(
-        "generate", "--problems", str(tmp_path), "--out", "o", env={"AMCS_DEBUG": "1"}
+        "generate", "--problems", str(tmp_path), "--out", out, env={"AMCS_DEBUG": "1"}
     )
-    assert code != 0 and "Traceback" in stderr
+    assert code == 2 and "Traceback" in stderr and "is a directory" in stderr
 
 
 # --- resume that cannot destroy data --------------------------------------------------------------
