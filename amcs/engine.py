@@ -127,11 +127,13 @@ class LimitedBackend:
         self._up.set()
         self._prober: asyncio.Task | None = None
         self._probe_delay = backoff
+        self._recovered_at = float("-inf")  # when the last outage ended
 
     async def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Rollout]:
         attempt = 0
         while True:
             await self._wait_while_down()
+            sent = time.monotonic()
             try:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a Ctrl-C
                 # cancellation that lands as the request completes, and the run goes on.
@@ -141,7 +143,8 @@ class LimitedBackend:
                 raise
             except Exception as exc:  # noqa: BLE001 - an outage, or transient until retries run out
                 if await self._is_outage(exc):
-                    await self._server_down(exc)
+                    if sent >= self._recovered_at:  # not a request sent before the recovery
+                        await self._server_down(exc)
                     continue
                 if attempt >= self.retries:
                     raise
@@ -157,7 +160,7 @@ class LimitedBackend:
                 )
                 await asyncio.sleep(delay)
                 continue
-            self._server_up()
+            self._server_up(sent)
             break
         c = self.counters
         c.requests += 1
@@ -239,12 +242,15 @@ class LimitedBackend:
                 if time.monotonic() - self._down_since > self.patience + self.max_backoff:
                     raise self._gone(self.counters.waiting_reason) from None
 
-    def _server_up(self) -> None:
-        if self._down_since is not None:
+    def _server_up(self, sent: float) -> None:
+        """A request sent at ``sent`` got through: the outage is over if it was sent during it
+        (an answer to a request sent before the outage proves nothing)."""
+        if self._down_since is not None and sent >= self._down_since:
             log.warning(
                 "the server answers again after %.1f s", time.monotonic() - self._down_since
             )
             self._down_since = None
+            self._recovered_at = time.monotonic()
             self.counters.waiting_since = None
             self._up.set()
         if self._prober is asyncio.current_task():

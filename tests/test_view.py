@@ -425,8 +425,16 @@ def test_reader_takes_the_header_and_the_last_record_of_a_retried_problem(run, t
         i = [e.problem_id for e in index.entries].index(failed["problem_id"])
         assert index.record(i)["status"] == "ok"  # the last record wins, at its first place
         assert [x["completions"] for x in index.paths(i)] == [x["completions"] for x in donor_lines]
-    # old files (no header) name the method and model from the data lines
+    # the writer's own header is read as it is
     with RunIndex(run) as index:
+        assert index.header["format"] == "amcs-meta" and index.fingerprint()["model"] == "tiny"
+    # old files (no header) name the method and model from the data lines
+    old = tmp_path / "old.jsonl"
+    shutil.copy(run, old)
+    lines = meta_path_for(run).read_text().splitlines(keepends=True)
+    assert json.loads(lines[0])["format"] == "amcs-meta"
+    meta_path_for(old).write_text("".join(lines[1:]))
+    with RunIndex(old) as index:
         assert index.header is None and index.fingerprint()["model"] == "tiny"
 
 
