@@ -132,7 +132,7 @@ def audit(problems: list[Problem], records: list[dict]) -> dict:
     expressions = {p.id: p.meta["expression"] for p in problems}
     steps = correct = 0
     tp = fp = fn = 0  # "-" is the positive class: tp = wrong prefix labelled "-"
-    brier = 0.0
+    brier, measured = 0.0, 0
     localised = with_error = 0
     for r in records:
         truth = check_steps(expressions[r["problem_id"]], r["completions"])
@@ -142,7 +142,9 @@ def audit(problems: list[Problem], records: list[dict]) -> dict:
             tp += not label and not ok
             fp += not label and ok
             fn += label and not ok
-            brier += (value - float(ok)) ** 2
+            if value is not None:  # None: a step whose MC was not measured
+                brier += (value - float(ok)) ** 2
+                measured += 1
         if truth.first_error >= 0:
             with_error += 1
             predicted = next((i for i, lab in enumerate(r["labels"]) if not lab), -1)
@@ -156,7 +158,8 @@ def audit(problems: list[Problem], records: list[dict]) -> dict:
         "negative_recall": tp / (tp + fn) if tp + fn else None,
         "first_error_accuracy": localised / with_error if with_error else None,
         "paths_with_error": with_error,
-        "brier_vs_truth": brier / steps if steps else None,
+        "brier_vs_truth": brier / measured if measured else None,
+        "measured_steps": measured,
         # Mean of the recall of each class: 0.5 for labels that ignore the truth.
         "balanced_accuracy": (
             (tp / (tp + fn) + (steps - tp - fp - fn) / (steps - tp - fn)) / 2
@@ -281,6 +284,8 @@ def markdown(results: dict) -> str:
             f"{f(r['hard_label_accuracy'], True)} | {f(r['negative_precision'], True)} | "
             f"{f(r['negative_recall'], True)} | {f(r['first_error_accuracy'], True)} | {f(r['brier_vs_truth'])} |"
         )
+    if "oracle" not in results:
+        return "\n".join(lines) + "\n"
     o = results["oracle"]
     lines += [
         "",
@@ -368,8 +373,12 @@ def plots(results: dict, out_dir: Path, stem: str) -> list[Path]:
     return written
 
 
-async def main_async(mode_name: str) -> dict:
-    mode = MODES[mode_name]
+async def main_async(mode_name: str, only: list[str] | None = None) -> dict:
+    mode = dict(MODES[mode_name])
+    if only:
+        mode["sweep"] = [
+            (m, o) for m, o in mode["sweep"] if any(x in setting_name(m, o) for x in only)
+        ]
     problems = held_out_problems(mode["problems"])
     backend = HFBackend(max_batch_size=128)
     results = {
@@ -400,7 +409,8 @@ async def main_async(mode_name: str) -> dict:
                     f"({row['seconds']} s)",
                     flush=True,
                 )
-            results["oracle"] = await oracle_study(backend, grader, problems, mode)
+            if not only:
+                results["oracle"] = await oracle_study(backend, grader, problems, mode)
     finally:
         await backend.aclose()
     return results
@@ -412,8 +422,14 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--plots-only", action="store_true", help="redraw the plots from the JSON")
+    ap.add_argument(
+        "--only",
+        action="append",
+        help="run only the sweep settings whose name contains this (repeatable); no oracle study",
+    )
+    ap.add_argument("--stem", help="file name stem of the results (default: by mode)")
     args = ap.parse_args()
-    stem = "label_quality_quick" if args.quick else "label_quality"
+    stem = args.stem or ("label_quality_quick" if args.quick else "label_quality")
     if args.plots_only:
         results = json.loads((args.out_dir / f"{stem}.json").read_text())
         for path in plots(results, args.out_dir, stem):
@@ -421,14 +437,14 @@ def main() -> None:
         return
 
     start = time.perf_counter()
-    results = asyncio.run(main_async("quick" if args.quick else "full"))
+    results = asyncio.run(main_async("quick" if args.quick else "full", args.only))
     results["seconds"] = round(time.perf_counter() - start, 1)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     (args.out_dir / f"{stem}.md").write_text(table)
     print(table)
-    if not args.no_plots:
+    if not args.no_plots and "oracle" in results:
         for path in plots(results, args.out_dir, stem):
             print(f"wrote {path}")
 
