@@ -572,15 +572,15 @@ def test_estimator_a_frozen_cluster_stays_frozen():
     a = (0.1, 10)
     b = (2.0, 60)
     first = [(a, True)] * 3 + [(b, True), (b, False), (b, True)]
-    later = [(a, False)] + [(b, True)] * 30
+    later = [(a, False)] + [(b, True)] * 60
     config = make_config(
         "amcs", clusters=2, freeze_halfwidth=0.3, eps_node=0.0, k_max_node=40, k_step_max=6
     )
     draw, asked = scripted_draw(first + later)
     e = run(AdaptiveEstimator(config).estimate(draw, seed=0))
-    assert e.rollouts < 40, "a frozen cluster came back"
-    n_a, n_b = sorted(e.cluster_sizes)
-    assert 4 in e.cluster_sizes
-    # B stopped as soon as it froze: its Wilson half-width is <= 0.3 now and was not before.
-    s_b = e.cluster_sizes[0] + e.cluster_sizes[1] - 4 - 1  # B's successes: all but one
-    assert wilson_interval(s_b, e.rollouts - 4)[1] <= 0.3
+    # k0 = 6, then k_step = ceil(h_B * 12) = 5 with h_B = h(2, 3); A gets its wrong rollout
+    # (3/4: h = 0.33 > 0.3, which would thaw it) and B reaches 6/7 (h = 0.24): all frozen, stop.
+    assert asked == [6, math.ceil(wilson_interval(2, 3)[1] * 12)] == [6, 5]
+    assert wilson_interval(3, 4)[1] > 0.3 >= wilson_interval(6, 7)[1]
+    assert (e.rollouts, e.cluster_sizes) == (11, [4, 7]), "a frozen cluster came back"
+    assert e.mc == pytest.approx(9 / 11)

@@ -63,7 +63,7 @@ class SearchConfig:
     # Limits per problem.
     max_search_count: int = option(20, "error-locating searches per problem", min=0)
     min_root_mc: float = option(
-        0.0,
+        0.3,
         "screening: skip a problem (no paths) whose root MC is below this; 0 keeps every problem "
         "with a right root rollout",
         min=0,
@@ -100,7 +100,7 @@ class SearchConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "amcs": {},
-    "omegaprm": {"estimator": "fixed", "k": 16, "selection": "sum"},
+    "omegaprm": {"estimator": "fixed", "k": 16, "selection": "sum", "min_root_mc": 0.0},
     "shepherd": {"estimator": "fixed", "k": 8, "rollout_budget": 0},
 }
 
