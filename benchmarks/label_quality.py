@@ -69,6 +69,7 @@ MODES = {
         + [("omegaprm", {"k": k}) for k in (4, 8, 16)]
         + [
             ("amcs", {}),
+            ("amcs", {"min_root_mc": 0.0}),
             ("amcs", {"eps_node": 0.1}),
             ("amcs", {"eps_node": 0.3}),
             ("amcs", {"k_max_node": 12}),
@@ -130,7 +131,7 @@ async def label_problems(backend, grader, problems, method, overrides, seed=0):
 def audit(problems: list[Problem], records: list[dict]) -> dict:
     """Score labels against the exact checker: a prefix is correct when all its steps are."""
     expressions = {p.id: p.meta["expression"] for p in problems}
-    steps = correct = 0
+    steps = correct = positive_right = 0
     tp = fp = fn = 0  # "-" is the positive class: tp = wrong prefix labelled "-"
     brier, measured = 0.0, 0
     localised = with_error = 0
@@ -139,6 +140,7 @@ def audit(problems: list[Problem], records: list[dict]) -> dict:
         for label, value, ok in zip(r["labels"], r["values"], truth.prefix_correct, strict=True):
             steps += 1
             correct += label == ok
+            positive_right += label and ok
             tp += not label and not ok
             fp += not label and ok
             fn += label and not ok
@@ -155,6 +157,7 @@ def audit(problems: list[Problem], records: list[dict]) -> dict:
         "negative_labels": tp + fp,
         "hard_label_accuracy": correct / steps if steps else None,
         "negative_precision": tp / (tp + fp) if tp + fp else None,
+        "positive_precision": (positive_right / (steps - tp - fp) if steps - tp - fp else None),
         "negative_recall": tp / (tp + fn) if tp + fn else None,
         "first_error_accuracy": localised / with_error if with_error else None,
         "paths_with_error": with_error,
@@ -168,6 +171,34 @@ def audit(problems: list[Problem], records: list[dict]) -> dict:
         ),
         "truly_wrong_prefixes": tp + fn,
     }
+
+
+# --- 1b. the consensus filter -------------------------------------------------------------------
+
+
+JUDGES = ("tiny-prm", "arith-oracle")
+
+
+async def consensus(problems, records, judge_name: str) -> dict:
+    """The consensus filter (amcs.filter) on `records` with a judge; audit of the kept paths."""
+    from amcs.filter import filter_file
+
+    if judge_name == "arith-oracle":
+        from amcs.verification import ArithOracleScorer
+
+        judge = ArithOracleScorer()
+    else:
+        from amcs.assets import TINY_PRM
+        from amcs.prm import load_prm
+
+        judge = load_prm(TINY_PRM)
+    with tempfile.TemporaryDirectory() as tmp:
+        data, out = Path(tmp) / "data.jsonl", Path(tmp) / "kept.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in records))
+        stats = await filter_file(data, out, judge, judge_name=judge_name)
+        kept = [json.loads(line) for line in out.read_text().splitlines()]
+    await judge.aclose()
+    return {"judge": judge_name, "filter": stats.to_dict()} | audit(problems, kept)
 
 
 # --- 2. the oracle study ------------------------------------------------------------------------
@@ -275,15 +306,35 @@ def markdown(results: dict) -> str:
         f"Label quality on {results['problems']} held-out arithmetic problems, tiny policy "
         f"(mode: {results['mode']}).",
         "",
-        "| method | rollouts | tokens | labelled steps | hard-label acc. | '-' precision | '-' recall | first-error acc. | Brier |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | rollouts | tokens | labelled steps | hard-label acc. | '+' precision | "
+        "'-' precision | '-' recall | first-error acc. | Brier (measured steps) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         lines.append(
             f"| {r['setting']} | {f(r['rollouts'])} | {f(r['tokens'])} | {f(r['labelled_steps'])} | "
-            f"{f(r['hard_label_accuracy'], True)} | {f(r['negative_precision'], True)} | "
+            f"{f(r['hard_label_accuracy'], True)} | {f(r.get('positive_precision'), True)} | "
+            f"{f(r['negative_precision'], True)} | "
             f"{f(r['negative_recall'], True)} | {f(r['first_error_accuracy'], True)} | {f(r['brier_vs_truth'])} |"
         )
+    if results.get("consensus"):
+        lines += [
+            "",
+            "Consensus filter (`amcs filter`) on the AMCS default run: paths kept where the MC "
+            "labels' first error and the judge's agree; labels audited on the kept paths.",
+            "",
+            "| judge | paths kept | '+' labels right | '-' labels right | hard-label acc. | "
+            "first-error acc. | '-' labels kept |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in results["consensus"]:
+            kept = c["filter"]
+            lines.append(
+                f"| {c['judge']} | {kept['kept']:,} of {kept['paths']:,} "
+                f"({kept['kept_fraction']:.1%}) | {f(c['positive_precision'], True)} | "
+                f"{f(c['negative_precision'], True)} | {f(c['hard_label_accuracy'], True)} | "
+                f"{f(c['first_error_accuracy'], True)} | {f(c['negative_labels'])} |"
+            )
     if "oracle" not in results:
         return "\n".join(lines) + "\n"
     o = results["oracle"]
@@ -403,6 +454,17 @@ async def main_async(mode_name: str, only: list[str] | None = None) -> dict:
                     "seconds": round(time.perf_counter() - start, 1),
                 } | audit(problems, records)
                 results["runs"].append(row)
+                if method == "amcs" and not overrides:
+                    for judge in JUDGES:
+                        c = await consensus(problems, records, judge)
+                        results.setdefault("consensus", []).append(
+                            {"setting": row["setting"], "tokens": row["tokens"]} | c
+                        )
+                        print(
+                            f"  consensus ({judge}): kept {c['filter']['kept']}/{c['paths']} "
+                            f"acc {c['hard_label_accuracy']:.3f}",
+                            flush=True,
+                        )
                 print(
                     f"{row['setting']:<28} rollouts {row['rollouts']:>7,} tokens {row['tokens']:>9,} "
                     f"steps {row['labelled_steps']:>6,} acc {row['hard_label_accuracy']:.3f} "
