@@ -280,3 +280,11 @@ def test_hub_rows_go_through_the_converters(monkeypatch):
         {"prompt": "Q", "completions": ["a"], "labels": [True]}
     ]
     assert calls == [("org/math-shepherd", "train")]
+
+
+def test_unmeasured_values_load_as_none(tmp_path):
+    """amcs generate writes null where a step's MC was not measured; it loads as None."""
+    path = tmp_path / "data.jsonl"
+    row = {"prompt": "Q", "completions": ["a", "b"], "labels": [True, False]}
+    path.write_text(json.dumps(row | {"values": [None, 0.0], "rollouts": [0, 6]}) + "\n")
+    assert load_prm_rows(path)[0]["values"] == [None, 0.0]

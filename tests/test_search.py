@@ -13,9 +13,11 @@ from amcs.assets import TINY_POLICY
 from amcs.backends.base import Rollout
 from amcs.backends.hf import HFBackend
 from amcs.domains.arith import ArithConfig, check_steps, generate_problems
+from amcs.engine import generate_to_file
 from amcs.grading import Grader
 from amcs.problems import Problem, arith_problems
 from amcs.prompts import prompt_ids
+from amcs.records import read_data
 from amcs.search import make_config, run_search
 from amcs.search.context import SearchContext
 from amcs.search.estimators import AdaptiveEstimator, FixedEstimator, kmeans, wilson_interval
@@ -147,21 +149,26 @@ def test_binary_search_finds_planted_first_errors(backend, grader):
         ctx = context(backend, grader, problem, method="omegaprm", k=16)
         ctx.root.mc = 0.5
         i, ids = planted(problem, backend, rng)
-        path = run(
+        steps = run(
             TreeSearch(ctx)._locate_first_error(Candidate(ctx.root, Rollout(ids, "", 0.0, "stop")))
         )
         total += 1
         full = [ctx.splitter.text(s) for s in ctx.splitter.split(ids)]
         assert check_steps(p.expression, full).first_error == i
-        # Whatever it finds, the search is consistent: values > 0 up to the error, 0 at it.
-        assert path.values[-1] == 0 and all(v > 0 for v in path.values[:-1])
-        found += len(path.steps) - 1 == i
+        # Whatever it finds, the search is consistent: "+" up to the error, "-" at it, from a
+        # measured 0 (values > 0 or unmeasured before it).
+        (path,) = ctx.finish([steps]).paths
+        assert path["labels"] == [True] * (len(steps) - 1) + [False]
+        assert path["values"][-1] == 0 and all(v is None or v > 0 for v in path["values"][:-1])
+        found += len(steps) - 1 == i
     assert found >= 0.75 * total, f"located {found}/{total} planted errors"
 
 
 def test_labelled_paths_are_consistent_with_the_search(backend, grader):
-    """Every AMCS path: labels are MC > threshold; steps before the last are positive; a path
-    ending in a negative step ends at a measured MC of 0; no path is written twice."""
+    """Every AMCS path: labels are MC > threshold where measured; steps before the last are
+    positive; a path ending in a negative step ends at a measured MC of 0 from at least k0
+    rollouts; no path is written twice."""
+    negatives = 0
     for problem in arith_problems(8, seed=5):
         result = label(
             backend,
@@ -174,15 +181,22 @@ def test_labelled_paths_are_consistent_with_the_search(backend, grader):
             max_search_count=4,
         )
         assert result.stats.rollouts <= 60
+        assert result.paths or result.stats.screened or result.tree["mc"] in (0, 1)
         seen = set()
         for path in result.paths:
-            assert path["labels"] == [v > 0 for v in path["values"]]
+            assert all(
+                label == (v > 0)
+                for label, v in zip(path["labels"], path["values"], strict=True)
+                if v is not None
+            )
             assert all(path["labels"][:-1])
             if not path["labels"][-1]:
+                negatives += 1
                 assert path["values"][-1] == 0 and path["rollouts"][-1] >= 1
             key = tuple(path["completions"])
             assert key not in seen
             seen.add(key)
+    assert negatives >= 1  # the search located errors, not just wrote positive paths
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
@@ -210,6 +224,9 @@ def test_amcs_never_exceeds_its_budget(backend, grader, budget, k0, eps, searche
     assert result.stats.rollouts <= budget
     assert result.stats.searches <= searches
     for path in result.paths:
+        # Never a "-" from fewer than k0 rollouts, unless a graded complete solution (1).
+        if not path["labels"][-1] and path["rollouts"][-1] < k0:
+            assert path["rollouts"][-1] == 1
         assert (
             len(path["completions"])
             == len(path["labels"])
@@ -227,6 +244,7 @@ def test_shepherd_labels_every_step_with_n_rollouts(backend, grader):
     for path in result.paths:
         # Every step but the graded last one got its own N = 4 rollouts (or reused a prefix).
         assert all(n == 4 for n in path["rollouts"][:-1])
+        assert None not in path["values"]
         assert path["labels"] == [v > 0 for v in path["values"]]
         assert all(v in {0, 0.25, 0.5, 0.75, 1} for v in path["values"])
 
@@ -584,3 +602,65 @@ def test_estimator_a_frozen_cluster_stays_frozen():
     assert wilson_interval(3, 4)[1] > 0.3 >= wilson_interval(6, 7)[1]
     assert (e.rollouts, e.cluster_sizes) == (11, [4, 7]), "a frozen cluster came back"
     assert e.mc == pytest.approx(9 / 11)
+
+
+# --- a real run: one label per prefix, none on a cut step --------------------------------------
+
+
+class Recording:
+    """The real backend, remembering every rollout it returned (prompt ids, rollout)."""
+
+    def __init__(self, inner):
+        self.inner, self.tokenizer = inner, inner.tokenizer
+        self.seen: list[tuple[list[int], Rollout]] = []
+
+    async def sample(self, prompt_ids, n, params):
+        rollouts = await self.inner.sample(prompt_ids, n, params)
+        self.seen += [(list(prompt_ids), r) for r in rollouts]
+        return rollouts
+
+    async def aclose(self):
+        pass
+
+
+def test_a_60_problem_run_writes_one_label_per_prefix_and_none_on_a_cut_step(
+    backend, grader, tmp_path
+):
+    """60 problems through the engine with the real tiny policy, rollouts capped at 40 tokens so
+    that many are cut mid-solution: no prefix of a problem is written with two labels, and no
+    labelled prefix ends in a step that only ever appeared cut off."""
+    problems = arith_problems(60, seed=11)
+    recording = Recording(backend)
+    config = make_config("amcs", max_new_tokens=40, min_root_mc=0.0)
+    out = tmp_path / "data.jsonl"
+    run(
+        generate_to_file(
+            problems, recording, grader, config, out, model_name="tiny", seed=3, concurrency=64
+        )
+    )
+    records = list(read_data(out))
+    assert records and any(not all(r["labels"]) for r in records)
+    splitter = StepSplitter(backend.tokenizer)
+    cut: set[tuple[str, tuple[str, ...]]] = set()
+    complete: set[tuple[str, tuple[str, ...]]] = set()
+    for problem in problems:
+        prompt = prompt_ids(backend.tokenizer, problem.question)
+        for ids, rollout in recording.seen:
+            if ids[: len(prompt)] != prompt:
+                continue
+            steps = splitter.split(ids[len(prompt) :] + rollout.token_ids)
+            texts = tuple(splitter.text(s) for s in steps)
+            if rollout.finish_reason == "length":
+                cut.add((problem.id, texts))
+            else:
+                complete.update((problem.id, texts[: i + 1]) for i in range(len(texts)))
+    assert len(cut) >= 20, "too few truncated rollouts to test the rule"
+    only_cut = cut - complete
+    by_problem: dict[str, dict] = {}
+    for r in records:
+        labels = by_problem.setdefault(r["problem_id"], {})
+        for prefix, seen in labels_by_prefix([r]).items():
+            labels.setdefault(prefix, set()).update(seen)
+            assert (r["problem_id"], prefix) not in only_cut, f"a cut step was labelled: {prefix}"
+    two = {(pid, p) for pid, ls in by_problem.items() for p, s in ls.items() if len(s) > 1}
+    assert not two, f"prefixes written with both labels: {sorted(two)[:3]}"
