@@ -357,26 +357,39 @@ def plots(results: dict, out_dir: Path, stem: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, marker in (("shepherd", "o"), ("omegaprm", "s"), ("amcs", "^")):
-        runs = sorted(
-            (r for r in results["runs"] if r["method"] == method), key=lambda r: r["tokens"]
-        )
-        ax.plot(
-            [r["tokens"] for r in runs],
-            [r["hard_label_accuracy"] for r in runs],
-            marker=marker,
-            label=method,
-        )
-        for r in runs:
-            ax.annotate(
-                r["setting"].split(" ", 1)[-1], (r["tokens"], r["hard_label_accuracy"]), fontsize=6
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    metrics = (
+        ("hard_label_accuracy", "hard-label accuracy vs exact truth"),
+        ("negative_precision", "'-' precision (wrong prefixes among '-')"),
+        ("first_error_accuracy", "first-error accuracy"),
+    )
+    for ax, (key, title) in zip(axes, metrics, strict=True):
+        for method, marker in (("shepherd", "o"), ("omegaprm", "s"), ("amcs", "^")):
+            runs = sorted(
+                (r for r in results["runs"] if r["method"] == method and r[key] is not None),
+                key=lambda r: r["tokens"],
             )
-    ax.set_xscale("log")
-    ax.set_xlabel("generated tokens (whole run)")
-    ax.set_ylabel("hard-label accuracy vs exact truth")
-    ax.set_title("Label accuracy per token")
-    ax.legend()
+            ax.plot(
+                [r["tokens"] for r in runs], [r[key] for r in runs], marker=marker, label=method
+            )
+            for r in runs:
+                ax.annotate(r["setting"].split(" ", 1)[-1], (r["tokens"], r[key]), fontsize=6)
+        for n, c in enumerate(results.get("consensus", [])):
+            if c[key] is None:
+                continue
+            ax.scatter(c["tokens"], c[key], marker="*", s=90, zorder=3, color=f"C{3 + n}")
+            ax.annotate(
+                f"+ consensus, {c['judge']} ({c['filter']['kept_fraction']:.0%} of paths kept)",
+                (c["tokens"], c[key]),
+                xytext=(6, -10 - 9 * n),
+                textcoords="offset points",
+                fontsize=6,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("generated tokens (whole run)")
+        ax.set_title(title, fontsize=9)
+    axes[0].legend()
+    fig.suptitle("Label quality per generated token (exact truth of the arithmetic domain)")
     fig.tight_layout()
     path = out_dir / f"{stem}_accuracy_vs_tokens.png"
     fig.savefig(path, dpi=120)
