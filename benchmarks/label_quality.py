@@ -474,7 +474,7 @@ async def main_async(mode_name: str, only: list[str] | None = None) -> dict:
                             {"setting": row["setting"], "tokens": row["tokens"]} | c
                         )
                         print(
-                            f"  consensus ({judge}): kept {c['filter']['kept']}/{c['paths']} "
+                            f"  consensus ({judge}): kept {c['filter']['kept']}/{c['filter']['paths']} "
                             f"acc {c['hard_label_accuracy']:.3f}",
                             flush=True,
                         )
