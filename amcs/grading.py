@@ -29,6 +29,15 @@ _ANSWER_IS_RE = re.compile(r"\bthe\s+(?:final\s+)?answer\s+is\b:?", re.IGNORECAS
 _GSM8K_RE = re.compile(r"####[ \t]*([^\n]*)")
 _THOUSANDS_COMMA_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _PLAIN_NUMBER_RE = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?")
+# Thin spaces inside a number: LaTeX \, \! and "\ ", and the Unicode thin and narrow no-break
+# spaces; "{,}" is LaTeX's comma that adds no space (a thousands separator).
+_NUMBER_SPACE_RE = re.compile(r"(?<=\d)(?:\\[,!: ;]|\u2009|\u202f)(?=\d)")
+# Where a sentence or clause ends after "The answer is X": ", and ..." / "; ..." / ". Then".
+_CLAUSE_END_RE = re.compile(r"[,;]\s+(?=[A-Za-z]{2,}\b)|\.(?:\s|$)")
+# A number followed by words: "7 apples", "$12 dollars", "3.5 km".
+_NUMBER_THEN_WORDS_RE = re.compile(
+    r"(\\?\$?[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s+[A-Za-z][A-Za-z .-]*"
+)
 
 
 def _group_content(text: str, start: int) -> str | None:
@@ -73,8 +82,7 @@ def extract_answer(text: str) -> str | None:
     if matches:
         start = matches[-1].end()
         line_end = text.find("\n", start)
-        line = text[start : line_end if line_end >= 0 else len(text)]
-        answer = line.strip().rstrip(".").strip().strip("$").strip()
+        answer = _answer_clause(text[start : line_end if line_end >= 0 else len(text)])
         if answer:
             return answer
 
@@ -82,12 +90,41 @@ def extract_answer(text: str) -> str | None:
     if matches:
         answer = _THOUSANDS_COMMA_RE.sub("", matches[-1].group(1)).strip()
         if answer:
-            return answer
+            return normalize_number_spacing(answer)
     return None
 
 
+def _answer_clause(line: str) -> str:
+    """The answer in the rest of a line after "The answer is": a $...$ formula as it is, else
+    the text up to the end of the clause (", and 14 oranges are left." is not the answer), and of
+    a number followed by words ("7 apples") only the number."""
+    line = line.strip()
+    if line.startswith("$"):
+        end = line.find("$", 1)
+        if end > 1:
+            return line[1:end].strip()
+    depth = 0
+    for i, ch in enumerate(line):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and ch in ",;." and _CLAUSE_END_RE.match(line, i):
+            line = line[:i]
+            break
+    answer = line.strip().rstrip(".").strip().strip("$").strip()
+    words = _NUMBER_THEN_WORDS_RE.fullmatch(answer)
+    return words.group(1) if words else answer
+
+
+def normalize_number_spacing(s: str) -> str:
+    """Remove thin spaces between digits (1\\,000, 1 000 with U+2009/U+202F) and read LaTeX's
+    {,} as a comma: "1\\,000" and "1{,}000" both become a plain number."""
+    return _NUMBER_SPACE_RE.sub("", s.replace("{,}", ","))
+
+
 def _plain_number(s: str) -> Decimal | None:
-    s = s.strip()
+    s = normalize_number_spacing(s).strip()
     if len(s) > 2 and s[0] == s[-1] == "$":
         s = s[1:-1].strip()
     s = s.removeprefix("\\$").removeprefix("$").removesuffix(".").strip()
@@ -171,7 +208,8 @@ class Grader:
             raise RuntimeError("Grader is closed")
         if predicted is None:
             return False
-        predicted, reference = predicted.strip(), reference.strip()
+        predicted = normalize_number_spacing(predicted).strip()
+        reference = normalize_number_spacing(reference).strip()
         if not predicted or len(predicted) > MAX_ANSWER_CHARS or len(reference) > MAX_ANSWER_CHARS:
             return False
         fast = answers_match_fast(predicted, reference)

@@ -205,10 +205,13 @@ def _trl_row(record: dict, where: str, _neutral: bool) -> dict:
         if (
             not isinstance(values, list)
             or len(values) != len(completions)
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+            or not all(
+                v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+                for v in values
+            )
         ):
             raise PRMDataError(f"{where}: values must be a list of numbers as long as completions")
-        row["values"] = [float(v) for v in values]
+        row["values"] = [None if v is None else float(v) for v in values]  # None: not measured
     return row
 
 

@@ -485,7 +485,7 @@ def _data_line(problem_id: str, question: str, answer: str, path: dict) -> dict:
         "prompt": question,
         "completions": list(path["completions"]),
         "labels": [bool(label) for label in path["labels"]],
-        "values": [float(value) for value in path["values"]],
+        "values": [None if value is None else float(value) for value in path["values"]],
         "rollouts": [int(n) for n in path["rollouts"]],
         "problem_id": problem_id,
         "answer": answer,

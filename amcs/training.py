@@ -73,11 +73,14 @@ def tokenize_prm_row(
     if labels == "soft":
         if "values" not in row:
             raise ValueError("labels='soft' needs a 'values' list in the row")
-        values = [float(v) for v in row["values"]]
+        # None: a step whose MC was not measured; masked out of the soft loss.
+        values = [None if v is None else float(v) for v in row["values"]]
         if len(values) != len(steps):
             raise ValueError("'values' and 'completions' differ in length")
-        if any(not 0.0 <= v <= 1.0 for v in values):
+        if any(v is not None and not 0.0 <= v <= 1.0 for v in values):
             raise ValueError("soft values must lie in [0, 1]")
+        if "labels" not in row and None in values:
+            raise ValueError("a row with unmeasured (null) values needs 'labels'")
         hard = [bool(b) for b in row["labels"]] if "labels" in row else [v >= 0.5 for v in values]
     else:
         values = None
@@ -104,7 +107,7 @@ def tokenize_prm_row(
         input_ids += piece
         label_ids += [IGNORE_INDEX] * (len(piece) - 1) + [1 if hard[i] else 0]
         soft += [SOFT_IGNORE] * (len(piece) - 1) + [
-            values[i] if values is not None else SOFT_IGNORE
+            values[i] if values is not None and values[i] is not None else SOFT_IGNORE
         ]
         kept += 1
     if kept == 0 and steps:
@@ -206,8 +209,11 @@ def prm_loss(
     logits: torch.Tensor, labels: torch.Tensor, soft_labels: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Mean cross-entropy over label positions (``labels != -100``). With ``soft_labels`` the
-    target at each label position is the distribution [1 - v, v] instead of the hard class."""
+    target at each label position is the distribution [1 - v, v] instead of the hard class;
+    positions whose soft value is unknown (SOFT_IGNORE, a null value) are masked out."""
     mask = labels != IGNORE_INDEX
+    if soft_labels is not None:
+        mask = mask & (soft_labels >= 0)
     picked = logits[mask].float()
     if picked.numel() == 0:
         return logits.sum() * 0.0

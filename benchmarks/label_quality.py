@@ -69,6 +69,7 @@ MODES = {
         + [("omegaprm", {"k": k}) for k in (4, 8, 16)]
         + [
             ("amcs", {}),
+            ("amcs", {"min_root_mc": 0.0}),
             ("amcs", {"eps_node": 0.1}),
             ("amcs", {"eps_node": 0.3}),
             ("amcs", {"k_max_node": 12}),
@@ -130,19 +131,22 @@ async def label_problems(backend, grader, problems, method, overrides, seed=0):
 def audit(problems: list[Problem], records: list[dict]) -> dict:
     """Score labels against the exact checker: a prefix is correct when all its steps are."""
     expressions = {p.id: p.meta["expression"] for p in problems}
-    steps = correct = 0
+    steps = correct = positive_right = 0
     tp = fp = fn = 0  # "-" is the positive class: tp = wrong prefix labelled "-"
-    brier = 0.0
+    brier, measured = 0.0, 0
     localised = with_error = 0
     for r in records:
         truth = check_steps(expressions[r["problem_id"]], r["completions"])
         for label, value, ok in zip(r["labels"], r["values"], truth.prefix_correct, strict=True):
             steps += 1
             correct += label == ok
+            positive_right += label and ok
             tp += not label and not ok
             fp += not label and ok
             fn += label and not ok
-            brier += (value - float(ok)) ** 2
+            if value is not None:  # None: a step whose MC was not measured
+                brier += (value - float(ok)) ** 2
+                measured += 1
         if truth.first_error >= 0:
             with_error += 1
             predicted = next((i for i, lab in enumerate(r["labels"]) if not lab), -1)
@@ -153,10 +157,12 @@ def audit(problems: list[Problem], records: list[dict]) -> dict:
         "negative_labels": tp + fp,
         "hard_label_accuracy": correct / steps if steps else None,
         "negative_precision": tp / (tp + fp) if tp + fp else None,
+        "positive_precision": (positive_right / (steps - tp - fp) if steps - tp - fp else None),
         "negative_recall": tp / (tp + fn) if tp + fn else None,
         "first_error_accuracy": localised / with_error if with_error else None,
         "paths_with_error": with_error,
-        "brier_vs_truth": brier / steps if steps else None,
+        "brier_vs_truth": brier / measured if measured else None,
+        "measured_steps": measured,
         # Mean of the recall of each class: 0.5 for labels that ignore the truth.
         "balanced_accuracy": (
             (tp / (tp + fn) + (steps - tp - fp - fn) / (steps - tp - fn)) / 2
@@ -165,6 +171,34 @@ def audit(problems: list[Problem], records: list[dict]) -> dict:
         ),
         "truly_wrong_prefixes": tp + fn,
     }
+
+
+# --- 1b. the consensus filter -------------------------------------------------------------------
+
+
+JUDGES = ("tiny-prm", "arith-oracle")
+
+
+async def consensus(problems, records, judge_name: str) -> dict:
+    """The consensus filter (amcs.filter) on `records` with a judge; audit of the kept paths."""
+    from amcs.filter import filter_file
+
+    if judge_name == "arith-oracle":
+        from amcs.verification import ArithOracleScorer
+
+        judge = ArithOracleScorer()
+    else:
+        from amcs.assets import TINY_PRM
+        from amcs.prm import load_prm
+
+        judge = load_prm(TINY_PRM)
+    with tempfile.TemporaryDirectory() as tmp:
+        data, out = Path(tmp) / "data.jsonl", Path(tmp) / "kept.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in records))
+        stats = await filter_file(data, out, judge, judge_name=judge_name)
+        kept = [json.loads(line) for line in out.read_text().splitlines()]
+    await judge.aclose()
+    return {"judge": judge_name, "filter": stats.to_dict()} | audit(problems, kept)
 
 
 # --- 2. the oracle study ------------------------------------------------------------------------
@@ -272,15 +306,37 @@ def markdown(results: dict) -> str:
         f"Label quality on {results['problems']} held-out arithmetic problems, tiny policy "
         f"(mode: {results['mode']}).",
         "",
-        "| method | rollouts | tokens | labelled steps | hard-label acc. | '-' precision | '-' recall | first-error acc. | Brier |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | rollouts | tokens | labelled steps | hard-label acc. | '+' precision | "
+        "'-' precision | '-' recall | first-error acc. | Brier (measured steps) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         lines.append(
             f"| {r['setting']} | {f(r['rollouts'])} | {f(r['tokens'])} | {f(r['labelled_steps'])} | "
-            f"{f(r['hard_label_accuracy'], True)} | {f(r['negative_precision'], True)} | "
+            f"{f(r['hard_label_accuracy'], True)} | {f(r.get('positive_precision'), True)} | "
+            f"{f(r['negative_precision'], True)} | "
             f"{f(r['negative_recall'], True)} | {f(r['first_error_accuracy'], True)} | {f(r['brier_vs_truth'])} |"
         )
+    if results.get("consensus"):
+        lines += [
+            "",
+            "Consensus filter (`amcs filter`) on the AMCS default run: paths kept where the MC "
+            "labels' first error and the judge's agree; labels audited on the kept paths.",
+            "",
+            "| judge | paths kept | '+' labels right | '-' labels right | hard-label acc. | "
+            "first-error acc. | '-' labels kept |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in results["consensus"]:
+            kept = c["filter"]
+            lines.append(
+                f"| {c['judge']} | {kept['kept']:,} of {kept['paths']:,} "
+                f"({kept['kept_fraction']:.1%}) | {f(c['positive_precision'], True)} | "
+                f"{f(c['negative_precision'], True)} | {f(c['hard_label_accuracy'], True)} | "
+                f"{f(c['first_error_accuracy'], True)} | {f(c['negative_labels'])} |"
+            )
+    if "oracle" not in results:
+        return "\n".join(lines) + "\n"
     o = results["oracle"]
     lines += [
         "",
@@ -301,26 +357,39 @@ def plots(results: dict, out_dir: Path, stem: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, marker in (("shepherd", "o"), ("omegaprm", "s"), ("amcs", "^")):
-        runs = sorted(
-            (r for r in results["runs"] if r["method"] == method), key=lambda r: r["tokens"]
-        )
-        ax.plot(
-            [r["tokens"] for r in runs],
-            [r["hard_label_accuracy"] for r in runs],
-            marker=marker,
-            label=method,
-        )
-        for r in runs:
-            ax.annotate(
-                r["setting"].split(" ", 1)[-1], (r["tokens"], r["hard_label_accuracy"]), fontsize=6
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    metrics = (
+        ("hard_label_accuracy", "hard-label accuracy vs exact truth"),
+        ("negative_precision", "'-' precision (wrong prefixes among '-')"),
+        ("first_error_accuracy", "first-error accuracy"),
+    )
+    for ax, (key, title) in zip(axes, metrics, strict=True):
+        for method, marker in (("shepherd", "o"), ("omegaprm", "s"), ("amcs", "^")):
+            runs = sorted(
+                (r for r in results["runs"] if r["method"] == method and r[key] is not None),
+                key=lambda r: r["tokens"],
             )
-    ax.set_xscale("log")
-    ax.set_xlabel("generated tokens (whole run)")
-    ax.set_ylabel("hard-label accuracy vs exact truth")
-    ax.set_title("Label accuracy per token")
-    ax.legend()
+            ax.plot(
+                [r["tokens"] for r in runs], [r[key] for r in runs], marker=marker, label=method
+            )
+            for r in runs:
+                ax.annotate(r["setting"].split(" ", 1)[-1], (r["tokens"], r[key]), fontsize=6)
+        for n, c in enumerate(results.get("consensus", [])):
+            if c[key] is None:
+                continue
+            ax.scatter(c["tokens"], c[key], marker="*", s=90, zorder=3, color=f"C{3 + n}")
+            ax.annotate(
+                f"+ consensus, {c['judge']} ({c['filter']['kept_fraction']:.0%} of paths kept)",
+                (c["tokens"], c[key]),
+                xytext=(6, -10 - 9 * n),
+                textcoords="offset points",
+                fontsize=6,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("generated tokens (whole run)")
+        ax.set_title(title, fontsize=9)
+    axes[0].legend()
+    fig.suptitle("Label quality per generated token (exact truth of the arithmetic domain)")
     fig.tight_layout()
     path = out_dir / f"{stem}_accuracy_vs_tokens.png"
     fig.savefig(path, dpi=120)
@@ -368,8 +437,12 @@ def plots(results: dict, out_dir: Path, stem: str) -> list[Path]:
     return written
 
 
-async def main_async(mode_name: str) -> dict:
-    mode = MODES[mode_name]
+async def main_async(mode_name: str, only: list[str] | None = None) -> dict:
+    mode = dict(MODES[mode_name])
+    if only:
+        mode["sweep"] = [
+            (m, o) for m, o in mode["sweep"] if any(x in setting_name(m, o) for x in only)
+        ]
     problems = held_out_problems(mode["problems"])
     backend = HFBackend(max_batch_size=128)
     results = {
@@ -394,13 +467,25 @@ async def main_async(mode_name: str) -> dict:
                     "seconds": round(time.perf_counter() - start, 1),
                 } | audit(problems, records)
                 results["runs"].append(row)
+                if method == "amcs" and not overrides:
+                    for judge in JUDGES:
+                        c = await consensus(problems, records, judge)
+                        results.setdefault("consensus", []).append(
+                            {"setting": row["setting"], "tokens": row["tokens"]} | c
+                        )
+                        print(
+                            f"  consensus ({judge}): kept {c['filter']['kept']}/{c['filter']['paths']} "
+                            f"acc {c['hard_label_accuracy']:.3f}",
+                            flush=True,
+                        )
                 print(
                     f"{row['setting']:<28} rollouts {row['rollouts']:>7,} tokens {row['tokens']:>9,} "
                     f"steps {row['labelled_steps']:>6,} acc {row['hard_label_accuracy']:.3f} "
                     f"({row['seconds']} s)",
                     flush=True,
                 )
-            results["oracle"] = await oracle_study(backend, grader, problems, mode)
+            if not only:
+                results["oracle"] = await oracle_study(backend, grader, problems, mode)
     finally:
         await backend.aclose()
     return results
@@ -412,8 +497,14 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--plots-only", action="store_true", help="redraw the plots from the JSON")
+    ap.add_argument(
+        "--only",
+        action="append",
+        help="run only the sweep settings whose name contains this (repeatable); no oracle study",
+    )
+    ap.add_argument("--stem", help="file name stem of the results (default: by mode)")
     args = ap.parse_args()
-    stem = "label_quality_quick" if args.quick else "label_quality"
+    stem = args.stem or ("label_quality_quick" if args.quick else "label_quality")
     if args.plots_only:
         results = json.loads((args.out_dir / f"{stem}.json").read_text())
         for path in plots(results, args.out_dir, stem):
@@ -421,14 +512,14 @@ def main() -> None:
         return
 
     start = time.perf_counter()
-    results = asyncio.run(main_async("quick" if args.quick else "full"))
+    results = asyncio.run(main_async("quick" if args.quick else "full", args.only))
     results["seconds"] = round(time.perf_counter() - start, 1)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     (args.out_dir / f"{stem}.md").write_text(table)
     print(table)
-    if not args.no_plots:
+    if not args.no_plots and "oracle" in results:
         for path in plots(results, args.out_dir, stem):
             print(f"wrote {path}")
 

@@ -8,6 +8,7 @@ import typer
 
 from cli.eval import app as eval_app
 from cli.export import export_command
+from cli.filter import filter_command
 from cli.generate import generate_command, search_parameters_help
 from cli.problems import problems_command
 from cli.train import train_command
@@ -99,5 +100,6 @@ app.command("generate", epilog=search_parameters_help())(generate_command)
 app.command("train")(train_command)
 app.add_typer(eval_app, name="eval")
 app.command("export")(export_command)
+app.command("filter")(filter_command)
 app.command("problems")(problems_command)
 app.command("view")(view_command)

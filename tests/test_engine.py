@@ -20,7 +20,8 @@ from amcs.records import RecordWriter, meta_path_for, read_data, read_meta, shar
 from amcs.search import make_config
 
 # Small searches keep the suite fast; the code path is the same as the defaults'.
-SMALL = {"max_new_tokens": 120, "rollout_budget": 40, "max_search_count": 3}
+# min_root_mc=0: no screening, so every problem with a right root rollout is searched.
+SMALL = {"max_new_tokens": 120, "rollout_budget": 40, "max_search_count": 3, "min_root_mc": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ class OutageBackend:
 
 def test_an_outage_is_waited_for_and_no_problem_fails(backend, tmp_path):
     problems = arith_problems(6, seed=4)
-    down = OutageBackend(backend, start=10, seconds=3)
+    down = OutageBackend(backend, start=4, seconds=3)  # during the 6 root requests
     counters = asyncio.run(_run(down, problems, tmp_path / "o.jsonl", retries=0))
     assert down.refused > 0 and counters.outages == 1
     assert counters.failed == 0 and counters.done == 6

@@ -30,6 +30,14 @@ def _read_jsonl(name: str) -> list[dict]:
         ("Work...\nThe answer is 42.", "42"),
         ("the answer is: $\\frac{3}{4}$.\nThanks!", r"\frac{3}{4}"),
         ("The answer is 7. Later, the final answer is 8.", "8"),
+        # The answer, not the rest of the sentence.
+        ("The answer is 7 apples, and 14 oranges are left.", "7"),
+        ("The answer is 3.5 km.", "3.5"),
+        ("The answer is $12 dollars; she keeps the rest.", "12"),
+        ("The answer is (1, 2), which is the vertex.", "(1, 2)"),
+        ("The answer is x = 5; y = 2.", "x = 5; y = 2"),
+        ("The final answer is $\\frac{1}{2}$, half of it.", r"\frac{1}{2}"),
+        ("#### 1\\,000", "1000"),
         ("Natalia sold 48 clips.\n#### 1,234", "1234"),
         ("#### 12\nmore text\n#### -5", "-5"),
         ("no answer here", None),
@@ -80,6 +88,13 @@ def test_extract_answer_pathological_inputs_are_fast():
         ("x", "x", None),
         ("", "1", None),
         ("10\\%", "10", None),
+        # Thin spaces and LaTeX's {,} inside a number.
+        ("1\\,000", "1000", True),
+        ("1{,}000", "1000", True),
+        ("1\\!000", "1000", True),
+        ("1\u2009000", "1000", True),
+        ("1\u202f000\u202f000", "1000000", True),
+        ("1\\,000", "1001", False),
     ],
 )
 def test_answers_match_fast(a, b, expected):
@@ -150,6 +165,10 @@ def test_check_completion(runner, grader):
         ("She earns 3 * 6 = 18 dollars.\n#### 18", "18", True),
         ("The answer is $\\frac{36}{2}$.", "18", True),
         ("The answer is 17.", "18", False),
+        ("The answer is 7 apples, and 14 oranges are left.", "7", True),
+        ("The answer is 7 apples, and 14 oranges are left.", "14", False),
+        ("So it is \\boxed{1\\,000}.", "1000", True),
+        ("So it is \\boxed{1{,}000}.", "1000", True),
         (r"I think \boxed{", "18", False),
         ("No idea.", "18", False),
     ]

@@ -340,3 +340,11 @@ def test_labels_must_be_booleans_or_0_1(tmp_path, labels, message):
     result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "m")])
     assert result.exit_code == 2
     assert result.stderr == f"error: {data}:2: labels must be booleans (or 0/1), {message}\n"
+
+
+def test_unmeasured_values_load_as_none(tmp_path):
+    """amcs generate writes null where a step's MC was not measured; it loads as None."""
+    path = tmp_path / "data.jsonl"
+    row = {"prompt": "Q", "completions": ["a", "b"], "labels": [True, False]}
+    path.write_text(json.dumps(row | {"values": [None, 0.0], "rollouts": [0, 6]}) + "\n")
+    assert load_prm_rows(path)[0]["values"] == [None, 0.0]

@@ -105,6 +105,27 @@ def test_soft_labels_kept_and_used(tokenizer, tmp_path):
     assert torch.isclose(row1_soft, prm_loss(logits[1:], batch["labels"][1:]), atol=1e-6)
 
 
+def test_unmeasured_soft_values_are_masked(tokenizer):
+    """A null value (a step whose MC was not measured) carries no soft target: the loss is the
+    soft loss over the measured steps only; its hard class stays for metrics."""
+    out = tokenize_prm_row(EXAMPLE | {"values": [None, 0.25]}, tokenizer, labels="soft")
+    assert out["soft_labels"][10] == -1.0 and out["soft_labels"][16] == 0.25
+    assert out["labels"][10] == 1 and out["labels"][16] == 0
+    batch = PRMCollator(tokenizer.pad_token_id)([out])
+    torch.manual_seed(0)
+    logits = torch.randn(1, batch["input_ids"].shape[1], 2)
+    logp = torch.log_softmax(logits[0, 16], -1)
+    by_hand = -(0.75 * logp[0] + 0.25 * logp[1])
+    loss = prm_loss(logits, batch["labels"], batch["soft_labels"])
+    assert torch.isclose(loss, by_hand, atol=1e-6)
+    with pytest.raises(ValueError, match="needs 'labels'"):
+        tokenize_prm_row(
+            {k: v for k, v in EXAMPLE.items() if k != "labels"} | {"values": [None, 0.0]},
+            tokenizer,
+            labels="soft",
+        )
+
+
 def test_truncation_at_step_boundary_and_drop(tokenizer):
     row = {
         "prompt": "What is 1 + 2 + 3?",

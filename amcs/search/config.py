@@ -62,6 +62,24 @@ class SearchConfig:
     temporal_decay: float = option(20.0, "w_t = exp(-t / temporal_decay)", above=0)
     # Limits per problem.
     max_search_count: int = option(20, "error-locating searches per problem", min=0)
+    min_root_mc: float = option(
+        0.3,
+        "screening: skip a problem (no paths) whose root MC is below this; 0 keeps every problem "
+        "with a right root rollout",
+        min=0,
+        max=1,
+    )
+    search_unsolved: bool = option(
+        False,
+        "search every problem, also one whose root rollouts are all wrong (the AMCS paper's "
+        "code; ignores min_root_mc)",
+    )
+    garbled_filter: bool = option(
+        True, "never search a rollout with garbled text (the paper's candidate filter)"
+    )
+    max_candidate_nll: float = option(
+        0.0, "never search a rollout whose mean token NLL exceeds this (0 = no cap)", min=0
+    )
     rollout_budget: int = option(150, "rollouts per problem (0 = no limit)", min=0)
     positive_paths: int = option(1, "correct root rollouts written as all-positive paths", min=0)
     # Math-Shepherd.
@@ -82,7 +100,7 @@ class SearchConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "amcs": {},
-    "omegaprm": {"estimator": "fixed", "k": 16, "selection": "sum"},
+    "omegaprm": {"estimator": "fixed", "k": 16, "selection": "sum", "min_root_mc": 0.0},
     "shepherd": {"estimator": "fixed", "k": 8, "rollout_budget": 0},
 }
 

@@ -35,6 +35,15 @@ class SearchStats:
     nodes: int = 0
     early_exits: int = 0
     searches: int = 0
+    # Label honesty: rollouts cut at max_new_tokens (graded wrong, never searched); rollouts the
+    # candidate filter kept out of the pool; whether screening skipped this problem's search;
+    # all-wrong estimates overruled by a correct completion observed below them; steps left
+    # without a label (a short estimate, or a truncated solution's cut step).
+    truncated: int = 0
+    filtered: int = 0
+    screened: int = 0
+    overruled: int = 0
+    unlabelled_steps: int = 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -42,11 +51,12 @@ class SearchStats:
 
 @dataclass
 class LabelledPath:
-    """One path of the output: step texts and, per step, MC value and rollouts spent on it
-    (0 when the value is inherited from the next evaluated prefix on the path)."""
+    """One path of the output: step token ids and, per step, the hard label, the soft value (the
+    prefix's measured MC, or None where it was not measured) and the rollouts spent on it."""
 
     steps: list[list[int]]
-    values: list[float]
+    labels: list[bool]
+    values: list[float | None]
     rollouts: list[int]
 
 
@@ -74,6 +84,9 @@ class SearchContext:
         self.estimator = make_estimator(self.config)
         self.root = Node(steps=[])
         self._index: dict[tuple[int, ...], Node] = {(): self.root}
+        self._positive: set[tuple[int, ...]] = set()
+        self._overruled: set[tuple[int, ...]] = set()
+        self.total_visits = 0  # sum_i N_i over the tree
         self.stats.nodes = 1
 
     # --- budget and rollouts -----------------------------------------------------------------
@@ -102,10 +115,13 @@ class SearchContext:
         self.stats.requests += 1
         rollouts = await self.backend.sample(self.prompt_ids + prefix, k, params)
         prefix_text = self.backend.tokenizer.decode(prefix) if prefix else ""
+        # A rollout cut at max_new_tokens counts as wrong, whatever answer it may have written.
         graded = [
-            await self.checker.check_completion(prefix_text + r.text, self.problem.answer)
+            not truncated(r)
+            and await self.checker.check_completion(prefix_text + r.text, self.problem.answer)
             for r in rollouts
         ]
+        self.stats.truncated += sum(map(truncated, rollouts))
         self.stats.rollouts += len(rollouts)
         self.stats.tokens += sum(r.num_tokens for r in rollouts)
         self.stats.prompt_tokens += (len(self.prompt_ids) + len(prefix)) * len(rollouts)
@@ -130,8 +146,49 @@ class SearchContext:
             node.early_exit = estimate.early_exit
             node.clusters = list(estimate.cluster_sizes)
             node.uncertainty = estimate.uncertainty
+            node.visits += 1  # N(s) counts MC evaluations (and selections)
+            self.total_visits += 1
             self.stats.early_exits += estimate.early_exit
+            self._note(node)
         return drawn
+
+    def set_exact(self, node: Node, correct: bool) -> None:
+        """`node` is a complete solution graded `correct`: its MC is that grade, not an estimate."""
+        node.mc, node.rollouts, node.exact = float(correct), max(node.rollouts, 1), True
+        self._note(node)
+
+    @property
+    def min_evidence(self) -> int:
+        """Rollouts an all-wrong estimate needs before it may become a "-" label."""
+        return self.config.k0 if self.config.estimator == "adaptive" else self.config.k
+
+    def _note(self, node: Node) -> None:
+        """Record positive evidence: a node with MC > threshold proves every prefix of it
+        (a correct completion through it is a correct completion through each of them)."""
+        if node.mc is not None and node.mc > self.config.threshold:
+            steps = node.step_ids()
+            for i in range(1, len(steps) + 1):
+                self._positive.add(self.key(steps[:i]))
+
+    def known_positive(self, steps: list[list[int]]) -> bool:
+        """Whether this prefix, or a prefix extending it, was measured above the threshold."""
+        return self.key(steps) in self._positive
+
+    def verdict(self, steps: list[list[int]]) -> bool | None:
+        """The one label this problem gives the prefix `steps`: True, False, or None (unknown).
+
+        + : the prefix or an extension of it was measured above the threshold (an observed
+            correct completion beats an all-wrong estimate of an ancestor);
+        - : measured at or below the threshold from at least min_evidence rollouts, or graded
+            as a complete wrong solution, and no extension of it was measured positive;
+        None otherwise: never measured, or a short estimate (the budget ran out).
+        """
+        if self.known_positive(steps):
+            return True
+        node = self.lookup(steps)
+        if node is None or node.mc is None:
+            return None
+        return False if node.exact or node.rollouts >= self.min_evidence else None
 
     # --- the prefix index --------------------------------------------------------------------
 
@@ -155,40 +212,71 @@ class SearchContext:
 
     # --- output ------------------------------------------------------------------------------
 
-    def labelled_path(self, steps: list[list[int]], last: tuple[float, int] | None) -> LabelledPath:
-        """Values along `steps` from the evaluated prefixes on it. `last`, when given, is the
-        (value, rollouts) of the full path (a graded complete solution). A step that was not
-        evaluated takes the value of the next evaluated prefix after it, with 0 rollouts."""
+    def labelled_path(
+        self, steps: list[list[int]], own_values: bool = False
+    ) -> LabelledPath | None:
+        """The path `steps` labelled from what the whole search measured (call it at the end, so
+        every path through a prefix carries the same label): labels from `verdict` (or, with
+        `own_values`, each prefix's own measurement, as Math-Shepherd labels), values the
+        measured MC or None, rollouts spent on each prefix (0 where not measured). The path is
+        cut before its first step without a label, and after its first "-"; None if nothing is
+        left."""
+        labels: list[bool] = []
         values: list[float | None] = []
         counts: list[int] = []
         for i in range(len(steps)):
             node = self.lookup(steps[: i + 1])
-            evaluated = node is not None and node.mc is not None
-            values.append(node.mc if evaluated else None)
-            counts.append(node.rollouts if evaluated else 0)
-        if last is not None and values and values[-1] is None:
-            values[-1], counts[-1] = last
-        carry = values[-1] if values else None
-        for i in range(len(values) - 1, -1, -1):
-            if values[i] is None:
-                values[i] = carry
-            carry = values[i]
-        return LabelledPath(steps=steps, values=[float(v) for v in values], rollouts=counts)
+            measured = node is not None and node.mc is not None
+            if own_values:
+                label = None
+                if measured:
+                    positive = node.mc > self.config.threshold
+                    sure = node.exact or node.rollouts >= self.min_evidence
+                    label = True if positive else (False if sure else None)
+            else:
+                label = self.verdict(steps[: i + 1])
+            if label is None:
+                self.stats.unlabelled_steps += len(steps) - i
+                break
+            value = node.mc if measured else None
+            if label and value is not None and value <= self.config.threshold:
+                value = None  # an all-wrong estimate overruled by a correct completion below it
+                self._overruled.add(self.key(steps[: i + 1]))
+            labels.append(label)
+            values.append(value)
+            counts.append(node.rollouts if measured else 0)
+            if not label and not own_values:
+                break
+        if not labels:
+            return None
+        k = len(labels)
+        return LabelledPath(steps=steps[:k], labels=labels, values=values, rollouts=counts)
 
-    def finish(self, paths: list[LabelledPath]) -> SearchResult:
+    def finish(self, paths: list[list[list[int]]], own_values: bool = False) -> SearchResult:
+        """Label the paths the search found (see labelled_path), each distinct path once."""
         text = self.splitter.text
         records, pos, neg = [], 0, 0
-        for p in paths:
-            labels = [v > self.config.threshold for v in p.values]
-            pos += sum(labels)
-            neg += len(labels) - sum(labels)
+        seen: set[tuple[int, ...]] = set()
+        for steps in paths:
+            p = self.labelled_path(steps, own_values)
+            if p is None or self.key(p.steps) in seen:
+                continue
+            seen.add(self.key(p.steps))
+            pos += sum(p.labels)
+            neg += len(p.labels) - sum(p.labels)
             records.append(
                 {
                     "completions": [text(s) for s in p.steps],
-                    "labels": labels,
-                    "values": [round(v, 6) for v in p.values],
+                    "labels": p.labels,
+                    "values": [None if v is None else round(v, 6) for v in p.values],
                     "rollouts": p.rollouts,
                 }
             )
+        self.stats.overruled = len(self._overruled)
         tree = self.root.to_dict(text)
         return SearchResult(records, tree, self.stats, pos, neg)
+
+
+def truncated(rollout: Rollout) -> bool:
+    """A rollout cut at max_new_tokens: its last step may be cut mid-number."""
+    return rollout.finish_reason == "length"

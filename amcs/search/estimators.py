@@ -99,13 +99,15 @@ class FixedEstimator:
 class AdaptiveEstimator:
     """AMCS's adaptive estimate of MC(s).
 
-    1. Draw k0 rollouts. All correct or all wrong: MC = 1 or 0, stop (early exit). With
+    1. Draw k0 rollouts. All correct or all wrong: MC = 1 or 0, stop (early exit; with fewer
+       than k0 because the budget ran out, a short estimate, not an early exit). With
        zero_exit_upper < 1, all wrong stops only once the Wilson upper bound of the success rate
        is below it (drawing k_step_max more at a time, up to k_max_node).
     2. Features per rollout (mean token NLL, log length), z-scored with the first rollouts' mean and
        std (std 0 -> 1); K-means into K clusters (seeded); centroids fixed from then on.
     3. Per cluster j: Wilson interval on (n_j, successes_j), half-width h_j; cluster j is frozen
-       when n_j >= freeze_n and h_j <= freeze_halfwidth.
+       when n_j >= freeze_n and h_j <= freeze_halfwidth, and stays frozen (a rollout assigned to
+       it later may widen h_j, but it is never chosen for sampling again).
     4. p = sum_j (n_j / n) p_j,  d = sqrt(sum_j (n_j / n)^2 h_j^2). Stop when d <= eps_node, or
        n >= k_max_node, or no cluster is active, or the budget is spent. Otherwise take the active
        cluster with the largest h_j and draw k_step = clip(ceil(h_j * k_step_scale), 1, k_step_max)
@@ -135,7 +137,10 @@ class AdaptiveEstimator:
             outcomes += more
         wins = sum(ok for _, ok in outcomes)
         if wins in (0, len(outcomes)):
-            return Estimate(mc=wins / len(outcomes), rollouts=len(outcomes), early_exit=True)
+            # Fewer than k0 outcomes (the budget ran out) are not an early exit but a short
+            # estimate; the search never turns one into a "-" label.
+            exit_ = len(outcomes) >= c.k0
+            return Estimate(mc=wins / len(outcomes), rollouts=len(outcomes), early_exit=exit_)
 
         raw = [rollout_features(nll, length) for (nll, length), _ in outcomes]
         mean = [sum(f[i] for f in raw) / len(raw) for i in range(2)]
@@ -157,16 +162,18 @@ class AdaptiveEstimator:
                 s_j[j] += ok
 
         assign(outcomes)
+        frozen: set[int] = set()  # sticky: a cluster once frozen is never sampled for again
         while True:
             n = sum(n_j)
             half = [wilson_interval(s, m, c.wilson_z)[1] for s, m in zip(s_j, n_j, strict=True)]
             p = sum((m / n) * (s / m) for s, m in zip(s_j, n_j, strict=True) if m)
             d = math.sqrt(sum((m / n) ** 2 * h * h for m, h in zip(n_j, half, strict=True) if m))
-            active = [
+            frozen |= {
                 j
                 for j, (m, h) in enumerate(zip(n_j, half, strict=True))
-                if m and not (m >= c.freeze_n and h <= c.freeze_halfwidth)
-            ]
+                if m >= c.freeze_n and h <= c.freeze_halfwidth
+            }
+            active = [j for j, m in enumerate(n_j) if m and j not in frozen]
             if d <= c.eps_node or n >= c.k_max_node or not active:
                 break
             h_max = max(half[j] for j in active)

@@ -1,19 +1,31 @@
 """The OmegaPRM-style tree search, run by the `amcs` and `omegaprm` presets.
 
-Estimate MC at the root; every incorrect rollout from a node with 0 < MC < 1 becomes a candidate.
-Repeatedly select the best candidate (scores recomputed at every pop, so none is stale) and locate
-the first error in its rollout by binary search; each search yields one labelled path: positive
-steps up to the first error, and the error step itself negative.
+Estimate MC at the root; every incorrect rollout from a node with 0 < MC < 1 becomes a candidate
+(unless it was cut at max_new_tokens, or the candidate filter rejects it). Repeatedly select the
+best candidate (scores recomputed at every pop, so none is stale) and locate the first error in its
+rollout by binary search; each search yields one path: positive steps up to the first error, and
+the error step itself negative. Paths are labelled once the search is over, from everything it
+measured, so a prefix carries one label in the whole problem (`SearchContext.verdict`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from amcs.backends.base import Rollout
-from amcs.search.context import LabelledPath, SearchContext, SearchResult
+from amcs.search.context import SearchContext, SearchResult, truncated
 from amcs.search.selection import candidate_score
 from amcs.search.tree import Node
+
+# Garbled text (the paper's candidate filter): the replacement character of a broken decode,
+# control characters, one character 20 times in a row, or one line three times in a row.
+_GARBLED = re.compile(r"(?m)\ufffd|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|(.)\1{19}|^(.+)\n+\2\n+\2$")
+
+
+def garbled(text: str) -> bool:
+    """Whether a rollout's text is garbled (see _GARBLED)."""
+    return _GARBLED.search(text) is not None
 
 
 @dataclass(eq=False)
@@ -27,16 +39,44 @@ class TreeSearch:
         self.ctx = ctx
         self.config = ctx.config
         self.pool: list[Candidate] = []
-        self.total_visits = 0
 
-    def _add_candidates(self, node: Node, drawn: list[tuple[Rollout, bool]]) -> None:
-        if node.mc is not None and 0 < node.mc < 1:
-            self.pool.extend(Candidate(node, r) for r, ok in drawn if not ok and r.token_ids)
+    def searchable(self, rollout: Rollout) -> bool:
+        """The candidate filter: a rollout worth bisecting (complete, not garbled, not too
+        unlikely under the policy)."""
+        if not rollout.token_ids or truncated(rollout):
+            return False
+        c = self.config
+        if c.garbled_filter and garbled(rollout.text):
+            return False
+        return not (c.max_candidate_nll and rollout.mean_nll > c.max_candidate_nll)
+
+    def _add_candidates(
+        self, node: Node, drawn: list[tuple[Rollout, bool]], unsolved: bool = False
+    ) -> None:
+        """Wrong rollouts of a node with 0 < MC < 1 (or MC = 0 too, with `unsolved`) join the
+        pool, if the candidate filter passes them."""
+        if node.mc is None or node.mc >= 1 or (node.mc == 0 and not unsolved):
+            return
+        for rollout, ok in drawn:
+            if ok:
+                continue
+            if self.searchable(rollout):
+                self.pool.append(Candidate(node, rollout))
+            elif not truncated(rollout):
+                self.ctx.stats.filtered += 1
 
     def _pop(self, t: int) -> Candidate:
+        """The best candidate by its score now (Q from its node's MC, U from the visit counts as
+        they stand at this pop)."""
+
         def score(c: Candidate) -> float:
             return candidate_score(
-                c.node.mc, c.rollout.num_tokens, c.node.visits, self.total_visits, t, self.config
+                c.node.mc,
+                c.rollout.num_tokens,
+                c.node.visits,
+                max(1, self.ctx.total_visits),
+                t,
+                self.config,
             )
 
         best = max(range(len(self.pool)), key=lambda i: score(self.pool[i]))
@@ -44,40 +84,53 @@ class TreeSearch:
 
     async def run(self) -> SearchResult:
         ctx = self.ctx
+        c = self.config
         root_drawn = await ctx.evaluate(ctx.root)
-        self._add_candidates(ctx.root, root_drawn)
-        paths: list[LabelledPath] = []
-        seen: set[tuple[int, ...]] = set()
+        root_mc = ctx.root.mc
+        if root_mc is None:
+            return ctx.finish([])
+        # Screening (OmegaPRM's paper): a problem the policy rarely solves gives all-wrong
+        # estimates at valid prefixes, and its rare right answers are often reached through
+        # wrong steps, so it is skipped, positive paths too, unless its root MC reaches
+        # min_root_mc. search_unsolved searches every problem (the AMCS paper's code).
+        if not c.search_unsolved and 0 < root_mc < c.min_root_mc:
+            ctx.stats.screened = 1
+            return ctx.finish([])
+        paths: list[list[list[int]]] = []
+        # Correct root rollouts are complete solutions graded right: exact positives.
         for rollout, ok in root_drawn:
-            if len(paths) >= self.config.positive_paths:
+            if len(paths) >= c.positive_paths:
                 break
             steps = ctx.splitter.split(rollout.token_ids) if ok else []
-            if steps and ctx.key(steps) not in seen:
-                seen.add(ctx.key(steps))
-                paths.append(ctx.labelled_path(steps, last=(1.0, 1)))
+            if steps:
+                ctx.set_exact(ctx.child(ctx.root, steps), True)
+                paths.append(steps)
+        self._add_candidates(ctx.root, root_drawn, unsolved=c.search_unsolved)
 
         t = 0
-        while self.pool and ctx.stats.searches < self.config.max_search_count:
+        while self.pool and ctx.stats.searches < c.max_search_count:
             if ctx.budget_left() == 0:
                 break
             t += 1
             candidate = self._pop(t)
             candidate.node.visits += 1
-            self.total_visits += 1
+            ctx.total_visits += 1
             ctx.stats.searches += 1
             path = await self._locate_first_error(candidate)
-            # Rollouts that share the prefix where the first error lies give the same path.
-            if path is not None and ctx.key(path.steps) not in seen:
-                seen.add(ctx.key(path.steps))
+            if path:
                 paths.append(path)
         return ctx.finish(paths)
 
-    async def _locate_first_error(self, candidate: Candidate) -> LabelledPath | None:
-        """Binary search for the first wrong step of an incorrect rollout (OmegaPRM).
+    async def _locate_first_error(self, candidate: Candidate) -> list[list[int]] | None:
+        """Binary search for the first wrong step of an incorrect rollout (OmegaPRM); returns the
+        steps of the path it found (labelled later by `SearchContext.finish`).
 
-        Invariant: the prefix up to step lo - 1 has MC > 0, and the first error lies in steps
-        lo..hi. Estimate MC of the prefix through mid = (lo + hi) // 2: MC = 0 puts the first
-        error at or before mid (hi = mid), MC > 0 after it (lo = mid + 1).
+        Invariant: the prefix up to step lo - 1 has MC > threshold, and the first error lies in
+        steps lo..hi. Estimate MC of the prefix through mid = (lo + hi) // 2: MC at most the
+        threshold puts the first error at or before mid (hi = mid), above it after (lo = mid + 1).
+        A prefix with known positive evidence (it or an extension measured positive) is not
+        estimated again; an all-wrong estimate from fewer than min_evidence rollouts (budget
+        spent) stops the search with only the steps known to be fine.
         """
         ctx = self.ctx
         steps = ctx.splitter.split(candidate.rollout.token_ids)
@@ -86,35 +139,44 @@ class TreeSearch:
         base = candidate.node.step_ids()
         parent = candidate.node
         lo, hi = 0, len(steps) - 1
-        # Prefixes of this rollout that other searches already estimated narrow the interval:
-        # positives before the first known zero raise lo, that zero lowers hi. Without this a
-        # path could pass a prefix already labelled 0 and contradict itself.
+        # Prefixes of this rollout that earlier searches measured narrow the interval: positives
+        # raise lo, the first well-evidenced zero lowers hi. Without this a path could pass a
+        # prefix already labelled "-" and contradict itself.
         for idx in range(len(steps) - 1):
-            known = ctx.lookup(base + steps[: idx + 1])
-            if known is None or known.mc is None:
-                continue
-            if known.mc > 0:
-                parent, lo = known, idx + 1
-            else:
+            prefix = base + steps[: idx + 1]
+            verdict = ctx.verdict(prefix)
+            if verdict:
+                known = ctx.lookup(prefix)
+                if known is not None:
+                    parent, lo = known, idx + 1
+                else:
+                    lo = idx + 1
+                    parent = ctx.child(parent, steps[len(parent.step_ids()) - len(base) : lo])
+            elif verdict is False:
                 hi = idx
                 break
+        stopped = False
         while lo < hi:
             mid = (lo + hi) // 2
             node = ctx.child(parent, steps[lo : mid + 1])
-            if node.mc is None:
+            if node.mc is None and not ctx.known_positive(base + steps[: mid + 1]):
                 drawn = await ctx.evaluate(node)
                 if node.mc is None:  # the budget ran out before any rollout
+                    stopped = True
                     break
                 self._add_candidates(node, drawn)
-            if node.mc > 0:
+            verdict = ctx.verdict(base + steps[: mid + 1])
+            if verdict:
                 parent, lo = node, mid + 1
-            else:
+            elif verdict is False:
                 hi = mid
-        if lo < hi:
-            # Stopped early: only the steps known to be fine can be labelled.
-            return ctx.labelled_path(base + steps[:lo], last=None) if lo > 0 else None
+            else:  # a short all-wrong estimate: no "-" label from it
+                stopped = True
+                break
+        if stopped:
+            return base + steps[:lo] if base or lo > 0 else None
         error = ctx.child(parent, steps[lo : lo + 1])
-        if error.mc is None:
-            # The whole rollout is this prefix: it was graded wrong, so its value is 0.
-            error.mc, error.rollouts = 0.0, 1
-        return ctx.labelled_path(base + steps[: lo + 1], last=None)
+        if error.mc is None and lo == len(steps) - 1:
+            # The whole rollout is this prefix: a complete solution graded wrong.
+            ctx.set_exact(error, False)
+        return base + steps[: lo + 1]

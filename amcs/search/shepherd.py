@@ -6,7 +6,7 @@ Hard label: MC > threshold (0: "any rollout correct"); soft label: the fraction 
 
 from __future__ import annotations
 
-from amcs.search.context import LabelledPath, SearchContext, SearchResult
+from amcs.search.context import SearchContext, SearchResult, truncated
 
 
 class ShepherdSearch:
@@ -19,22 +19,27 @@ class ShepherdSearch:
         if solutions:
             ctx.root.mc = sum(ok for _, ok in solutions) / len(solutions)
             ctx.root.rollouts = len(solutions)
-        paths: list[LabelledPath] = []
+        paths: list[list[list[int]]] = []
         seen: set[tuple[int, ...]] = set()
         for rollout, correct in solutions:
             steps = ctx.splitter.split(rollout.token_ids)
+            cut = truncated(rollout)
+            if cut:
+                # The last step was cut at max_new_tokens: label only the steps before it.
+                steps = steps[:-1]
             if not steps or ctx.key(steps) in seen:
                 continue
             seen.add(ctx.key(steps))
             ctx.stats.searches += 1
             node = ctx.root
-            # Every prefix but the full solution, which is already graded.
-            for step in steps[:-1]:
+            # Every prefix but a complete solution, which is already graded.
+            for step in steps if cut else steps[:-1]:
                 node = ctx.child(node, [step])
                 if node.mc is None:
                     await ctx.evaluate(node)
-            last = ctx.child(node, [steps[-1]])
-            if last.mc is None:
-                last.mc, last.rollouts = float(correct), 1
-            paths.append(ctx.labelled_path(steps, last=None))
-        return ctx.finish(paths)
+            if not cut:
+                last = ctx.child(node, [steps[-1]])
+                if last.mc is None:
+                    ctx.set_exact(last, correct)
+            paths.append(steps)
+        return ctx.finish(paths, own_values=True)

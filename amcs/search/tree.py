@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 class Node:
     """A prefix: the parent's prefix plus `steps` (token ids of each step, separator included).
 
-    mc is None until estimated. rollouts counts the rollouts spent estimating it; visits N(s)
-    counts how often a candidate from it was selected. early_exit, clusters (rollouts per cluster)
-    and uncertainty record how the estimator stopped (for `amcs view`).
+    mc is None until estimated. rollouts counts the rollouts spent estimating it; exact marks a
+    value that is no estimate: the prefix is a complete solution and mc its grade. visits N(s)
+    counts its MC evaluations plus the selections of a candidate from it (AMCS's code counts
+    the evaluation, so N(s) >= 1 for every node that has candidates). early_exit, clusters
+    (rollouts per cluster) and uncertainty record how the estimator stopped (for `amcs view`).
     """
 
     steps: list[list[int]]
@@ -19,6 +21,7 @@ class Node:
     children: list[Node] = field(default_factory=list)
     mc: float | None = None
     rollouts: int = 0
+    exact: bool = False
     visits: int = 0
     depth: int = 0  # steps from the root to the end of this node
     early_exit: bool = False
@@ -59,5 +62,6 @@ class Node:
             "early_exit": self.early_exit,
             "clusters": self.clusters,
             "uncertainty": None if self.uncertainty is None else round(self.uncertainty, 6),
+            **({"exact": True} if self.exact else {}),
             "children": [c.to_dict(text) for c in self.children],
         }

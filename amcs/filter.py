@@ -1,0 +1,235 @@
+"""The consensus filter: keep the paths where the Monte Carlo labels and a judge agree on the first
+wrong step ("The Lessons of Developing Process Reward Models in Mathematical Reasoning",
+arXiv 2501.07301, section 3: keep a sample only when the MC estimate's first error and the judge's
+first error are the same step, "no error" counting as a position).
+
+A judge is any step scorer (``async score(question, steps) -> [P(step correct)]``): a PRM loaded
+with `amcs.prm.load_prm`, or `amcs.verification.ArithOracleScorer` (the exact checker). Its first
+error is the first step scored below `threshold`.
+
+`filter_file` streams a data file of `amcs generate` (or any TRL-format JSONL with prompt,
+completions, labels) to an output that is written beside its final name and renamed into place
+when complete; an interrupted run resumes from a progress file next to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+MODES = ("keep", "mark")
+# Why a path was kept or dropped.
+AGREE = "agree"
+JUDGE_EARLIER = "judge finds an earlier error"
+JUDGE_LATER = "judge finds a later error"
+JUDGE_NONE = "judge finds no error where MC does"
+MC_NONE = "judge finds an error where MC finds none"
+
+
+class StepScorer(Protocol):
+    async def score(self, question: str, steps: list[str]) -> list[float]: ...
+
+
+class FilterError(ValueError):
+    """An input or output the filter cannot use; the message names it."""
+
+
+def mc_first_error(labels: list[bool]) -> int:
+    """Index of the first step labelled "-", or -1 when every step is "+"."""
+    return next((i for i, label in enumerate(labels) if not label), -1)
+
+
+def judge_first_error(scores: list[float], threshold: float) -> int:
+    """Index of the first step the judge scores below `threshold`, or -1."""
+    return next((i for i, s in enumerate(scores) if s < threshold), -1)
+
+
+def verdict(mc: int, judge: int) -> str:
+    """Why a path with these first errors (-1: none) is kept or dropped."""
+    if mc == judge:
+        return AGREE
+    if mc < 0:
+        return MC_NONE
+    if judge < 0:
+        return JUDGE_NONE
+    return JUDGE_EARLIER if judge < mc else JUDGE_LATER
+
+
+@dataclass
+class FilterStats:
+    paths: int = 0
+    kept: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    resumed_from: int = 0  # input lines already done by an interrupted run
+
+    @property
+    def dropped(self) -> int:
+        return self.paths - self.kept
+
+    def to_dict(self) -> dict:
+        return {
+            "paths": self.paths,
+            "kept": self.kept,
+            "dropped": self.dropped,
+            "kept_fraction": self.kept / self.paths if self.paths else None,
+            "reasons": dict(sorted(self.reasons.items())),
+            "resumed_from": self.resumed_from,
+        }
+
+
+async def judge_paths(
+    records: list[dict], judge: StepScorer, threshold: float
+) -> list[tuple[int, int, str]]:
+    """(MC first error, judge's first error, verdict) for each record; judged concurrently, so a
+    PRM scorer batches them."""
+    scores = await asyncio.gather(*(judge.score(r["prompt"], r["completions"]) for r in records))
+    out = []
+    for r, s in zip(records, scores, strict=True):
+        mc, jd = mc_first_error(r["labels"]), judge_first_error(s, threshold)
+        out.append((mc, jd, verdict(mc, jd)))
+    return out
+
+
+def _read_records(path: Path, skip: int) -> Iterator[tuple[int, dict]]:
+    """(line number, record) of each non-blank line after the first `skip` lines."""
+    with path.open("rb") as f:
+        for number, line in enumerate(f, 1):
+            if number <= skip or not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise FilterError(f"{path}:{number}: not a JSON line") from None
+            if not (
+                isinstance(record, dict)
+                and isinstance(record.get("prompt"), str)
+                and isinstance(record.get("completions"), list)
+                and isinstance(record.get("labels"), list)
+                and len(record["labels"]) == len(record["completions"])
+            ):
+                raise FilterError(
+                    f"{path}:{number}: needs prompt, completions and labels of the same length"
+                )
+            yield number, record
+
+
+def _fingerprint(data: Path, judge_name: str, mode: str, threshold: float) -> str:
+    st = data.stat()
+    key = json.dumps([str(data.resolve()), st.st_size, judge_name, mode, threshold])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def partial_paths(out: Path) -> tuple[Path, Path]:
+    """Where an unfinished output and its progress live (beside `out`)."""
+    return out.with_name(f".{out.name}.partial"), out.with_name(f".{out.name}.progress")
+
+
+def check_paths(data: Path, out: Path) -> None:
+    """Refuse an output that is the input, or a directory."""
+    if not data.is_file():
+        raise FilterError(f"{data}: no such file")
+    if out.is_dir():
+        raise FilterError(f"--out {out} is a directory")
+    if out.exists() and out.resolve() == data.resolve():
+        raise FilterError(f"--out {out} is the input file; choose another")
+
+
+async def filter_file(
+    data: Path,
+    out: Path,
+    judge: StepScorer,
+    *,
+    judge_name: str,
+    mode: str = "keep",
+    threshold: float = 0.5,
+    batch: int = 64,
+    resume: bool = True,
+    on_batch=None,
+) -> FilterStats:
+    """Judge every path of `data` and write to `out`: in mode "keep" the paths where MC and the
+    judge agree on the first error; in mode "mark" every path, with ``consensus`` (bool),
+    ``judge_first_error`` and ``mc_first_error`` added. Resumes from the progress of an
+    interrupted run with the same input, judge, mode and threshold; the output appears only when
+    complete. Returns the counts (also written to OUT.summary.json)."""
+    if mode not in MODES:
+        raise FilterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    check_paths(data, out)
+    partial, progress = partial_paths(out)
+    fingerprint = _fingerprint(data, judge_name, mode, threshold)
+    stats = FilterStats()
+    done_lines, done_bytes = 0, 0
+    if resume and partial.exists() and progress.exists():
+        try:
+            state = json.loads(progress.read_text())
+        except ValueError:
+            state = {}
+        if state.get("fingerprint") == fingerprint and partial.stat().st_size >= state["bytes"]:
+            done_lines, done_bytes = state["lines"], state["bytes"]
+            stats.paths, stats.kept = state["paths"], state["kept"]
+            stats.reasons = Counter(state["reasons"])
+            stats.resumed_from = done_lines
+    with open(partial, "r+b" if done_bytes else "wb") as f:
+        f.truncate(done_bytes)
+        f.seek(done_bytes)
+
+        async def flush(items: list[tuple[int, dict]]) -> None:
+            judged = await judge_paths([r for _, r in items], judge, threshold)
+            for (_, record), (mc, jd, why) in zip(items, judged, strict=True):
+                stats.paths += 1
+                stats.reasons[why] += 1
+                agree = why == AGREE
+                stats.kept += agree
+                if mode == "mark":
+                    record = record | {
+                        "consensus": agree,
+                        "mc_first_error": mc,
+                        "judge_first_error": jd,
+                    }
+                elif not agree:
+                    continue
+                f.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+            state = {
+                "fingerprint": fingerprint,
+                "lines": items[-1][0],
+                "bytes": f.tell(),
+                "paths": stats.paths,
+                "kept": stats.kept,
+                "reasons": dict(stats.reasons),
+            }
+            tmp = progress.with_name(progress.name + ".tmp")
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, progress)
+            if on_batch is not None:
+                on_batch(stats)
+
+        pending: list[tuple[int, dict]] = []
+        for number, record in _read_records(data, done_lines):
+            pending.append((number, record))
+            if len(pending) >= batch:
+                await flush(pending)
+                pending = []
+        if pending:
+            await flush(pending)
+    summary = out.with_name(out.name + ".summary.json")
+    tmp = summary.with_name(f".{summary.name}.tmp")
+    tmp.write_text(
+        json.dumps(
+            {"input": str(data), "judge": judge_name, "mode": mode, "threshold": threshold}
+            | stats.to_dict(),
+            indent=2,
+        )
+        + "\n"
+    )
+    os.replace(partial, out)
+    os.replace(tmp, summary)
+    progress.unlink(missing_ok=True)
+    return stats
