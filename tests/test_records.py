@@ -165,7 +165,10 @@ def test_read_data_names_file_and_line(tmp_path):
     bad.write_text(
         json.dumps({"prompt": "q", "completions": ["s"], "labels": [True]}) + "\n{oops\n"
     )
-    with pytest.raises(RecordFormatError, match=r"bad\.jsonl:2: invalid JSON"):
+    with pytest.raises(RecordFormatError, match=r"bad\.jsonl:2: malformed JSON"):
+        list(read_data(bad))
+    bad.write_bytes(b'{"prompt": "caf\xe9"}\n')
+    with pytest.raises(RecordFormatError, match=r"bad\.jsonl:1: not UTF-8 text"):
         list(read_data(bad))
     bad.write_text(json.dumps({"prompt": "q", "completions": ["s"], "labels": []}) + "\n")
     with pytest.raises(RecordFormatError, match=r"bad\.jsonl:1: expected"):
