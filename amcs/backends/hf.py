@@ -265,7 +265,7 @@ class HFBackend:
         groups: dict[tuple[int, ...], list[_Row]] = {}
         for row in rows:
             groups.setdefault(tuple(row.prompt_ids), []).append(row)
-        batch = None
+        parts = []
         for prompt, members in groups.items():
             n, length = len(members), len(prompt)
             ids = torch.tensor([prompt], device=dev)
@@ -275,38 +275,40 @@ class HFBackend:
             for layer in cache.layers:
                 layer.keys = layer.keys.repeat(n, 1, 1, 1)
                 layer.values = layer.values.repeat(n, 1, 1, 1)
-            part = _Batch(
-                members,
-                cache,
-                torch.ones((n, length), dtype=torch.long, device=dev),
-                positions[:, -1:].repeat(n, 1),
-                logits.repeat(n, 1),
+            parts.append(
+                _Batch(
+                    members,
+                    cache,
+                    torch.ones((n, length), dtype=torch.long, device=dev),
+                    positions[:, -1:].repeat(n, 1),
+                    logits.repeat(n, 1),
+                )
             )
-            batch = self._merge(batch, part)
-        return batch
+        return self._stack(parts)
 
     @staticmethod
     def _merge(a: _Batch | None, b: _Batch) -> _Batch:
-        """One batch from two: left-pad the shorter to the other's length, stack the rows."""
-        if a is None:
-            return b
-        length = max(a.mask.shape[1], b.mask.shape[1])
-        for x in (a, b):
-            pad = length - x.mask.shape[1]
-            if pad:
-                x.mask = F.pad(x.mask, (pad, 0))
-                for layer in x.cache.layers:
-                    layer.keys = F.pad(layer.keys, (0, 0, pad, 0))
-                    layer.values = F.pad(layer.values, (0, 0, pad, 0))
-        for la, lb in zip(a.cache.layers, b.cache.layers, strict=True):
-            la.keys = torch.cat([la.keys, lb.keys])
-            la.values = torch.cat([la.values, lb.values])
+        """One batch from two; see _stack."""
+        return b if a is None else HFBackend._stack([a, b])
+
+    @staticmethod
+    def _stack(parts: list[_Batch]) -> _Batch:
+        """One batch from several: left-pad each to the longest one's length, stack the rows."""
+        if len(parts) == 1:
+            return parts[0]
+        length = max(x.mask.shape[1] for x in parts)
+        for x in parts:
+            HFBackend._pad_columns(x, length - x.mask.shape[1])
+        first = parts[0]
+        for i, layer in enumerate(first.cache.layers):
+            layer.keys = torch.cat([x.cache.layers[i].keys for x in parts])
+            layer.values = torch.cat([x.cache.layers[i].values for x in parts])
         return _Batch(
-            a.rows + b.rows,
-            a.cache,
-            torch.cat([a.mask, b.mask]),
-            torch.cat([a.positions, b.positions]),
-            torch.cat([a.logits, b.logits]),
+            [row for x in parts for row in x.rows],
+            first.cache,
+            torch.cat([x.mask for x in parts]),
+            torch.cat([x.positions for x in parts]),
+            torch.cat([x.logits for x in parts]),
         )
 
     def _stop_pieces(self) -> list[str]:
