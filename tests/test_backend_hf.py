@@ -260,24 +260,25 @@ def _cut(src: Path, dst: Path, k: int) -> None:
 def test_resumed_run_equals_an_uninterrupted_one_byte_for_byte(backend, tmp_path):
     """The README's promise, through the library: a run cut after k committed problems and
     resumed writes the same data file as one that was never interrupted. The resumed run's
-    searches share their batches with other searches than before, so this holds only because a
-    rollout does not depend on its batch company (see the test above)."""
-    problems = arith_problems(10, seed=7)
-    config = make_config("amcs", max_new_tokens=120, rollout_budget=40, max_search_count=4)
+    searches share their batches with other searches than before, so this holds because a rollout
+    does not depend on its batch company (the test above). At this size plain batching can pass it
+    too (it did with 8 problems, seed 7: its divergences need many rollouts to show, as in the
+    60-problem run of issue 11); the sharper check is the bit-exact one above."""
+    problems = arith_problems(6, seed=7)
+    config = make_config("amcs", max_new_tokens=100, rollout_budget=30, max_search_count=3)
 
     async def generate(out: Path) -> None:
         async with Grader(max_workers=1) as grader:
             await generate_to_file(
-                problems, backend, grader, config, out, model_name="tiny", seed=11, concurrency=6
+                problems, backend, grader, config, out, model_name="tiny", seed=11, concurrency=4
             )
 
     whole = tmp_path / "whole.jsonl"
     run(generate(whole))
     data = whole.read_bytes()
     assert data.count(b"\n") >= len(problems)  # every problem labelled at least one path
-    for k in (2, 5):
-        resumed = tmp_path / f"resumed{k}.jsonl"
-        _cut(whole, resumed, k)
-        assert 0 < resumed.stat().st_size < len(data)
-        run(generate(resumed))
-        assert resumed.read_bytes() == data
+    resumed = tmp_path / "resumed.jsonl"
+    _cut(whole, resumed, 3)
+    assert 0 < resumed.stat().st_size < len(data)
+    run(generate(resumed))
+    assert resumed.read_bytes() == data
