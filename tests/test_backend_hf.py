@@ -1,15 +1,22 @@
 """The transformers backend, on the bundled tiny policy: real generation, no mocks."""
 
 import asyncio
+import json
+from pathlib import Path
 
 import pytest
 import torch
+from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from amcs.assets import TINY_POLICY
 from amcs.backends.base import Backend, SamplingParams
-from amcs.backends.hf import HFBackend
+from amcs.backends.hf import COLUMN_BLOCK, HFBackend
 from amcs.domains.arith import generate_problems
+from amcs.engine import generate_to_file
+from amcs.grading import Grader
+from amcs.problems import arith_problems
 from amcs.prompts import prompt_ids
+from amcs.search import make_config
 
 
 @pytest.fixture(scope="module")
@@ -70,27 +77,83 @@ def test_greedy_matches_transformers_generate(backend, prompts):
     assert a.token_ids == b.token_ids
 
 
+def _outcome(rollouts):
+    """What a search sees of a request's rollouts: token ids and the exact logprob_sum."""
+    return [(r.token_ids, r.logprob_sum) for r in rollouts]
+
+
 def test_seeded_rollouts_do_not_depend_on_batch_company(backend, prompts):
+    """A seeded request gets the same token ids and bit-identical logprob_sums whether it is
+    decoded alone or among rows of other lengths, joining before it, with it and mid-decode (so
+    the batch's cache width changes under it). logprob_sum feeds AMCS's clustering, so its last
+    bits decide labels: this is what makes a resumed run equal an uninterrupted one."""
+    assert backend.batch_invariant  # the CPU default
     params = SamplingParams(temperature=1.0, max_new_tokens=80, seed=123)
     alone = run(backend.sample(prompts[0], 3, params))
+    # Longer prompts (a prompt plus 150 tokens of a solution) push the width past 128 columns.
+    (solution,) = run(
+        backend.sample(prompts[5], 1, SamplingParams(max_new_tokens=150, seed=0, temperature=1.5))
+    )
+    long_prompts = [prompts[i] + solution.token_ids for i in range(6, 9)]
 
-    async def crowded():
-        others = [
-            backend.sample(
-                p, 2, SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=80, seed=i)
-            )
-            for i, p in enumerate(prompts[1:20])
-        ]
-        *_, mine = await asyncio.gather(*others, backend.sample(prompts[0], 3, params))
-        return mine
+    def other(i, ids):
+        return backend.sample(
+            ids, 2, SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=60, seed=i)
+        )
 
-    assert [r.token_ids for r in run(crowded())] == [r.token_ids for r in alone]
+    async def crowded(head_start: int):
+        early = [asyncio.create_task(other(i, p)) for i, p in enumerate(prompts[1:12])]
+        start = backend.forward_passes
+        while backend.forward_passes < start + head_start:
+            await asyncio.sleep(0.001)
+        mine = asyncio.create_task(backend.sample(prompts[0], 3, params))
+        while backend.forward_passes < start + head_start + 8:
+            await asyncio.sleep(0.001)
+        late = [other(20 + i, p) for i, p in enumerate(long_prompts + prompts[12:20])]
+        await asyncio.gather(*early, *late)
+        return await mine
+
+    for head_start in (0, 5):
+        assert _outcome(run(crowded(head_start))) == _outcome(alone)
     # Rollouts of one request differ from each other, and another seed gives other rollouts.
     assert len({tuple(r.token_ids) for r in alone}) > 1
-    other = run(
+    other_seed = run(
         backend.sample(prompts[0], 3, SamplingParams(temperature=1.0, max_new_tokens=80, seed=124))
     )
-    assert [r.token_ids for r in other] != [r.token_ids for r in alone]
+    assert [r.token_ids for r in other_seed] != [r.token_ids for r in alone]
+
+
+def test_attention_is_exact_at_block_widths(backend):
+    """Rule 3 of amcs.backends.hf, on the model's own eager attention: a row's attention output
+    has the same bits at every cache width that is a multiple of COLUMN_BLOCK, whatever the batch
+    (at other widths it would not be; that is why the width is kept on the block grid)."""
+    attention = backend.model.model.layers[0].self_attn
+    heads, dim = backend.model.config.num_attention_heads, attention.head_dim
+    gen = torch.Generator().manual_seed(0)
+    for length in (1, 37, 64, 150):
+        q = torch.randn(1, heads, 1, dim, generator=gen)
+        k, v = (torch.randn(1, heads, length, dim, generator=gen) for _ in range(2))
+        outputs = []
+        for extra, company in ((0, 0), (COLUMN_BLOCK, 3), (3 * COLUMN_BLOCK, 20)):
+            width = -(-length // COLUMN_BLOCK) * COLUMN_BLOCK + extra
+            rows = 1 + company
+            kk, vv = (torch.randn(rows, heads, width, dim, generator=gen) for _ in range(2))
+            kk[0], vv[0] = 0, 0
+            kk[0, :, width - length :], vv[0, :, width - length :] = k[0], v[0]
+            mask = torch.zeros(rows, 1, 1, width)
+            mask[0, ..., : width - length] = torch.finfo(torch.float32).min
+            qq = torch.cat([q, torch.randn(company, heads, 1, dim, generator=gen)])
+            out, _ = eager_attention_forward(attention, qq, kk, vv, mask, attention.scaling)
+            outputs.append(out[0])
+        assert all(torch.equal(o, outputs[0]) for o in outputs[1:])
+    # The per-row product behind every nn.Linear: a row's result is the same alone and in any
+    # batch, and it is the layer's own product.
+    proj = backend.model.model.layers[0].mlp.up_proj
+    x = torch.randn(40, 1, proj.in_features, generator=gen)
+    with torch.inference_mode():
+        together = proj(x)
+        assert all(torch.equal(proj(x[i : i + 1])[0], together[i]) for i in range(40))
+        torch.testing.assert_close(together, x @ proj.weight.T)
 
 
 def test_stop_strings_and_length(backend, prompts):
@@ -183,3 +246,39 @@ def test_cuda_greedy_matches_the_cpu_backend(backend, prompts):
             assert a.token_ids == b.token_ids
     finally:
         run(gpu.aclose())
+
+
+def _cut(src: Path, dst: Path, k: int) -> None:
+    """What a kill leaves behind: the first k committed problems, the meta file cut after k lines
+    and the data file at the k-th meta line's data_end."""
+    meta_src, meta_dst = (p.with_name(p.stem + ".meta.jsonl") for p in (src, dst))
+    lines = meta_src.read_bytes().splitlines(keepends=True)[:k]
+    meta_dst.write_bytes(b"".join(lines))
+    dst.write_bytes(src.read_bytes()[: json.loads(lines[-1])["data_end"]])
+
+
+def test_resumed_run_equals_an_uninterrupted_one_byte_for_byte(backend, tmp_path):
+    """The README's promise, through the library: a run cut after k committed problems and
+    resumed writes the same data file as one that was never interrupted. The resumed run's
+    searches share their batches with other searches than before, so this holds because a rollout
+    does not depend on its batch company (the test above). At this size plain batching can pass it
+    too (it did with 8 problems, seed 7: its divergences need many rollouts to show, as in the
+    60-problem run of issue 11); the sharper check is the bit-exact one above."""
+    problems = arith_problems(6, seed=7)
+    config = make_config("amcs", max_new_tokens=100, rollout_budget=30, max_search_count=3)
+
+    async def generate(out: Path) -> None:
+        async with Grader(max_workers=1) as grader:
+            await generate_to_file(
+                problems, backend, grader, config, out, model_name="tiny", seed=11, concurrency=4
+            )
+
+    whole = tmp_path / "whole.jsonl"
+    run(generate(whole))
+    data = whole.read_bytes()
+    assert data.count(b"\n") >= len(problems)  # every problem labelled at least one path
+    resumed = tmp_path / "resumed.jsonl"
+    _cut(whole, resumed, 3)
+    assert 0 < resumed.stat().st_size < len(data)
+    run(generate(resumed))
+    assert resumed.read_bytes() == data

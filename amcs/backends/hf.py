@@ -3,9 +3,31 @@
 Concurrent ``sample`` calls become rows (one per requested rollout) that a single worker thread
 decodes together with a KV cache, by continuous batching: rows that arrive while others are being
 decoded are prefilled and join the running batch at the next step, and finished rows leave it at
-once, so many searches share every forward pass and the event loop never blocks. Each row draws
-its random numbers from its own seed, so a rollout does not depend on which other rows shared its
-batch.
+once, so many searches share every forward pass and the event loop never blocks.
+
+A seeded rollout does not depend on which other rows shared its batch, down to the last bit of its
+logprob_sum: each row draws its random numbers from its own seed, and (batch_invariant, the CPU
+default) every number computed for a row is a function of that row alone. Plain batched kernels
+break that: a float32 matrix product gives a row different last bits depending on how many rows
+it is multiplied with (BLAS picks its blocking by shape), and attention sums a row's cache in an
+order set by its left padding, which its company decides. Three rules make the row's arithmetic
+its own:
+
+1. Prefill runs per distinct prompt, alone and unpadded (the rows of one request share it); a
+   padded multi-prompt prefill changed a row's bits in 3 of 30 random trials even at block widths.
+2. Every ``nn.Linear`` multiplies as a batched product with one matrix per row (``torch.bmm`` of
+   (1, K) by (K, N) for each row in decode), whose per-row result does not change with the batch.
+   Models whose products are not ``nn.Linear`` (GPT-2's Conv1D) are not covered.
+3. Attention is eager (a ``bmm`` per row and head, softmax over the cache) over a left-padded
+   cache whose width is always a multiple of COLUMN_BLOCK (64): a row's entries then sit at the
+   same offsets modulo 64 whatever the width, and the kernels give the same bits for it (checked
+   in tests/test_backend_hf.py); at arbitrary widths 257 of 300 random cases differed.
+
+The price is a forward pass per prompt, eager attention and up to 63 padding columns per row.
+Measured (tiny policy, 2 shared cores): ``benchmarks/backend_hf.py`` (one-rollout requests, 200
+tokens, 32 distinct prompts) gives 0.19 to 0.24 of the plain throughput on a quiet machine (0.57
+to 0.83 under load); ``benchmarks/hf_batch_invariance.py`` (``amcs generate``, 20 problems) gives
+1.23 to 1.39, the same tokens in both modes. The first gap is not yet explained.
 """
 
 from __future__ import annotations
@@ -13,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import types
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +47,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from amcs.assets import TINY_POLICY
 from amcs.backends.base import Rollout, SamplingParams
 from amcs.threads import hand_over
+
+COLUMN_BLOCK = 64  # batch_invariant: the cache width is always a multiple of this
 
 
 def row_seed(seed: int, index: int) -> int:
@@ -61,10 +86,24 @@ class _Batch:
     logits: torch.Tensor
 
 
+def _row_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """nn.Linear as one (T, K) x (K, N) product per row of x (B, T, K): the row's result does not
+    depend on how many rows are multiplied with it, unlike a (B*T, K) x (K, N) product."""
+    shape = x.shape
+    x3 = x.reshape(-1, shape[-2], shape[-1]) if x.dim() > 2 else x[:, None, :]
+    out = torch.bmm(x3, self.weight.T.expand(x3.shape[0], -1, -1))
+    if self.bias is not None:
+        out = out + self.bias
+    return out.reshape(*shape[:-1], out.shape[-1])
+
+
 class HFBackend:
     """Sample from any local or hub causal LM with transformers.
 
     max_batch_size bounds the rows decoded together; a request for n rollouts adds n rows.
+    batch_invariant (default: on CPU) makes a seeded rollout bit-identical whatever its batch
+    company (see the module docstring). It is verified on CPU in float32; on CUDA it is off by
+    default, as it is unmeasured there.
     """
 
     def __init__(
@@ -75,15 +114,29 @@ class HFBackend:
         dtype: torch.dtype | None = None,
         max_batch_size: int = 128,
         seed: int = 0,
+        batch_invariant: bool | None = None,
     ) -> None:
         self.model_name = str(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
+        if batch_invariant is None:
+            batch_invariant = self.device.type == "cpu"
+        self.batch_invariant = batch_invariant
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(
+                model, dtype=dtype, **({"attn_implementation": "eager"} if batch_invariant else {})
+            )
+            .to(self.device)
+            .eval()
+        )
         self.max_batch_size = max_batch_size
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
+        if batch_invariant:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.forward = types.MethodType(_row_linear, module)
         eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self._eos = torch.tensor(sorted(self.eos_ids), device=self.device)
@@ -192,6 +245,11 @@ class HFBackend:
         return out.logits[:, -1, :].float()
 
     def _prefill(self, rows: list[_Row]) -> _Batch:
+        for row in rows:
+            gen = torch.Generator().manual_seed(row.seed)
+            row.uniforms = torch.rand(row.budget, generator=gen, dtype=torch.float64).tolist()
+        if self.batch_invariant:
+            return self._prefill_alone(rows)
         dev = self.device
         width = max(len(r.prompt_ids) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -199,36 +257,63 @@ class HFBackend:
         for i, row in enumerate(rows):
             ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
             mask[i, width - len(row.prompt_ids) :] = 1
-            gen = torch.Generator().manual_seed(row.seed)
-            row.uniforms = torch.rand(row.budget, generator=gen, dtype=torch.float64).tolist()
         ids, mask = ids.to(dev), mask.to(dev)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         logits = self._forward(ids, mask, positions, cache, logits_to_keep=1)
         return _Batch(rows, cache, mask, positions[:, -1:], logits)
 
+    def _prefill_alone(self, rows: list[_Row]) -> _Batch:
+        """Rule 1: one unpadded forward per distinct prompt, its cache repeated for each row that
+        asked for that prompt."""
+        dev = self.device
+        groups: dict[tuple[int, ...], list[_Row]] = {}
+        for row in rows:
+            groups.setdefault(tuple(row.prompt_ids), []).append(row)
+        parts = []
+        for prompt, members in groups.items():
+            n, length = len(members), len(prompt)
+            ids = torch.tensor([prompt], device=dev)
+            positions = torch.arange(length, device=dev)[None, :]
+            cache = DynamicCache(config=self.model.config)
+            logits = self._forward(ids, torch.ones_like(ids), positions, cache, logits_to_keep=1)
+            for layer in cache.layers:
+                layer.keys = layer.keys.repeat(n, 1, 1, 1)
+                layer.values = layer.values.repeat(n, 1, 1, 1)
+            parts.append(
+                _Batch(
+                    members,
+                    cache,
+                    torch.ones((n, length), dtype=torch.long, device=dev),
+                    positions[:, -1:].repeat(n, 1),
+                    logits.repeat(n, 1),
+                )
+            )
+        return self._stack(parts)
+
     @staticmethod
     def _merge(a: _Batch | None, b: _Batch) -> _Batch:
-        """One batch from two: left-pad the shorter to the other's length, stack the rows."""
-        if a is None:
-            return b
-        length = max(a.mask.shape[1], b.mask.shape[1])
-        for x in (a, b):
-            pad = length - x.mask.shape[1]
-            if pad:
-                x.mask = F.pad(x.mask, (pad, 0))
-                for layer in x.cache.layers:
-                    layer.keys = F.pad(layer.keys, (0, 0, pad, 0))
-                    layer.values = F.pad(layer.values, (0, 0, pad, 0))
-        for la, lb in zip(a.cache.layers, b.cache.layers, strict=True):
-            la.keys = torch.cat([la.keys, lb.keys])
-            la.values = torch.cat([la.values, lb.values])
+        """One batch from two; see _stack."""
+        return b if a is None else HFBackend._stack([a, b])
+
+    @staticmethod
+    def _stack(parts: list[_Batch]) -> _Batch:
+        """One batch from several: left-pad each to the longest one's length, stack the rows."""
+        if len(parts) == 1:
+            return parts[0]
+        length = max(x.mask.shape[1] for x in parts)
+        for x in parts:
+            HFBackend._pad_columns(x, length - x.mask.shape[1])
+        first = parts[0]
+        for i, layer in enumerate(first.cache.layers):
+            layer.keys = torch.cat([x.cache.layers[i].keys for x in parts])
+            layer.values = torch.cat([x.cache.layers[i].values for x in parts])
         return _Batch(
-            a.rows + b.rows,
-            a.cache,
-            torch.cat([a.mask, b.mask]),
-            torch.cat([a.positions, b.positions]),
-            torch.cat([a.logits, b.logits]),
+            [row for x in parts for row in x.rows],
+            first.cache,
+            torch.cat([x.mask for x in parts]),
+            torch.cat([x.positions for x in parts]),
+            torch.cat([x.logits for x in parts]),
         )
 
     def _stop_pieces(self) -> list[str]:
@@ -285,17 +370,33 @@ class HFBackend:
             batch.cache.reorder_cache(sel)
             batch.rows = [rows[j] for j in keep]
             batch.mask, batch.positions, tokens = batch.mask[sel], batch.positions[sel], tokens[sel]
-            # Drop leading columns that are padding for every remaining row.
-            lead = int((batch.mask.cumsum(-1) == 0).sum(-1).min())
-            if lead:
-                batch.mask = batch.mask[:, lead:]
-                for layer in batch.cache.layers:
-                    layer.keys = layer.keys[:, :, lead:]
-                    layer.values = layer.values[:, :, lead:]
+            if not self.batch_invariant:
+                # Drop leading columns that are padding for every remaining row.
+                self._pad_columns(batch, -int((batch.mask.cumsum(-1) == 0).sum(-1).min()))
+        if self.batch_invariant:
+            # Rule 3: with the new column, the width becomes the least multiple of COLUMN_BLOCK
+            # that holds every row.
+            longest = int(batch.mask.sum(-1).max()) + 1
+            width = -(-longest // COLUMN_BLOCK) * COLUMN_BLOCK
+            self._pad_columns(batch, width - 1 - batch.mask.shape[1])
         batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
         batch.positions = batch.positions + 1
         batch.logits = self._forward(tokens[:, None], batch.mask, batch.positions, batch.cache)
         return batch
+
+    @staticmethod
+    def _pad_columns(batch: _Batch, count: int) -> None:
+        """Add `count` padding columns on the left of the mask and cache, or drop -count."""
+        if count > 0:
+            batch.mask = F.pad(batch.mask, (count, 0))
+            for layer in batch.cache.layers:
+                layer.keys = F.pad(layer.keys, (0, 0, count, 0))
+                layer.values = F.pad(layer.values, (0, 0, count, 0))
+        elif count < 0:
+            batch.mask = batch.mask[:, -count:]
+            for layer in batch.cache.layers:
+                layer.keys = layer.keys[:, :, -count:]
+                layer.values = layer.values[:, :, -count:]
 
     def _hits_stop(self, row: _Row, token: int) -> bool:
         longest = max(len(s) for s in row.params.stop)
