@@ -16,11 +16,12 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from amcs.prm_data import SHEPHERD_TAG, iter_prm_rows
 from amcs.records import meta_path_for, read_meta
+from amcs.shards import check_disjoint
 
 EXPORT_FORMATS = ("trl", "shepherd", "tree")
 
@@ -33,26 +34,36 @@ def _dump(record: dict) -> bytes:
     return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def export_records(data_path: str | Path, fmt: str, out_path: str | Path) -> int:
-    """Write ``data_path`` in format ``fmt`` to ``out_path``; return the number of lines written.
+def export_records(
+    data_path: str | Path | Sequence[str | Path], fmt: str, out_path: str | Path
+) -> int:
+    """Write ``data_path`` (one file, or several: the shards of a run, which must not share a
+    problem id) in format ``fmt`` to ``out_path``; return the number of lines written.
 
     trl: prompt/completions/labels. shepherd: Math-Shepherd's "ки"-tagged input and +/- label.
     tree: one OpenR math-aps-tree line per ok problem with a tree, read from the meta file.
-    Raises ExportError (or PRMDataError / RecordFormatError for bad input, all ValueErrors) with
-    one line naming the file; ``out_path`` is then as it was before.
+    Raises ExportError (or PRMDataError / RecordFormatError / ShardError for bad input, all
+    ValueErrors) with one line naming the file; ``out_path`` is then as it was before.
     """
     if fmt not in EXPORT_FORMATS:
         raise ExportError(
             f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}"
         )
-    data_path, out_path = Path(data_path), Path(out_path)
-    meta_path = meta_path_for(data_path)
-    _check_paths(data_path, meta_path, out_path, fmt)
+    paths = [Path(data_path)] if isinstance(data_path, str | Path) else [Path(p) for p in data_path]
+    if not paths:
+        raise ExportError("nothing to export: name at least one data file")
+    out_path = Path(out_path)
+    for path in paths:
+        _check_paths(path, meta_path_for(path), out_path, fmt)
+    if len(paths) > 1:
+        check_disjoint(paths)
     if fmt == "tree":
-        lines: Iterable[dict] = _tree_lines(meta_path)
+        lines: Iterable[dict] = (
+            line for path in paths for line in _tree_lines(meta_path_for(path))
+        )
     else:
         convert = _trl_line if fmt == "trl" else _shepherd_line
-        lines = (convert(row) for _, row in iter_prm_rows(data_path))
+        lines = (convert(row) for path in paths for _, row in iter_prm_rows(path))
     return write_jsonl_atomically(out_path, lines)
 
 

@@ -11,7 +11,11 @@ from cli.common import fail
 
 
 def export_command(
-    data: Path = typer.Argument(..., help="A data file written by `amcs generate`."),
+    data: list[str] = typer.Argument(
+        ...,
+        help="Data file(s) written by `amcs generate`: several files or a quoted glob "
+        "('part*.jsonl') export as one (shards must not share a problem).",
+    ),
     fmt: str = typer.Option(..., "--format", "-f", help=f"One of: {', '.join(EXPORT_FORMATS)}."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the converted JSONL."),
 ) -> None:
@@ -23,10 +27,16 @@ def export_command(
     a bad row stops the export naming its file and line. The output appears only when complete:
     a failed export leaves an existing --out file as it was.
 
-    Example: amcs export amcs-data.jsonl --format shepherd --out shepherd.jsonl
+    Examples:
+
+      amcs export amcs-data.jsonl --format shepherd --out shepherd.jsonl
+
+      amcs export 'part*.jsonl' --format trl --out all.jsonl
     """
+    from amcs.shards import expand_sources
+
     try:
-        count = export_records(data, fmt, out)
+        count = export_records(expand_sources(data), fmt, out)
     except ValueError as exc:  # ExportError, PRMDataError, RecordFormatError: one line each
         fail(str(exc))
     typer.echo(f"wrote {count:,} lines to {out}", err=True)

@@ -36,7 +36,8 @@ def train_command(
     data: list[str] = typer.Option(
         [],
         "--data",
-        help="Training data, repeatable: amcs/TRL/Math-Shepherd/PRM800K JSONL or a HF dataset.",
+        help="Training data, repeatable or a quoted glob (shards of one run: no problem may be "
+        "in two): amcs/TRL/Math-Shepherd/PRM800K JSONL or a HF dataset.",
     ),
     fmt: str | None = typer.Option(
         None, "--format", help="auto | trl | amcs | shepherd | prm800k. [default: auto]"
@@ -107,8 +108,14 @@ def train_command(
         fail(f"--labels must be hard or soft, not {opts['labels']!r}")
 
     from amcs.prm_data import load_prm_rows
+    from amcs.shards import ShardError, check_disjoint, expand_sources
 
     sources = [opts["data"]] if isinstance(opts["data"], str) else list(opts["data"])
+    try:
+        sources = expand_sources(sources)
+        check_disjoint(sources)
+    except (ShardError, OSError, ValueError) as exc:
+        fail(str(exc))
     rows = []
     try:
         for source in sources:
