@@ -154,13 +154,14 @@ def start_vllm(
     block_size: int = BLOCK_SIZE,
     extra_args: tuple[str, ...] = (),
     timeout: float = 600,
+    port: int | None = None,
 ) -> VLLMServer:
     """vLLM's OpenAI-compatible server (CPU) on a free loopback port, ready for completions.
 
     Prefix caching and per-request cached-token counts are on, with ``block_size`` tokens per KV
     block. Start-up takes ~75 s on a free 2-core machine, the first completion ~14 s more."""
     py = require_server_env()
-    port = free_port()
+    port = port or free_port()
     name = served_model_names[0] if served_model_names else str(model)
     cmd = [
         str(py),
@@ -301,8 +302,9 @@ def vllm_server_fixture():
     require_server_env()
     server = shared_vllm()
     yield server
-    if _shared.pop("vllm", None) is not None:
-        server.stop()
+    current = _shared.pop("vllm", None)  # a test may have restarted it
+    if current is not None:
+        current.stop()
 
 
 @pytest.fixture(scope="module", name="router_fleet")

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import subprocess
+import sys
 import time
 
 import httpx
@@ -340,6 +341,42 @@ def _eval(backend: str, url: str | None, out, strategies: str, n: str):
 def _records(out) -> dict:
     rows = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
     return {(r["strategy"], r["n"], r["problem_id"]): r for r in rows}
+
+
+def test_vllm_killed_and_restarted_mid_run_ends_with_no_failed_problem(vllm_server, tmp_path):
+    """The run waits for the server (the patience rule) instead of failing problems."""
+    from tests import servers
+
+    if not isinstance(vllm_server, servers.VLLMServer):
+        pytest.skip("an external vLLM (AMCS_TEST_VLLM_URL) cannot be restarted here")
+    out = tmp_path / "d.jsonl"
+    args = ["generate", "--backend", "openai", "--url", vllm_server.url, "--model", MODEL]
+    args += ["--problems", "arith:10", "--out", str(out), "-q", "--concurrency", "4", *GEN]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            if meta_path_for(out).exists() and len(_meta(out)) >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        port = int(vllm_server.url.rsplit(":", 1)[1])
+        vllm_server.stop(grace=0)  # killed: SIGTERM, then SIGKILL to its whole group
+        time.sleep(5)
+        servers._shared["vllm"] = servers.start_vllm(served_model_names=(MODEL, ALIAS), port=port)
+        _, stderr = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "waiting for the server" in stderr and "answers again" in stderr
+    meta = _meta(out)
+    assert len(meta) == 10 and all(m["status"] == "ok" for m in meta)
 
 
 def test_cli_eval_greedy_majority_best_of_n(vllm_server, tmp_path):
