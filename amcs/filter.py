@@ -4,8 +4,10 @@ arXiv 2501.07301, section 3: keep a sample only when the MC estimate's first err
 first error are the same step, "no error" counting as a position).
 
 A judge is any step scorer (``async score(question, steps) -> [P(step correct)]``): a PRM loaded
-with `amcs.prm.load_prm`, or `amcs.verification.ArithOracleScorer` (the exact checker). Its first
-error is the first step scored below `threshold`.
+with `amcs.prm.load_prm`, `amcs.verification.ArithOracleScorer` (the exact checker), or an
+instruct model on any backend asked for the earliest wrong step (`amcs.critic.CriticJudge`). Its
+first error is the first step scored below `threshold`; a judge that gives no usable answer
+(scores NaN) drops the path as "judge gave no verdict".
 
 `filter_file` streams a data file of `amcs generate` (or any TRL-format JSONL with prompt,
 completions, labels) to an output that is written beside its final name and renamed into place
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +34,7 @@ JUDGE_EARLIER = "judge finds an earlier error"
 JUDGE_LATER = "judge finds a later error"
 JUDGE_NONE = "judge finds no error where MC does"
 MC_NONE = "judge finds an error where MC finds none"
+NO_VERDICT = "judge gave no verdict"
 
 
 class StepScorer(Protocol):
@@ -46,13 +50,19 @@ def mc_first_error(labels: list[bool]) -> int:
     return next((i for i, label in enumerate(labels) if not label), -1)
 
 
-def judge_first_error(scores: list[float], threshold: float) -> int:
-    """Index of the first step the judge scores below `threshold`, or -1."""
+def judge_first_error(scores: list[float], threshold: float) -> int | None:
+    """Index of the first step the judge scores below `threshold`, or -1; None when the judge
+    gave no verdict (a NaN score)."""
+    if any(math.isnan(s) for s in scores):
+        return None
     return next((i for i, s in enumerate(scores) if s < threshold), -1)
 
 
-def verdict(mc: int, judge: int) -> str:
-    """Why a path with these first errors (-1: none) is kept or dropped."""
+def verdict(mc: int, judge: int | None) -> str:
+    """Why a path with these first errors (-1: none; judge None: no verdict) is kept or
+    dropped."""
+    if judge is None:
+        return NO_VERDICT
     if mc == judge:
         return AGREE
     if mc < 0:
@@ -86,7 +96,7 @@ class FilterStats:
 
 async def judge_paths(
     records: list[dict], judge: StepScorer, threshold: float
-) -> list[tuple[int, int, str]]:
+) -> list[tuple[int, int | None, str]]:
     """(MC first error, judge's first error, verdict) for each record; judged concurrently, so a
     PRM scorer batches them."""
     scores = await asyncio.gather(*(judge.score(r["prompt"], r["completions"]) for r in records))

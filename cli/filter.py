@@ -7,9 +7,12 @@ from pathlib import Path
 
 import typer
 
-from cli.common import check_number, fail, say
+from cli.common import check_backend_options, check_number, fail, open_backend, say
 
 ORACLE = "arith-oracle"
+
+
+INSTRUCT = "instruct"
 
 
 def _judge(judge: str, prm_format: str | None, batch_size: int):
@@ -36,7 +39,21 @@ def filter_command(
         "tiny-prm",
         "--judge",
         "-j",
-        help=f"Who judges the steps: a PRM directory or hub id, 'tiny-prm' (bundled), or {ORACLE}.",
+        help=f"Who judges the steps: a PRM directory or hub id, 'tiny-prm' (bundled), {ORACLE}, "
+        f"or {INSTRUCT} (an instruct model asked for the earliest wrong step: --judge-model).",
+    ),
+    judge_model: str | None = typer.Option(
+        None, help=f"--judge {INSTRUCT}: the model (path or hub id; for servers the tokenizer)."
+    ),
+    backend: str = typer.Option(
+        "hf", help=f"--judge {INSTRUCT}: hf | sglang | sglang-http | openai, as for generate."
+    ),
+    url: list[str] = typer.Option([], "--url", help=f"--judge {INSTRUCT}: server URL(s)."),
+    served_model_name: str | None = typer.Option(
+        None, help=f"--judge {INSTRUCT} with openai: the name the server serves the model under."
+    ),
+    max_new_tokens: int = typer.Option(
+        1024, help=f"--judge {INSTRUCT}: the most tokens of one critique."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the kept paths (JSONL)."),
     mode: str = typer.Option(
@@ -56,31 +73,58 @@ def filter_command(
     has one). The output is written beside --out and renamed into place when complete; an
     interrupted run resumes. Counts, and why paths were dropped, go to OUT.summary.json.
 
-    Example: amcs filter amcs-data.jsonl --judge tiny-prm --out amcs-consensus.jsonl
+    Examples:
+
+      amcs filter amcs-data.jsonl --judge tiny-prm --out amcs-consensus.jsonl
+
+      amcs filter data.jsonl --out consensus.jsonl --judge instruct --judge-model Qwen/Qwen2.5-Math-7B-Instruct --backend openai --url http://127.0.0.1:8000
     """
     from amcs.filter import MODES, FilterError, check_paths, filter_file
 
-    opts = {"threshold": threshold, "batch_size": batch_size}
+    opts = {"threshold": threshold, "batch_size": batch_size, "max_new_tokens": max_new_tokens}
     check_number(opts, "threshold", float, min=0, max=1)
     check_number(opts, "batch_size", int, min=1)
+    check_number(opts, "max_new_tokens", int, min=1)
+    backend_opts = {
+        "backend": backend,
+        "url": list(url) or None,
+        "served_model_name": served_model_name,
+        "max_batch_size": 128,
+        "backend_options": None,
+        "prompt_format": "auto",
+    }
+    if judge == INSTRUCT:
+        if not judge_model:
+            fail(f"--judge {INSTRUCT} needs --judge-model (the instruct model that judges)")
+        check_backend_options(backend_opts)
+    elif judge_model:
+        fail(f"--judge-model is for --judge {INSTRUCT}")
     if mode not in MODES:
         fail(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     try:
         check_paths(data, out)
     except FilterError as exc:
         fail(str(exc))
-    scorer = _judge(judge, prm_format, opts["batch_size"])
+    scorer = None if judge == INSTRUCT else _judge(judge, prm_format, opts["batch_size"])
 
     def progress(stats) -> None:
         say(f"filter: {stats.paths:,} paths judged, {stats.kept:,} kept")
 
     async def main():
+        nonlocal scorer
+        if scorer is None:
+            from amcs.critic import CriticJudge
+
+            scorer = CriticJudge(
+                await open_backend(backend_opts, judge_model),
+                max_new_tokens=opts["max_new_tokens"],
+            )
         try:
             return await filter_file(
                 data,
                 out,
                 scorer,
-                judge_name=judge,
+                judge_name=f"{judge}:{judge_model}" if judge == INSTRUCT else judge,
                 mode=mode,
                 threshold=opts["threshold"],
                 resume=resume,

@@ -190,3 +190,111 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert read(tmp_path / "data.jsonl") == arith_rows(2)
+
+
+# --- an instruct model as the judge -----------------------------------------------------------
+
+
+def test_critic_answers_become_first_errors():
+    from amcs.critic import critic_question, index_scores, parse_index
+
+    assert parse_index("The second paragraph is wrong. \\boxed{1}", 4) == 1
+    assert parse_index("\\boxed{3} ... no, on reflection \\boxed{ -1 }", 4) == -1  # the last box
+    assert parse_index("paragraph 2 is wrong", 4) is None  # no box
+    assert parse_index("\\boxed{4}", 4) is None and parse_index("\\boxed{-2}", 4) is None
+    assert parse_index("\\boxed{x}", 4) is None
+    assert index_scores(2, 4) == [1.0, 1.0, 0.0, 0.0] and index_scores(-1, 2) == [1.0, 1.0]
+    text = critic_question(QUESTION, WRONG2)
+    assert QUESTION in text and "<paragraph_2>\n3 + 12 = 16\n</paragraph_2>" in text
+    assert "\\boxed{}" in text
+
+
+class ScriptedCritic:
+    """A backend whose model answers each critique with the text scripted for its solution (the
+    step where its third paragraph begins): the judge's parsing and the filter's verdicts are
+    then unambiguous."""
+
+    def __init__(self, answers):
+        from amcs.assets import TINY_POLICY
+        from amcs.backends.http import load_tokenizer
+
+        self.tokenizer = load_tokenizer(TINY_POLICY)
+        self.answers = answers
+        self.prompts = []
+
+    async def sample(self, prompt_ids, n, params):
+        from amcs.backends.base import Rollout
+
+        assert n == 1 and params.temperature == 0
+        text = self.tokenizer.decode(prompt_ids)
+        self.prompts.append(text)
+        answer = next(a for key, a in self.answers.items() if key in text)
+        return [Rollout(token_ids=[], text=answer, logprob_sum=0.0, finish_reason="stop")]
+
+    async def aclose(self):
+        pass
+
+
+def test_an_instruct_judge_filters_by_its_earliest_wrong_step(tmp_path):
+    from amcs.critic import CriticJudge
+    from amcs.filter import NO_VERDICT, filter_file
+
+    rows = [
+        row(RIGHT, [True] * 5),  # critic: -1        -> agree
+        row(WRONG2, [True, True, False]),  # critic: 2  -> agree
+        row(
+            ["5 - 2 = 3", "4 * 3 = 13", "3 + 13 = 16"], [True, True, False]
+        ),  # critic: 1 -> earlier
+        row(["5 - 2 = 4", "4 * 4 = 16", "3 + 16 = 19"], [False, False, False]),  # no box -> none
+    ]
+    data, out = tmp_path / "d.jsonl", tmp_path / "k.jsonl"
+    write(data, rows)
+    critic = ScriptedCritic(
+        {
+            "15 - 7 = 8": "All steps are right: \\boxed{-1}",
+            "3 + 12 = 16": "Paragraph 2 adds wrongly: \\boxed{2}",
+            "4 * 3 = 13": "\\boxed{1}",
+            "5 - 2 = 4": "I am not sure.",
+        }
+    )
+    judge = CriticJudge(critic)
+    stats = asyncio.run(filter_file(data, out, judge, judge_name="critic", mode="mark"))
+    marked = read(out)
+    assert [m["judge_first_error"] for m in marked] == [-1, 2, 1, None]
+    assert [m["consensus"] for m in marked] == [True, True, False, False]
+    assert stats.kept == 2 and stats.reasons[NO_VERDICT] == 1
+    assert judge.answers == 4 and judge.unusable == 1
+    assert len(critic.prompts) == 4  # one critique per path (this tokenizer knows digits only)
+
+
+def test_cli_instruct_judge_runs_a_real_model(tmp_path):
+    """The plumbing with a real model on the hf backend: the bundled tiny policy is no critic
+    (it answers with arithmetic), so what it decides is its own; every path gets a verdict or
+    'no verdict', and the summary adds up."""
+    from amcs.assets import TINY_POLICY
+
+    data = tmp_path / "data.jsonl"
+    write(data, arith_rows(3))
+    proc = amcs(
+        "filter",
+        str(data),
+        "--out",
+        "k.jsonl",
+        "--mode",
+        "mark",
+        "--judge",
+        "instruct",
+        "--judge-model",
+        str(TINY_POLICY),
+        "--max-new-tokens",
+        "24",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    marked = read(tmp_path / "k.jsonl")
+    assert len(marked) == 3
+    summary = json.loads((tmp_path / "k.jsonl.summary.json").read_text())
+    assert summary["paths"] == 3 and sum(summary["reasons"].values()) == 3
+    assert summary["judge"] == f"instruct:{TINY_POLICY}"
+    proc = amcs("filter", str(data), "--out", "x.jsonl", "--judge", "instruct", cwd=tmp_path)
+    assert proc.returncode == 2 and "needs --judge-model" in proc.stderr
