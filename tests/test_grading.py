@@ -52,7 +52,7 @@ def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
 
 
-def test_extract_answer_pathological_inputs_are_fast():
+def test_extract_answer_pathological_inputs_do_not_blow_up():
     cases = [
         "\\boxed{" + "{" * 5000 + "1" + "}" * 5001,  # too deep/long to be an answer
         "x" * 1_000_000 + "\\boxed{" + "{" * 1000,
@@ -62,7 +62,9 @@ def test_extract_answer_pathological_inputs_are_fast():
     ]
     start = time.perf_counter()
     results = [extract_answer(text) for text in cases]
-    assert time.perf_counter() - start < 1.0
+    # A guard against quadratic or worse scanning (minutes to hours on these 1 MB inputs), not a
+    # speed target: linear scanning takes well under a second even on a loaded machine.
+    assert time.perf_counter() - start < 20.0
     assert results[:3] == [None, None, None]
     assert extract_answer("\\boxed{" + "{" * 500 + "1" + "}" * 501) == "{" * 500 + "1" + "}" * 500
 
