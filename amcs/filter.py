@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from amcs.jsonl import JSONLinesError, read_json_lines
+from amcs.records import RecordFormatError, committed_end, is_data_row
+
 MODES = ("keep", "mark")
 # Why a path was kept or dropped.
 AGREE = "agree"
@@ -108,26 +111,19 @@ async def judge_paths(
 
 
 def _read_records(path: Path, skip: int) -> Iterator[tuple[int, dict]]:
-    """(line number, record) of each non-blank line after the first `skip` lines."""
-    with path.open("rb") as f:
-        for number, line in enumerate(f, 1):
-            if number <= skip or not line.strip():
+    """(line number, record) of each non-blank line after the first `skip` lines; an amcs data
+    file is read only as far as its meta file says problems were committed."""
+    try:
+        for number, record in read_json_lines(path, committed_end(path)):
+            if number <= skip:
                 continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise FilterError(f"{path}:{number}: not a JSON line") from None
-            if not (
-                isinstance(record, dict)
-                and isinstance(record.get("prompt"), str)
-                and isinstance(record.get("completions"), list)
-                and isinstance(record.get("labels"), list)
-                and len(record["labels"]) == len(record["completions"])
-            ):
+            if not is_data_row(record):
                 raise FilterError(
                     f"{path}:{number}: needs prompt, completions and labels of the same length"
                 )
             yield number, record
+    except (JSONLinesError, RecordFormatError) as exc:
+        raise FilterError(str(exc)) from None
 
 
 def _fingerprint(data: Path, judge_name: str, mode: str, threshold: float) -> str:

@@ -44,7 +44,7 @@ from typing import Any
 
 from amcs.hub import HubDatasetError, load_hub_dataset, looks_like_local_path
 from amcs.jsonl import JSONLinesError, read_json_lines
-from amcs.records import RecordFormatError, meta_path_for, read_meta
+from amcs.records import RecordFormatError, committed_end, meta_path_for
 
 FORMATS = ("auto", "trl", "amcs", "shepherd", "prm800k")
 SHEPHERD_TAG = "ки"  # Math-Shepherd's step tag, replaced by + or - in the label
@@ -146,27 +146,22 @@ def _committed_end(path: Path) -> int | None:
     meta file: anything after that is data of a problem whose meta line is not written yet (a run
     in progress, or killed mid-problem; resume truncates it), possibly with a torn last line.
     """
-    meta = meta_path_for(path)
-    if not meta.is_file():
-        return None
     try:
-        records = read_meta(meta)
+        end = committed_end(path)
     except OSError as exc:
-        raise PRMDataError(f"{meta}: cannot read ({exc.strerror or exc})") from None
-    end = max((r["data_end"] for r in records if isinstance(r.get("data_end"), int)), default=0)
+        raise PRMDataError(f"{meta_path_for(path)}: cannot read ({exc.strerror or exc})") from None
+    except RecordFormatError as exc:
+        raise PRMDataError(str(exc)) from None
+    if end is None:
+        return None
     size = path.stat().st_size
-    if size < end:
-        raise PRMDataError(
-            f"{path} has {size} bytes but {meta} says {end} were written: the two files do not "
-            "belong together"
-        )
     if size > end:
         log.warning(
             "%s: reading the %d bytes committed in %s; the %d bytes after them belong to a "
             "problem not finished (a run in progress, or killed) and are left out",
             path,
             end,
-            meta.name,
+            meta_path_for(path).name,
             size - end,
         )
     return end

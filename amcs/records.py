@@ -280,8 +280,10 @@ class RecordWriter:
             os.truncate(self.meta_path, meta_end)  # a line torn by a crash
         if data_size > data_end:
             os.truncate(self.path, data_end)  # lines of problems whose meta line never made it
-        if header is None and meta_end == 0 and self.meta_path.exists():
-            os.unlink(self.meta_path)  # empty: the first commit writes a header
+        if not records and self.meta_path.exists():
+            # Nothing committed (at most a header and a torn line): the first commit writes this
+            # run's header, not the one a crashed start of other options left.
+            os.unlink(self.meta_path)
         return records
 
     # --- writing -------------------------------------------------------------------------------
@@ -577,21 +579,47 @@ def read_run_header(path: str | Path) -> dict | None:
     return _scan_meta(Path(path), with_header=True)[0]
 
 
+def is_data_row(record: Any) -> bool:
+    """Whether a parsed line has what every reader of data lines relies on: prompt (a string),
+    and completions and labels lists of equal length."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("prompt"), str)
+        and isinstance(record.get("completions"), list)
+        and isinstance(record.get("labels"), list)
+        and len(record["completions"]) == len(record["labels"])
+    )
+
+
+def committed_end(data_path: str | Path) -> int | None:
+    """Where the committed part of a data file ends: the last ``data_end`` of its meta file, or
+    None when it has no meta file (read it all). What lies after it belongs to a problem not
+    finished (a run in progress, or killed mid-problem; resume cuts it), possibly a torn line.
+    A data file shorter than its meta file says is a RecordFormatError."""
+    data_path = Path(data_path)
+    meta = meta_path_for(data_path)
+    if not meta.is_file():
+        return None
+    records = read_meta(meta)
+    end = records[-1]["data_end"] if records else 0  # non-decreasing: _scan_meta checks
+    size = data_path.stat().st_size
+    if size < end:
+        raise RecordFormatError(
+            f"{data_path} has {size} bytes but {meta} says {end} were written: the two files do "
+            "not belong together"
+        )
+    return end
+
+
 def read_data(path: str | Path) -> Iterator[dict]:
-    """The lines of a data file, each checked for the fields the exporters rely on; a line that
-    is not UTF-8, not JSON or not such a record is a RecordFormatError naming file and line."""
+    """The lines of a data file, each checked with ``is_data_row``; a line that is not UTF-8,
+    not JSON or not such a record is a RecordFormatError naming file and line."""
     from amcs.jsonl import JSONLinesError, read_json_lines
 
     path = Path(path)
     try:
         for line_no, record in read_json_lines(path):
-            if not (
-                isinstance(record, dict)
-                and isinstance(record.get("prompt"), str)
-                and isinstance(record.get("completions"), list)
-                and isinstance(record.get("labels"), list)
-                and len(record["completions"]) == len(record["labels"])
-            ):
+            if not is_data_row(record):
                 raise RecordFormatError(
                     f"{path}:{line_no}: expected an object with prompt, and completions and "
                     "labels lists of equal length"

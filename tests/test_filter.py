@@ -75,6 +75,28 @@ def test_oracle_judge_keeps_exactly_the_agreeing_paths(tmp_path):
     assert not any(p.exists() for p in partial_paths(out))  # nothing left behind
 
 
+def test_a_run_in_progress_is_read_only_as_far_as_it_committed(tmp_path):
+    from amcs.records import RecordWriter
+
+    data, out = tmp_path / "data.jsonl", tmp_path / "kept.jsonl"
+    rows = arith_rows(4)
+    with RecordWriter(data) as w:
+        for i, r in enumerate(rows[:3]):
+            path = {
+                "completions": r["completions"],
+                "labels": r["labels"],
+                "values": [1.0] * len(r["labels"]),
+                "rollouts": [6] * len(r["labels"]),
+                "method": "amcs",
+                "model": "m",
+            }
+            w.write_problem(f"p{i}", r["prompt"], "1", [path])
+    with data.open("a") as f:  # the next problem's lines, its meta line not yet written
+        f.write(json.dumps(rows[3] | {"problem_id": "p3"}) + "\n" + '{"prompt": "half a li')
+    stats = asyncio.run(filter_file(data, out, ArithOracleScorer(), judge_name="arith-oracle"))
+    assert stats.paths == 3 and [r["prompt"] for r in read(out)] == [r["prompt"] for r in rows[:3]]
+
+
 def test_mark_mode_writes_every_path_with_the_verdict(tmp_path):
     data, out = tmp_path / "data.jsonl", tmp_path / "marked.jsonl"
     write(data, [r for r, _ in CASES])

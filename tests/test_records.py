@@ -342,6 +342,21 @@ def test_resume_with_another_configuration_is_refused_naming_it(tmp_path):
         assert w.done_ids == {"p0", "p1", "p2"}
 
 
+def test_a_start_that_committed_nothing_leaves_no_header_behind(tmp_path):
+    out = tmp_path / "data.jsonl"
+    other = dict(FP, seed=9)
+    # Another configuration crashed while writing its first meta line: nothing is committed.
+    header = {"format": "amcs-meta", "version": 1, "fingerprint": other}
+    meta_path_for(out).write_text(json.dumps(header) + '\n{"problem_id": "a", "sta')
+    out.write_text("")
+    with RecordWriter(out, fingerprint=FP) as w:
+        assert w.done_ids == set()
+        write_sample(w, "a")
+    assert read_run_header(meta_path_for(out))["fingerprint"] == FP
+    with RecordWriter(out, fingerprint=FP) as w:  # and it resumes as this run's
+        assert w.done_ids == {"a"}
+
+
 def test_meta_without_a_header_is_refused(tmp_path):
     out, meta = _committed(tmp_path)
     meta.write_text("".join(meta.read_text().splitlines(keepends=True)[1:]))
