@@ -283,6 +283,6 @@ def test_make_backend_takes_a_served_model_name_for_openai_only():
     b = make_backend(
         "sglang-http", str(TINY_POLICY), urls=["http://127.0.0.1:9"], served_model=None
     )
-    assert isinstance(b, SGLangHTTPBackend)
+    assert isinstance(b, SGLangHTTPBackend) and b.urls == ["http://127.0.0.1:9"]
     with pytest.raises(ValueError, match="for the openai backend, not sglang-http"):
         make_backend("sglang-http", str(TINY_POLICY), urls=["http://127.0.0.1:9"], served_model="x")

@@ -321,6 +321,11 @@ def test_cli_generate_samples_and_resumes_through_an_alias(vllm_server, tmp_path
         assert len(row["labels"]) == len(row["completions"]) == len(row["values"])
         assert all(isinstance(x, bool) for x in row["labels"])
         assert all(v is None or 0 <= v <= 1 for v in row["values"])
+        # A measured value agrees with its label (hard label = MC > 0), and a path ends at its
+        # first "-".
+        pairs = zip(row["labels"], row["values"], strict=True)
+        assert all(label == (v > 0) for label, v in pairs if v is not None), row
+        assert all(row["labels"][:-1]), row
     # Resume with two more problems; the recipe asks for the server's alias (served_model).
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"backend_options:\n  served_model: {ALIAS}\n")
