@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from amcs.assets import TINY_POLICY
+from amcs.assets import TINY_POLICY, TINY_POLICY_NAME
 from amcs.backends.base import SamplingParams
 from amcs.backends.hf import HFBackend
 from amcs.domains.arith import ArithConfig, generate_problems
@@ -111,7 +111,7 @@ def main() -> None:
             f"{a.get('label', str(a['concurrency'])):>20} {b['tokens_per_s'] / a['tokens_per_s']:>6.2f}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    model = "amcs/tiny-arith-policy" if args.model == str(TINY_POLICY) else args.model
+    model = TINY_POLICY_NAME if args.model == str(TINY_POLICY) else args.model
     result = {"model": model, "n": args.n, "same_tokens": same, "runs": best}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

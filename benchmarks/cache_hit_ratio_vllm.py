@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from amcs.assets import TINY_POLICY  # noqa: E402
+from amcs.assets import TINY_POLICY, TINY_POLICY_NAME  # noqa: E402
 from amcs.backends.http import OpenAICompletionsBackend  # noqa: E402
 from amcs.engine import RunCounters, generate_to_file  # noqa: E402
 from amcs.grading import Grader  # noqa: E402
@@ -93,7 +93,7 @@ async def _generate(url: str, problems: str, method: str) -> tuple[RunCounters, 
                     grader,
                     make_config(method),
                     Path(tmp) / "d.jsonl",
-                    model_name="amcs/tiny-arith-policy",
+                    model_name=TINY_POLICY_NAME,
                     seed=0,
                     counters=counters,
                 )

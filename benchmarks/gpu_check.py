@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from amcs.assets import TINY_POLICY  # noqa: E402
+from amcs.assets import TINY_POLICY, TINY_POLICY_NAME  # noqa: E402
 from amcs.backends.hf import HFBackend  # noqa: E402
 from amcs.engine import RunCounters, generate_to_file  # noqa: E402
 from amcs.grading import Grader  # noqa: E402
@@ -49,7 +49,7 @@ async def generate_on(device: str, problems, out: Path, max_new_tokens: int) -> 
                 grader,
                 config,
                 out,
-                model_name="amcs/tiny-arith-policy",
+                model_name=TINY_POLICY_NAME,
                 seed=0,
                 concurrency=128 if device != "cpu" else 64,
                 counters=counters,

@@ -210,7 +210,7 @@ def eval_command(
 
 
 def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
-    from amcs.assets import TINY_POLICY
+    from amcs.assets import TINY_POLICY, TINY_POLICY_NAME
     from amcs.evaluation import SharedSamples, evaluate, summarize, write_report
     from amcs.grading import Grader
     from amcs.verification import VerifyContext
@@ -275,7 +275,7 @@ def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
     settings = {
         "problems": str(opts["problems"]),
         "n_problems": len(todo),
-        "model": model_name if opts["model"] else "amcs/tiny-arith-policy",
+        "model": model_name if opts["model"] else TINY_POLICY_NAME,
         "backend": opts["backend"],
         "prm": str(opts["prm"] or "amcs/tiny-arith-prm") if needs_prm else None,
         "verify": config.to_dict(),

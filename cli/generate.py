@@ -224,6 +224,8 @@ def generate_command(
         if not todo:
             say(f"nothing to do: shard {opts['shard']} holds none of the {total} problems")
             return
+    from amcs.assets import TINY_POLICY_NAME
+
     model_name = str(opts["model"]) if opts["model"] else TINY_POLICY_NAME
     fingerprint = run_fingerprint(
         method=config.method,
@@ -269,9 +271,6 @@ def generate_command(
             "run the same command again to retry them",
             code=1,
         )
-
-
-TINY_POLICY_NAME = "amcs/tiny-arith-policy"
 
 
 def search_parameters_help() -> str:
