@@ -55,6 +55,13 @@ from transformers import (
 )
 
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
+from amcs.step_features import (
+    STEP_INPUTS,
+    PolicyConfidence,
+    StepFeaturePRM,
+    encode_steps,
+    read_policy_features,
+)
 from amcs.steps import DEFAULT_SEPARATOR
 from amcs.threads import hand_over
 from amcs.training import IGNORE_INDEX, PRM_CONFIG_FILE, load_prm_config, tokenize_prm_row
@@ -84,6 +91,16 @@ def _required_token_id(tokenizer, text: str, role: str) -> int:
     if token_id is None:
         raise ValueError(f"the {role} {text!r} is not a single token in the PRM's vocabulary")
     return token_id
+
+
+@dataclass
+class Encoded:
+    """One sequence to score: its ids, the position of each step's score, and extra
+    per-token inputs for step-input models (amcs.step_features.STEP_INPUTS)."""
+
+    ids: list[int]
+    positions: list[int]
+    extra: dict[str, list[int]]
 
 
 @dataclass(eq=False)
@@ -117,6 +134,7 @@ class PRMScorer:
         good_token: str = DEFAULT_GOOD_TOKEN,
         bad_token: str = DEFAULT_BAD_TOKEN,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        step_inputs: bool = False,
     ) -> None:
         if prm_format not in PRM_FORMATS:
             raise ValueError(f"unknown PRM format {prm_format!r}; expected one of {PRM_FORMATS}")
@@ -129,6 +147,11 @@ class PRMScorer:
         self.separator = separator
         self.step_tag = step_tag
         self.system_prompt = system_prompt
+        # Models reading the policy's view of each step (amcs.step_features) get the policy's
+        # prompt and the step_owner / step_separator inputs.
+        self.step_inputs = step_inputs
+        if step_inputs and prm_format != "token-cls":
+            raise ValueError("step inputs go with token-classification PRMs only")
         self.device = next(model.parameters()).device
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         pad = tokenizer.pad_token_id
@@ -153,10 +176,16 @@ class PRMScorer:
 
     # --- inputs ----------------------------------------------------------------------------
 
-    def encode(self, question: str, steps: list[str]) -> tuple[list[int], list[int]]:
-        """Token ids of one sequence and the position whose logits score each step."""
+    def encode(self, question: str, steps: list[str]) -> Encoded:
+        """Token ids of one sequence, the position whose logits score each step and, for
+        step-input models, their extra per-token inputs."""
         steps = list(steps)
-        if self.prm_format == "token-cls":
+        extra: dict[str, list[int]] = {}
+        if self.step_inputs:
+            enc = encode_steps(self.tokenizer, question, steps, self.separator)
+            ids, positions = enc["input_ids"], enc["positions"]
+            extra = {key: enc[key] for key in STEP_INPUTS}
+        elif self.prm_format == "token-cls":
             row = {"prompt": question, "completions": steps, "labels": [True] * len(steps)}
             feat = tokenize_prm_row(row, self.tokenizer, self.separator, max_length=None)
             ids = feat["input_ids"]
@@ -181,7 +210,7 @@ class PRMScorer:
                 f"a solution of {len(steps)} steps is {len(ids)} tokens long, more than the "
                 f"PRM's {self.max_positions} positions; shorten it (steps are never dropped)"
             )
-        return ids, positions
+        return Encoded(ids, positions, extra)
 
     def _qwen_text(self, question: str, steps: list[str]) -> str:
         messages = []
@@ -204,11 +233,11 @@ class PRMScorer:
             self.calls += len(items)
         return scores
 
-    def _score_encoded(self, encoded: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+    def _score_encoded(self, encoded: list[Encoded]) -> list[list[float]]:
         """Score encoded sequences in padded batches of similar length."""
         results: list[list[float]] = [[] for _ in encoded]
         order = sorted(
-            (i for i, (_, pos) in enumerate(encoded) if pos), key=lambda i: -len(encoded[i][0])
+            (i for i, e in enumerate(encoded) if e.positions), key=lambda i: -len(encoded[i].ids)
         )
         for start in range(0, len(order), self.max_batch_size):
             chunk = order[start : start + self.max_batch_size]
@@ -217,24 +246,31 @@ class PRMScorer:
                 results[i] = row
         return results
 
-    def _run_model(self, batch: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+    def _run_model(self, batch: list[Encoded]) -> list[list[float]]:
         """One forward pass over right-padded sequences; the step scores of each."""
-        width = max(len(ids) for ids, _ in batch)
+        width = max(len(e.ids) for e in batch)
         input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (ids, _) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            mask[row, : len(ids)] = 1
+        extra = {
+            key: torch.full((len(batch), width), -1 if key == "step_owner" else 0)
+            for key in batch[0].extra
+        }
+        for row, e in enumerate(batch):
+            input_ids[row, : len(e.ids)] = torch.tensor(e.ids, dtype=torch.long)
+            mask[row, : len(e.ids)] = 1
+            for key, values in e.extra.items():
+                extra[key][row, : len(values)] = torch.tensor(values, dtype=torch.long)
         inputs = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
+        inputs |= {key: value.to(self.device) for key, value in extra.items()}
         # Where each row's step scores sit in the logits' sequence dimension.
-        columns = [positions for _, positions in batch]
+        columns = [e.positions for e in batch]
         if self.prm_format == "step-tag":
             inputs["use_cache"] = False
             if self._keeps_logits:
                 # Only the tag positions need vocabulary-sized logits.
                 keep = sorted({p for _, positions in batch for p in positions})
                 inputs["logits_to_keep"] = torch.tensor(keep, device=self.device)
-                columns = [[bisect.bisect_left(keep, p) for p in pos] for _, pos in batch]
+                columns = [[bisect.bisect_left(keep, p) for p in e.positions] for e in batch]
         with self._lock, torch.inference_mode():
             out = self.model(**inputs)
             self.forward_passes += 1
@@ -413,10 +449,17 @@ def load_prm(
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     separator = DEFAULT_SEPARATOR
+    step_inputs = False
     if prm_format == "token-cls":
+        settings = None
         if (path / PRM_CONFIG_FILE).is_file():
             separator = load_prm_config(path).get("separator", DEFAULT_SEPARATOR)
-        model = AutoModelForTokenClassification.from_pretrained(str(path), dtype=dtype)
+            settings = read_policy_features(path / PRM_CONFIG_FILE)
+        if settings is not None:
+            model = StepFeaturePRM.from_pretrained(path, settings, dtype=dtype)
+            step_inputs = True
+        else:
+            model = AutoModelForTokenClassification.from_pretrained(str(path), dtype=dtype)
     elif prm_format == "step-tag":
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     elif (path / "config.json").is_file() and _read_config(path).get("auto_map"):
@@ -432,4 +475,35 @@ def load_prm(
         step_tag=step_tag,
         good_token=good_token,
         bad_token=bad_token,
+        step_inputs=step_inputs,
+    )
+
+
+POLICY_CONFIDENCE = "policy-confidence"
+
+
+def load_policy_confidence(
+    policy: str | Path,
+    *,
+    device: str | None = None,
+    max_batch_size: int = 32,
+    dtype: torch.dtype | None = None,
+    separator: str = DEFAULT_SEPARATOR,
+) -> PRMScorer:
+    """The training-free baseline scorer (:class:`amcs.step_features.PolicyConfidence`): a
+    step's score is the policy's lowest probability for one of the step's own tokens, read from
+    the causal LM ``policy`` (a directory or hub id) on the sequence it saw."""
+    path = resolve_checkpoint(policy)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype is None:
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    base = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    return PRMScorer(
+        PolicyConfidence(base).to(dev),
+        tokenizer,
+        "token-cls",
+        max_batch_size=max_batch_size,
+        separator=separator,
+        step_inputs=True,
     )

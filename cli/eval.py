@@ -66,14 +66,24 @@ def _split_list(value: Any) -> list[str]:
     return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
-def _scorer(prm: str | None, prm_format: str | None, batch_size: int):
-    """The PRM the options name: a checkpoint directory, or the exact arithmetic oracle."""
+def _scorer(prm: str | None, prm_format: str | None, batch_size: int, policy: str | None = None):
+    """The PRM the options name: a checkpoint directory, the exact arithmetic oracle, or the
+    policy's own confidence (the training-free baseline, read from ``policy``)."""
     if prm == ORACLE:
         from amcs.verification import ArithOracleScorer
 
         return ArithOracleScorer()
-    from amcs.assets import TINY_PRM
-    from amcs.prm import load_prm
+    from amcs.assets import TINY_POLICY, TINY_PRM
+    from amcs.prm import POLICY_CONFIDENCE, load_policy_confidence, load_prm
+
+    if prm == POLICY_CONFIDENCE:
+        try:
+            return load_policy_confidence(policy or TINY_POLICY, max_batch_size=batch_size)
+        except (OSError, ValueError) as exc:
+            fail(
+                f"--prm {POLICY_CONFIDENCE} reads the policy's probabilities: cannot load the "
+                f"policy {policy} with transformers ({exc})"
+            )
 
     path = prm or TINY_PRM
     try:
@@ -104,8 +114,10 @@ def eval_command(
     ),
     prm: str | None = typer.Option(
         None,
-        help=f"PRM directory (amcs train, TRL, Math-Shepherd, Qwen2.5-Math-PRM) or {ORACLE} "
-        "(the exact checker; arithmetic only). [default: the bundled tiny PRM]",
+        help=f"PRM directory (amcs train, TRL, Math-Shepherd, Qwen2.5-Math-PRM), {ORACLE} "
+        "(the exact checker; arithmetic only) or policy-confidence (no training: a step scores "
+        "the policy's lowest probability for one of its tokens, read from --model with "
+        "transformers). [default: the bundled tiny PRM]",
     ),
     prm_format: str | None = typer.Option(
         None, help="token-cls | step-tag | qwen-prm. [default: read from the checkpoint]"
@@ -218,7 +230,9 @@ def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
     out_dir = Path(opts["out"])
     model_name = str(opts["model"] or TINY_POLICY)
     scorer = (
-        _scorer(opts["prm"], opts["prm_format"], int(opts["prm_batch_size"])) if needs_prm else None
+        _scorer(opts["prm"], opts["prm_format"], int(opts["prm_batch_size"]), opts["model"])
+        if needs_prm
+        else None
     )
     total = len(cells) * len(todo)
     progress = Progress(
@@ -295,7 +309,9 @@ def steps_command(
         "-1), or arith-heldout[:N] / arith[:N]: sample the policy and label with exact truth.",
     ),
     prm: str | None = typer.Option(
-        None, help=f"PRM directory, hub id or {ORACLE}. [default: the bundled tiny PRM]"
+        None,
+        help=f"PRM directory, hub id, {ORACLE} or policy-confidence (the policy's lowest token "
+        "probability per step, from --model). [default: the bundled tiny PRM]",
     ),
     prm_format: str | None = typer.Option(None, help="token-cls | step-tag | qwen-prm."),
     threshold: float = typer.Option(
@@ -343,7 +359,7 @@ def steps_command(
             fail(str(exc))
     if not examples:
         fail(f"no solutions in {data}")
-    scorer = _scorer(prm, prm_format, 32)
+    scorer = _scorer(prm, prm_format, 32, model)
 
     async def score_all() -> list[list[float]]:
         try:  # concurrent calls: the PRM scores them in batches
