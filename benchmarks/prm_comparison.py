@@ -127,7 +127,7 @@ def next_chunk(spent: int, searched: int, target: int) -> int:
     seen so far (+10 %), between MIN_CHUNK and CHUNK."""
     if searched == 0 or spent == 0:
         return MIN_CHUNK
-    need = math.ceil((target - spent) / (spent / searched) * 1.1)
+    need = -(-(target - spent) * searched * 11 // (spent * 10))  # ceil, in integers
     return max(MIN_CHUNK, min(CHUNK, need))
 
 
