@@ -432,11 +432,15 @@ def verdict(aggregates: Sequence[dict], metric: str = "f1", ours: str = "amcs") 
                 continue
             d = mine["mean"] - theirs["mean"]
             apart = mine["min"] > theirs["max"] or theirs["min"] > mine["max"]
-            word = "beats" if d > 0 else "trails" if d < 0 else "ties"
-            parts.append(
-                f"{ours} {word} {other} by {abs(d):.3f} "
-                f"({'ranges do not overlap' if apart else 'within seed range'})"
-            )
+            if min(mine["n"], theirs["n"]) < 2:
+                note = "one seed: no range"
+            else:
+                note = "ranges do not overlap" if apart else "within seed range"
+            if d == 0:
+                parts.append(f"{ours} ties {other} ({note})")
+            else:
+                word = "beats" if d > 0 else "trails"
+                parts.append(f"{ours} {word} {other} by {abs(d):.3f} ({note})")
         if parts:
             lines.append(f"{metric} at {budget:,} tokens: " + "; ".join(parts))
     return lines
@@ -478,6 +482,9 @@ def markdown(result: dict) -> str:
     elif pc:
         lines.append(f"| {POLICY_CONFIDENCE} | skipped: {pc} | | | | |")
     lines += [
+        "",
+        "Reference rows use no trained PRM; majority@16 and the oracle sit in the best-of-16 "
+        "column. policy-confidence scores steps by the policy's own lowest token probability.",
         "",
         "| method | budget | problems | paths | steps | negative steps | train s | generation s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -594,6 +601,8 @@ def run_cell(
     data = work / f"{method}-s{seed}.jsonl"
     name = f"{method}-s{seed}-b{budget}"
     rows, spent, problems, failed = within_budget(data, budget)
+    if not rows:
+        raise SystemExit(f"{name}: the budget holds no labelled path of {data}; raise it")
     cut = work / f"cut-{name}.jsonl"
     cut.write_text("".join(json.dumps(r) + "\n" for r in rows))
     prm_dir, train_dir = work / f"prm-{name}", work / f"train-{name}"

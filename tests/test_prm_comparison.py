@@ -116,11 +116,13 @@ def test_verdict_text():
     cells += [cell("omegaprm", s, 100, f) for s, f in enumerate([0.3, 0.4])]
     cells += [cell("shepherd", s, 100, f) for s, f in enumerate([0.65, 0.8])]
     cells += [cell("amcs", 0, 2000, 0.5), cell("omegaprm", 0, 2000, 0.5)]
+    cells += [cell("amcs", 0, 5000, 0.5), cell("shepherd", 0, 5000, 0.25)]
     lines = pc.verdict(pc.summarize(cells))
     assert lines == [
         "f1 at 100 tokens: amcs beats omegaprm by 0.300 (ranges do not overlap); "
         "amcs trails shepherd by 0.075 (within seed range)",
-        "f1 at 2,000 tokens: amcs ties omegaprm by 0.000 (within seed range)",
+        "f1 at 2,000 tokens: amcs ties omegaprm (one seed: no range)",
+        "f1 at 5,000 tokens: amcs beats shepherd by 0.250 (one seed: no range)",
     ]
 
 
@@ -252,7 +254,7 @@ def test_markdown_rows_and_verdict():
     assert "| amcs | 100 | 100 | 0.600 [0.600–0.600] | 0.500 [0.500–0.500] |" in text
     assert "| majority@16 (no PRM) | – | – | – | 0.500 | – |" in text
     assert "policy-confidence | skipped: not here" in text
-    assert "- f1 at 100 tokens: amcs beats omegaprm by 0.100 (ranges do not overlap)" in text
+    assert "- f1 at 100 tokens: amcs beats omegaprm by 0.100 (one seed: no range)" in text
 
 
 @pytest.mark.slow
