@@ -1,15 +1,29 @@
-"""Downstream comparison: PRMs trained the same way on amcs, omegaprm and shepherd data generated
-with the same token budget, each scored by step-level F1 on the same held-out set.
+"""The paper's downstream comparison, with error bars: PRMs trained the same way on amcs, omegaprm
+and shepherd data at several generation budgets and several seeds, scored by step-level F1 and by
+best-of-16 / weighted-vote@16 accuracy on the same held-out problems.
 
-    uv run python benchmarks/prm_comparison.py [--budget 400000] [--work prm-comparison-work]
+    uv run python benchmarks/prm_comparison.py                 # the full run (hours on a CPU)
+    uv run python benchmarks/prm_comparison.py --quick --work /tmp/w --results /tmp/r
 
-For each method the tiny policy labels problems (the tiny-arith recipe's settings, the method's
-preset) in chunks until the generated tokens reach the budget; the data is then cut to the
-longest prefix of problems whose tokens stay within it, so every method trains on data that cost
-at most the budget. Each data set trains a PRM exactly as recipes/tiny-arith/train_prm.py does,
-and each PRM is scored with ProcessBench's F1 (threshold 0.5, plus the best threshold of a sweep
-chosen on the same data) on the same tiny-policy solutions of held-out problems. Writes
-benchmarks/results/prm_comparison.{json,md}. Data files are resumable: rerunning continues them.
+1. Data, once per (method, seed) stream: the tiny policy labels training problems drawn with
+   that seed (recipes/tiny-arith's generate settings, sampling at train_prm.DATA_TEMPERATURE;
+   amcs with the recipe's search settings, omegaprm and shepherd with k=16 and the recipe's
+   max_new_tokens), searched with that seed, in chunks until the committed tokens reach the
+   largest budget. Each budget cuts the same stream: the longest prefix of problems (file order)
+   whose generated tokens fit the budget; failed problems cost their tokens and give no rows.
+2. Training: each cut trains a PRM with recipes/tiny-arith/train_prm.py's `train` (seed = the
+   stream's seed).
+3. Scoring, the same for every PRM: ProcessBench's step F1 (threshold 0.5) on train_prm's 500
+   held-out tiny-policy solutions, and best-of-16 / weighted-vote@16 on one cached pool of 16
+   tiny-policy samples per held-out problem (recipes/tiny-arith/eval.yaml's temperature,
+   max_new_tokens, aggregation and seed; the samples `amcs eval` draws for n=16), with the same
+   choice rules as amcs.verification.sampling. Reference rows: majority@16 and the pool's oracle
+   (any sample right), and the training-free policy-confidence scorer.
+
+Everything resumes: data files continue, the step-eval set and the pool are cached, and each
+finished cell (method, seed, budget) is a line of WORK/cells.jsonl that a rerun skips. A cell's
+PRM is deleted once scored unless --keep-prms. Writes RESULTS/prm_comparison.{json,md,png}.
+Set OMP_WAIT_POLICY=PASSIVE when other processes share the cores.
 """
 
 from __future__ import annotations
@@ -17,121 +31,744 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import os
+import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes" / "tiny-arith"))
-from train_prm import (  # noqa: E402
-    generate_data,
-    step_eval_examples,
-    step_f1,
-    train,
-    training_problems,
-)
+import train_prm  # noqa: E402
 
+from amcs.grading import extract_answer  # noqa: E402
+from amcs.recipes import load_recipe  # noqa: E402
 from amcs.records import meta_path_for, read_data, read_meta  # noqa: E402
+from amcs.verification.aggregation import aggregate, best_index  # noqa: E402
+from amcs.verification.base import Candidate  # noqa: E402
+from amcs.verification.voting import group_answers, vote  # noqa: E402
 
-METHODS = {
-    "amcs": {},
-    "omegaprm": {"k": 16},
-    "shepherd": {"k": 16},
+METHODS = {"amcs": {}, "omegaprm": {"k": 16}, "shepherd": {"k": 16}}
+DEFAULTS = {
+    "methods": "amcs,omegaprm,shepherd",
+    "seeds": "0,1,2",
+    "budgets": "100000,750000,1500000",
+    "pool_problems": 200,
+    "step_problems": train_prm.STEP_EVAL["problems"],
 }
-CHUNK = 250
-POOL = 6000
+QUICK = {
+    "methods": "amcs",
+    "seeds": "0",
+    "budgets": "3000,6000",
+    "pool_problems": 4,
+    "step_problems": 20,
+}
+N = 16  # samples per pool problem: best-of-16, weighted-vote@16, majority@16
+CHUNK = 256  # most problems searched per generation call
+MIN_CHUNK = 64  # fewest (one batch of the recipe's concurrency)
+METRICS = ("f1", "best_of_16", "weighted_vote_16")
+POLICY_CONFIDENCE = "policy-confidence"
 
 
-def within_budget(data_path: Path, budget: int) -> tuple[list[dict], int, int]:
-    """Rows of the longest prefix of problems (file order) whose generated tokens fit the
-    budget; also the tokens they cost and how many problems that is."""
-    spent = 0
-    kept: set[str] = set()
-    for record in read_meta(meta_path_for(data_path)):
-        tokens = int(record.get("stats", {}).get("tokens", 0))
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- data: one stream per (method, seed), cut at each budget ---------------------------------------
+
+
+def budget_cut(meta: Sequence[dict], budget: int) -> tuple[set[str], int, int]:
+    """The longest prefix of meta records (file order) whose generated tokens (stats.tokens) fit
+    `budget`: (ids of its problems that finished ok, tokens it cost, failed records in it). A
+    failed attempt's tokens count (they were spent) but its problem gives no rows; a problem
+    retried ok later counts only if that later record is inside the prefix."""
+    spent, kept, failed = 0, set(), 0
+    for record in meta:
+        tokens = int((record.get("stats") or {}).get("tokens", 0))
         if spent + tokens > budget:
             break
         spent += tokens
-        kept.add(record["problem_id"])
+        if record.get("status", "ok") == "ok":
+            kept.add(record["problem_id"])
+        else:
+            failed += 1
+    return kept, spent, failed
+
+
+def within_budget(data_path: Path, budget: int) -> tuple[list[dict], int, int, int]:
+    """Data rows of the budget's prefix of problems: (rows, tokens, problems ok, failed)."""
+    kept, spent, failed = budget_cut(read_meta(meta_path_for(data_path)), budget)
     rows = [row for row in read_data(data_path) if row["problem_id"] in kept]
-    return rows, spent, len(kept)
+    return rows, spent, len(kept), failed
 
 
-async def generate_until(method: str, out: Path, budget: int) -> None:
-    pool = training_problems(POOL)
-    done = 0
-    while done < len(pool):
-        done = min(len(pool), done + CHUNK)
-        await generate_data(out, pool[:done], method, **METHODS[method])
-        spent = sum(int(r.get("stats", {}).get("tokens", 0)) for r in read_meta(meta_path_for(out)))
-        print(f"{method}: {done} problems, {spent:,} tokens", file=sys.stderr)
-        if spent >= budget:
-            return
-    raise SystemExit(f"{method}: the pool of {POOL} problems does not reach {budget:,} tokens")
+def committed_tokens(data_path: Path) -> tuple[int, int]:
+    """(generated tokens, distinct problems searched) of a data file's committed meta records."""
+    if not meta_path_for(data_path).exists():
+        return 0, 0
+    meta = read_meta(meta_path_for(data_path))
+    tokens = sum(int((r.get("stats") or {}).get("tokens", 0)) for r in meta)
+    return tokens, len({r["problem_id"] for r in meta})
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--budget", type=int, default=400_000, help="generated tokens per method")
-    ap.add_argument("--work", type=Path, default=Path("prm-comparison-work"))
-    ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
-    args = ap.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    examples = asyncio.run(step_eval_examples())
-    rows = []
-    for method in args.methods.split(","):
-        data = args.work / f"{method}.jsonl"
-        start = time.monotonic()
-        asyncio.run(generate_until(method, data, args.budget))
-        train_rows, spent, problems = within_budget(data, args.budget)
-        kept = args.work / f"{method}-budget.jsonl"
-        kept.write_text("".join(json.dumps(r) + "\n" for r in train_rows))
-        metrics = train([kept], args.work / f"prm-{method}", args.work / f"base-{method}")
-        report = step_f1(args.work / f"prm-{method}", examples)
-        steps = sum(len(r["labels"]) for r in train_rows)
-        negatives = sum(not label for r in train_rows for label in r["labels"])
-        row = {
-            "method": method,
-            "settings": METHODS[method],
-            "tokens": spent,
-            "problems": problems,
-            "paths": len(train_rows),
-            "labelled_steps": steps,
-            "negative_steps": negatives,
-            "f1": report["f1"],
-            "a1_erroneous": report["a1_erroneous"],
-            "a2_correct": report["a2_correct"],
-            "best_threshold": report["best_threshold"],
-            "held_out_step_accuracy": metrics["eval_step_accuracy"],
-            "seconds": round(time.monotonic() - start, 1),
-        }
-        rows.append(row)
-        print(json.dumps(row), file=sys.stderr)
-    result = {
-        "budget_tokens": args.budget,
-        "step_eval": {"solutions": len(examples), "erroneous": sum(e.label >= 0 for e in examples)},
-        "results": rows,
+def problem_pool(n: int, seed: int) -> list:
+    """The first n training problems of draw `seed` (train_prm.training_problems drops held-out
+    expressions, so it may return fewer than asked; the draw is prefix-stable)."""
+    ask = n + n // 20 + 10
+    while len(pool := train_prm.training_problems(ask, seed=seed)) < n:
+        ask *= 2
+    return pool[:n]
+
+
+def next_chunk(spent: int, searched: int, target: int) -> int:
+    """Problems to search next: enough for the tokens still missing at the tokens per problem
+    seen so far (+10 %), between MIN_CHUNK and CHUNK."""
+    if searched == 0 or spent == 0:
+        return MIN_CHUNK
+    need = -(-(target - spent) * searched * 11 // (spent * 10))  # ceil, in integers
+    return max(MIN_CHUNK, min(CHUNK, need))
+
+
+async def generate_stream(out: Path, method: str, seed: int, target: int, timing: Path) -> None:
+    """Label problems of draw `seed` with `method`, searched with seed `seed`, until the file's
+    committed tokens reach `target`; as train_prm.generate_data does, but with the stream's seed
+    (generate_data fixes DATA_SEED) and one backend for every chunk. Appends each chunk's
+    seconds to `timing`."""
+    from amcs.assets import TINY_POLICY, TINY_POLICY_NAME
+    from amcs.backends.hf import HFBackend
+    from amcs.engine import generate_to_file
+    from amcs.grading import Grader
+    from amcs.search import make_config
+
+    spent, searched = committed_tokens(out)
+    if spent >= target:
+        return
+    recipe = dict(load_recipe(train_prm.HERE / "generate.yaml")["search"])
+    settings = recipe if method == "amcs" else {"max_new_tokens": recipe["max_new_tokens"]}
+    settings = settings | {"temperature": train_prm.DATA_TEMPERATURE} | METHODS[method]
+    config = make_config(method, **settings)
+    backend = HFBackend(TINY_POLICY, max_batch_size=128)
+    try:
+        async with Grader(max_workers=1) as grader:
+            while spent < target:
+                start = time.monotonic()
+                problems = problem_pool(searched + next_chunk(spent, searched, target), seed)
+                await generate_to_file(
+                    problems,
+                    backend,
+                    grader,
+                    config,
+                    out,
+                    model_name=TINY_POLICY_NAME,
+                    seed=seed,
+                    concurrency=64,
+                )
+                seconds = time.monotonic() - start
+                before = spent
+                spent, searched = committed_tokens(out)
+                with timing.open("a") as f:
+                    f.write(json.dumps({"stream": out.stem, "tokens": spent, "seconds": seconds}))
+                    f.write("\n")
+                log(
+                    f"generate {out.stem}: {searched:,} problems, {spent:,}/{target:,} tokens, "
+                    f"{seconds:.0f} s"
+                )
+                if spent == before:
+                    raise SystemExit(f"{out}: a chunk added no tokens; is every problem failing?")
+    finally:
+        await backend.aclose()
+
+
+def stream_seconds(timing: Path) -> dict[str, float]:
+    """Generation seconds per stream, summed over every run that extended it."""
+    totals: dict[str, float] = {}
+    if timing.exists():
+        for line in timing.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                totals[r["stream"]] = totals.get(r["stream"], 0.0) + r["seconds"]
+    return totals
+
+
+# --- the held-out sets: step-eval solutions and the candidate pool ---------------------------------
+
+
+def step_examples(work: Path, problems: int) -> list:
+    """train_prm's step-eval solutions (the first `problems` held-out problems with the same
+    settings when fewer than train_prm's), cached in WORK."""
+    from amcs.stepeval import arith_step_examples, read_step_examples, write_step_examples
+
+    path = work / f"step-eval-{problems}.jsonl"
+    if path.exists():
+        return read_step_examples(path)
+    start = time.monotonic()
+    if problems == train_prm.STEP_EVAL["problems"]:
+        examples = asyncio.run(train_prm.step_eval_examples())
+    else:
+        from amcs.assets import TINY_POLICY
+        from amcs.backends.hf import HFBackend
+        from amcs.domains.arith import held_out_problems
+
+        async def draw() -> list:
+            backend = HFBackend(TINY_POLICY, max_batch_size=128)
+            try:
+                return await arith_step_examples(
+                    backend,
+                    held_out_problems(problems),
+                    temperature=train_prm.STEP_EVAL["temperature"],
+                    seed=train_prm.STEP_EVAL["seed"],
+                )
+            finally:
+                await backend.aclose()
+
+        examples = asyncio.run(draw())
+    write_step_examples(path, examples)
+    log(f"step-eval set: {len(examples)} solutions, {time.monotonic() - start:.0f} s")
+    return examples
+
+
+def eval_settings() -> dict:
+    """Sampling and aggregation of recipes/tiny-arith/eval.yaml (what `amcs eval` uses)."""
+    recipe = load_recipe(train_prm.HERE / "eval.yaml")
+    verify = recipe["verify"]
+    return {
+        "temperature": float(verify["temperature"]),
+        "max_new_tokens": int(verify["max_new_tokens"]),
+        "aggregation": verify["aggregation"],
+        "seed": int(recipe.get("seed", 0)),
     }
+
+
+def candidate_pool(work: Path, problems: int) -> list[dict]:
+    """N samples per held-out problem, their steps, answers and grades; cached (and extended) in
+    WORK/pool.jsonl. The samples are those `amcs eval` draws for majority/best-of-n/weighted vote
+    at n=N: one request seeded call_seed(seed, question, 0)."""
+    from amcs.problems import arith_problems
+
+    path = work / "pool.jsonl"
+    cached = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    wanted = arith_problems(problems, held_out=True)
+    have = {r["problem_id"] for r in cached}
+    todo = [p for p in wanted if p.id not in have]
+    if todo:
+        start = time.monotonic()
+        with path.open("a") as f:
+            for record in asyncio.run(_sample_pool(todo)):
+                f.write(json.dumps(record) + "\n")
+                cached.append(record)
+        log(f"pool: {len(todo)} problems x {N} samples, {time.monotonic() - start:.0f} s")
+    by_id = {r["problem_id"]: r for r in cached}
+    return [by_id[p.id] for p in wanted]
+
+
+async def _sample_pool(problems: list) -> list[dict]:
+    from amcs.assets import TINY_POLICY
+    from amcs.backends.base import SamplingParams
+    from amcs.backends.hf import HFBackend
+    from amcs.grading import Grader
+    from amcs.prompts import prompt_ids
+    from amcs.steps import split_steps
+    from amcs.verification.context import call_seed
+
+    settings = eval_settings()
+    backend = HFBackend(TINY_POLICY, max_batch_size=128)
+    try:
+        async with Grader(max_workers=1) as grader:
+
+            async def one(problem) -> dict:
+                params = SamplingParams(
+                    temperature=settings["temperature"],
+                    max_new_tokens=settings["max_new_tokens"],
+                    seed=call_seed(settings["seed"], problem.question, 0),
+                )
+                ids = prompt_ids(backend.tokenizer, problem.question)
+                rollouts = await backend.sample(ids, N, params)
+                candidates = []
+                for r in rollouts:
+                    answer = extract_answer(r.text)
+                    candidates.append(
+                        {
+                            "text": r.text,
+                            "steps": split_steps(r.text),
+                            "answer": answer,
+                            # as amcs eval grades a strategy's answer (fast path, then math-verify)
+                            "correct": await grader.equivalent(answer, problem.answer),
+                            "tokens": r.num_tokens,
+                        }
+                    )
+                return {
+                    "problem_id": problem.id,
+                    "question": problem.question,
+                    "reference": problem.answer,
+                    "candidates": candidates,
+                }
+
+            return list(await asyncio.gather(*(one(p) for p in problems)))
+    finally:
+        await backend.aclose()
+
+
+# --- choosing an answer from a pool (the rules of amcs.verification.sampling) ---------------------
+
+
+def majority_choice(answers: Sequence[str | None]) -> int | None:
+    """majority@n: the first sample of the most voted answer group (ties: first to appear);
+    the first sample when none states an answer."""
+    winner, _ = vote(answers)
+    return winner if winner is not None else (0 if answers else None)
+
+
+def best_of_choice(answers: Sequence[str | None], scores: Sequence[float]) -> int | None:
+    """best-of-n: the highest score among samples stating an answer; ties to the earliest."""
+    return best_index([Candidate("", a, s) for a, s in zip(answers, scores, strict=True)])
+
+
+def weighted_choice(answers: Sequence[str | None], scores: Sequence[float]) -> int | None:
+    """weighted vote: the answer group with the largest score sum (ties: first to appear); its
+    best-scored sample (ties: earliest). best-of-n when no sample states an answer."""
+    winner, _ = vote(answers, scores)
+    if winner is None:
+        return best_of_choice(answers, scores)
+    groups = group_answers(answers)
+    members = [i for i, g in enumerate(groups) if g == groups[winner]]
+    return max(members, key=lambda i: (scores[i], -i))
+
+
+def pool_accuracy(
+    pool: Sequence[dict],
+    step_scores: Sequence[Sequence[Sequence[float]]] | None,
+    aggregation: str = "min",
+) -> dict[str, float]:
+    """Accuracy over the pool's problems: with step scores (per problem, per candidate) best-of-N
+    and weighted-vote@N; without, majority@N and the oracle (any candidate right)."""
+    if not pool:
+        return {}
+    if step_scores is None:
+        hits = {"majority_16": 0, "oracle_16": 0}
+        for problem in pool:
+            cands = problem["candidates"]
+            pick = majority_choice([c["answer"] for c in cands])
+            hits["majority_16"] += pick is not None and cands[pick]["correct"]
+            hits["oracle_16"] += any(c["correct"] for c in cands)
+    else:
+        hits = {"best_of_16": 0, "weighted_vote_16": 0}
+        for problem, per_candidate in zip(pool, step_scores, strict=True):
+            cands = problem["candidates"]
+            answers = [c["answer"] for c in cands]
+            scores = [aggregate(s, aggregation) for s in per_candidate]
+            for key, pick in (
+                ("best_of_16", best_of_choice(answers, scores)),
+                ("weighted_vote_16", weighted_choice(answers, scores)),
+            ):
+                hits[key] += pick is not None and cands[pick]["correct"]
+    return {k: v / len(pool) for k, v in hits.items()}
+
+
+def score_pool(scorer, pool: Sequence[dict]) -> list[list[list[float]]]:
+    """Step scores of every candidate of every pool problem, in one score_batch call."""
+    items = [(p["question"], c["steps"]) for p in pool for c in p["candidates"]]
+    flat = iter(scorer.score_batch(items))
+    return [[next(flat) for _ in p["candidates"]] for p in pool]
+
+
+# --- seeds to table rows, verdict ---------------------------------------------------------------
+
+
+def spread(values: Sequence[float]) -> dict:
+    """mean, min and max over seeds (n: how many)."""
+    values = [float(v) for v in values]
+    return {
+        "mean": math.fsum(values) / len(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+MEAN_ONLY = (
+    "tokens",
+    "problems",
+    "paths",
+    "labelled_steps",
+    "negative_steps",
+    "train_seconds",
+    "generation_seconds",
+)
+
+
+def summarize(cells: Sequence[dict]) -> list[dict]:
+    """Per (method, budget), over seeds: mean/min/max of F1, best-of-16 and weighted-vote@16,
+    and the means of tokens, data sizes and seconds."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for cell in cells:
+        groups.setdefault((cell["method"], cell["budget"]), []).append(cell)
+    order = {m: i for i, m in enumerate(METHODS)}
+    rows = []
+    for (method, budget), group in sorted(
+        groups.items(), key=lambda kv: (order.get(kv[0][0], len(order)), kv[0])
+    ):
+        row = {"method": method, "budget": budget, "seeds": sorted(c["seed"] for c in group)}
+        for metric in METRICS:
+            row[metric] = spread([c[metric] for c in group])
+        for key in MEAN_ONLY:
+            row[key] = math.fsum(c[key] for c in group) / len(group)
+        rows.append(row)
+    return rows
+
+
+def verdict(aggregates: Sequence[dict], metric: str = "f1", ours: str = "amcs") -> list[str]:
+    """One line per budget: `ours` mean minus each other method's mean, and whether the seed
+    ranges overlap."""
+    by = {(a["method"], a["budget"]): a[metric] for a in aggregates}
+    lines = []
+    for budget in sorted({b for m, b in by if m == ours}):
+        mine = by[(ours, budget)]
+        parts = []
+        for other in [m for m in METHODS if m != ours] + sorted({m for m, _ in by} - set(METHODS)):
+            theirs = by.get((other, budget))
+            if theirs is None:
+                continue
+            d = mine["mean"] - theirs["mean"]
+            apart = mine["min"] > theirs["max"] or theirs["min"] > mine["max"]
+            if min(mine["n"], theirs["n"]) < 2:
+                note = "one seed: no range"
+            else:
+                note = "ranges do not overlap" if apart else "within seed range"
+            if d == 0:
+                parts.append(f"{ours} ties {other} ({note})")
+            else:
+                word = "beats" if d > 0 else "trails"
+                parts.append(f"{ours} {word} {other} by {abs(d):.3f} ({note})")
+        if parts:
+            lines.append(f"{metric} at {budget:,} tokens: " + "; ".join(parts))
+    return lines
+
+
+def _fmt(s: dict) -> str:
+    return f"{s['mean']:.3f} [{s['min']:.3f}–{s['max']:.3f}]"
+
+
+def markdown(result: dict) -> str:
+    setup = result["setup"]
+    lines = [
+        f"PRMs trained the same way (recipes/tiny-arith/train_prm.py) on data cut from one "
+        f"generation stream per (method, seed); seeds {setup['seeds']}. Step F1 (threshold 0.5) on "
+        f"{setup['step_eval_solutions']} held-out tiny-policy solutions; best-of-16 and "
+        f"weighted-vote@16 ({setup['aggregation']} aggregation) on {setup['pool_problems']} "
+        f"held-out problems x 16 tiny-policy samples, the same pool for every PRM. "
+        "Mean [min–max] over seeds.",
+        "",
+        "| method | budget | tokens (mean) | F1 mean [min–max] | best-of-16 mean [min–max] "
+        "| weighted-vote@16 mean [min–max] |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for a in result["aggregates"]:
+        lines.append(
+            f"| {a['method']} | {a['budget']:,} | {a['tokens']:,.0f} | {_fmt(a['f1'])} "
+            f"| {_fmt(a['best_of_16'])} | {_fmt(a['weighted_vote_16'])} |"
+        )
+    ref = result["reference"]
+    if "majority_16" in ref:
+        lines.append(f"| majority@16 (no PRM) | – | – | – | {ref['majority_16']:.3f} | – |")
+        lines.append(f"| pool oracle (any of 16 right) | – | – | – | {ref['oracle_16']:.3f} | – |")
+    pc = ref.get(POLICY_CONFIDENCE)
+    if isinstance(pc, dict) and "f1" in pc:
+        lines.append(
+            f"| {POLICY_CONFIDENCE} (no training) | – | – | {pc['f1']:.3f} "
+            f"| {pc['best_of_16']:.3f} | {pc['weighted_vote_16']:.3f} |"
+        )
+    elif pc:
+        lines.append(f"| {POLICY_CONFIDENCE} | skipped: {pc} | | | | |")
+    lines += [
+        "",
+        "Reference rows use no trained PRM; majority@16 and the oracle sit in the best-of-16 "
+        "column. policy-confidence scores steps by the policy's own lowest token probability.",
+        "",
+        "| method | budget | problems | paths | steps | negative steps | train s | generation s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for a in result["aggregates"]:
+        lines.append(
+            f"| {a['method']} | {a['budget']:,} | {a['problems']:,.0f} | {a['paths']:,.0f} "
+            f"| {a['labelled_steps']:,.0f} | {a['negative_steps']:,.0f} "
+            f"| {a['train_seconds']:,.0f} | {a['generation_seconds']:,.0f} |"
+        )
+    lines += [
+        "",
+        "Data sizes and seconds are means over seeds; generation seconds are the "
+        "stream's, prorated by the tokens the cut kept.",
+        "",
+    ]
+    lines += [f"- {v}" for v in result["verdict"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ref = result["reference"]
+    pc = ref.get(POLICY_CONFIDENCE) if isinstance(ref.get(POLICY_CONFIDENCE), dict) else None
+    for ax, metric, title in (
+        (axes[0], "f1", "step F1 (threshold 0.5)"),
+        (axes[1], "best_of_16", "best-of-16 accuracy"),
+    ):
+        for method in dict.fromkeys(a["method"] for a in result["aggregates"]):
+            rows = sorted(
+                (a for a in result["aggregates"] if a["method"] == method),
+                key=lambda a: a["tokens"],
+            )
+            x = [a["tokens"] for a in rows]
+            mean = [a[metric]["mean"] for a in rows]
+            lo = [a[metric]["min"] for a in rows]
+            hi = [a[metric]["max"] for a in rows]
+            (line,) = ax.plot(x, mean, marker="o", label=method)
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+        if pc is not None:
+            ax.axhline(pc[metric], color="gray", ls=":", label=f"{POLICY_CONFIDENCE}")
+        if metric == "best_of_16" and "majority_16" in ref:
+            ax.axhline(ref["majority_16"], color="black", ls="--", label="majority@16")
+            ax.axhline(ref["oracle_16"], color="black", ls="-.", label="pool oracle")
+        ax.set_xscale("log")
+        ax.set_xlabel("generated tokens of the training data")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("PRMs trained on each method's data: mean and min–max over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --- cells -----------------------------------------------------------------------------------------
+
+
+def read_cells(path: Path) -> list[dict]:
+    """Finished cells; a line torn by a crash is ignored (and overwritten by the next append)."""
+    if not path.exists():
+        return []
+    cells = []
+    for line in path.read_text().splitlines():
+        try:
+            cells.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return cells
+
+
+def append_cell(path: Path, cell: dict) -> None:
+    text = path.read_text() if path.exists() else ""
+    if text and not text.endswith("\n"):  # a torn last line: drop it
+        path.write_text(text[: text.rfind("\n") + 1])
+    with path.open("a") as f:
+        f.write(json.dumps(cell) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def cell_key(cell: dict) -> tuple:
+    return (cell["method"], cell["seed"], cell["budget"], cell["pool_problems"], cell["step_eval"])
+
+
+def score_scorer(scorer, examples, pool, aggregation: str, report: dict | None = None) -> dict:
+    """F1 (report, or computed from the scorer), best-of-16 and weighted-vote@16."""
+    from amcs.stepeval import step_report
+
+    if report is None:
+        report = step_report(
+            scorer.score_batch([(e.problem, e.steps) for e in examples]),
+            [e.label for e in examples],
+        )
+    accuracy = pool_accuracy(pool, score_pool(scorer, pool), aggregation)
+    return {
+        "f1": report["f1"],
+        "a1_erroneous": report["a1_erroneous"],
+        "a2_correct": report["a2_correct"],
+        "best_threshold": report["best_threshold"],
+    } | accuracy
+
+
+def run_cell(
+    work: Path, method: str, seed: int, budget: int, examples, pool, settings, keep: bool
+) -> dict:
+    from amcs.prm import load_prm
+
+    data = work / f"{method}-s{seed}.jsonl"
+    name = f"{method}-s{seed}-b{budget}"
+    rows, spent, problems, failed = within_budget(data, budget)
+    if not rows:
+        raise SystemExit(f"{name}: the budget holds no labelled path of {data}; raise it")
+    cut = work / f"cut-{name}.jsonl"
+    cut.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prm_dir, train_dir = work / f"prm-{name}", work / f"train-{name}"
+    for d in (prm_dir, train_dir):
+        shutil.rmtree(d, ignore_errors=True)
+    train_dir.mkdir(parents=True)
+    start = time.monotonic()
+    metrics = train_prm.train([cut], prm_dir, train_dir, seed=seed)
+    train_seconds = time.monotonic() - start
+    log(f"train {name}: {len(rows)} paths, {spent:,} tokens, {train_seconds:.0f} s")
+    start = time.monotonic()
+    report = train_prm.step_f1(prm_dir, examples)
+    scores = score_scorer(load_prm(prm_dir), examples, pool, settings["aggregation"], report)
+    score_seconds = time.monotonic() - start
+    log(
+        f"score {name}: F1 {scores['f1']:.3f}, best-of-16 {scores['best_of_16']:.3f}, "
+        f"weighted-vote@16 {scores['weighted_vote_16']:.3f}, {score_seconds:.0f} s"
+    )
+    if not keep:
+        for d in (prm_dir, train_dir):
+            shutil.rmtree(d, ignore_errors=True)
+        cut.unlink()
+    return {
+        "method": method,
+        "seed": seed,
+        "budget": budget,
+        "pool_problems": len(pool),
+        "step_eval": len(examples),
+        "settings": METHODS[method],
+        "tokens": spent,
+        "problems": problems,
+        "failed_problems": failed,
+        "paths": len(rows),
+        "labelled_steps": sum(len(r["labels"]) for r in rows),
+        "negative_steps": sum(not label for r in rows for label in r["labels"]),
+        "held_out_step_accuracy": metrics.get("eval_step_accuracy"),
+        "train_seconds": round(train_seconds, 1),
+        "score_seconds": round(score_seconds, 1),
+    } | scores
+
+
+def policy_confidence(examples, pool, settings) -> dict | str:
+    """The training-free baseline's scores, or why it was skipped."""
+    try:
+        from amcs.prm import load_policy_confidence
+    except ImportError:
+        return "amcs.prm.load_policy_confidence is not in this checkout"
+    from amcs.assets import TINY_POLICY
+
+    start = time.monotonic()
+    scores = score_scorer(
+        load_policy_confidence(TINY_POLICY), examples, pool, settings["aggregation"]
+    )
+    log(f"score {POLICY_CONFIDENCE}: F1 {scores['f1']:.3f}, {time.monotonic() - start:.0f} s")
+    return scores | {"seconds": round(time.monotonic() - start, 1)}
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--methods", help=f"default {DEFAULTS['methods']}")
+    ap.add_argument("--seeds", help=f"default {DEFAULTS['seeds']}")
+    ap.add_argument("--budgets", help=f"generated tokens, default {DEFAULTS['budgets']}")
+    ap.add_argument("--pool-problems", type=int, help="held-out problems x 16 samples, default 200")
+    ap.add_argument(
+        "--step-problems",
+        type=int,
+        help="held-out problems of the step-eval set, "
+        f"default {DEFAULTS['step_problems']} (train_prm's)",
+    )
+    ap.add_argument("--work", type=Path, default=Path("prm-comparison-work"))
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--keep-prms", action="store_true", help="keep each cell's PRM and cut data")
+    ap.add_argument("--quick", action="store_true", help="tiny defaults: " + json.dumps(QUICK))
+    args = ap.parse_args(argv)
+    base = QUICK if args.quick else DEFAULTS
+    for key, value in base.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        ap.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    seeds, budgets = parse_ints(args.seeds), sorted(parse_ints(args.budgets))
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    settings = eval_settings()
+    examples = step_examples(work, args.step_problems)
+    pool = candidate_pool(work, args.pool_problems)
+    cells_path, timing = work / "cells.jsonl", work / "generation.jsonl"
+    done = {cell_key(c): c for c in read_cells(cells_path)}
+
+    ref_key = (POLICY_CONFIDENCE, None, None, len(pool), len(examples))
+    if ref_key not in done:
+        pc = policy_confidence(examples, pool, settings)
+        if isinstance(pc, str):
+            log(f"{POLICY_CONFIDENCE}: skipped ({pc})")
+        else:
+            cell = {
+                "method": POLICY_CONFIDENCE,
+                "seed": None,
+                "budget": None,
+                "pool_problems": len(pool),
+                "step_eval": len(examples),
+            } | pc
+            append_cell(cells_path, cell)
+            done[ref_key] = cell
+    pc = done.get(ref_key, "amcs.prm.load_policy_confidence is not in this checkout")
+
+    cells = []
+    for method in methods:
+        for seed in seeds:
+            data = work / f"{method}-s{seed}.jsonl"
+            keys = [(method, seed, b, len(pool), len(examples)) for b in budgets]
+            if any(k not in done for k in keys):
+                asyncio.run(generate_stream(data, method, seed, budgets[-1], timing))
+            stream_tokens, _ = committed_tokens(data)
+            gen_seconds = stream_seconds(timing).get(data.stem, 0.0)
+            for budget, key in zip(budgets, keys, strict=True):
+                if key not in done:
+                    cell = run_cell(
+                        work, method, seed, budget, examples, pool, settings, args.keep_prms
+                    )
+                    append_cell(cells_path, cell)
+                    done[key] = cell
+                cell = dict(done[key])
+                # The stream's generation seconds, prorated by the tokens this cut kept.
+                cell["generation_seconds"] = round(
+                    gen_seconds * cell["tokens"] / stream_tokens if stream_tokens else 0.0, 1
+                )
+                cells.append(cell)
+
+    aggregates = summarize(cells)
+    reference = pool_accuracy(pool, None)
+    reference[POLICY_CONFIDENCE] = pc
+    result = {
+        "setup": {
+            "methods": {m: METHODS[m] for m in methods},
+            "seeds": seeds,
+            "budgets": budgets,
+            "pool_problems": len(pool),
+            "samples_per_problem": N,
+            "step_eval_solutions": len(examples),
+            "step_eval_erroneous": sum(e.label >= 0 for e in examples),
+            "data_temperature": train_prm.DATA_TEMPERATURE,
+        }
+        | settings,
+        "cells": cells,
+        "aggregates": aggregates,
+        "reference": reference,
+    }
+    result["verdict"] = verdict(aggregates)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "prm_comparison.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [
-        f"PRMs trained the same way on {args.budget:,}-token data sets; F1 on "
-        f"{len(examples)} held-out tiny-policy solutions.",
-        "",
-        "| data | tokens | problems | paths | steps (-) | F1 @0.5 | a1 | a2 | best F1 (threshold) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        best = r["best_threshold"]
-        lines.append(
-            f"| {r['method']} | {r['tokens']:,} | {r['problems']:,} | {r['paths']:,} "
-            f"| {r['labelled_steps']:,} ({r['negative_steps']:,}) | {r['f1']:.3f} "
-            f"| {r['a1_erroneous']:.3f} | {r['a2_correct']:.3f} "
-            f"| {best['f1']:.3f} ({best['threshold']}) |"
-        )
-    (args.results / "prm_comparison.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = markdown(result)
+    (args.results / "prm_comparison.md").write_text(text)
+    plot(result, args.results / "prm_comparison.png")
+    print(text)
+    return result
 
 
 if __name__ == "__main__":

@@ -1,0 +1,284 @@
+"""benchmarks/prm_comparison.py: the budget cut, the seed aggregation, the pool's choice rules
+(checked against amcs's own strategies) and the verdict; then a tiny end-to-end run."""
+
+import asyncio
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from amcs.backends.base import Rollout
+from amcs.records import RecordWriter
+from amcs.verification import VerifyConfig, VerifyContext, run_strategy
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "prm_comparison.py"
+_spec = importlib.util.spec_from_file_location("prm_comparison", SCRIPT)
+pc = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pc)
+
+
+# --- the budget cut --------------------------------------------------------------------------------
+
+
+def path(step):
+    return {
+        "completions": [step],
+        "labels": [True],
+        "values": [1.0],
+        "rollouts": [1],
+        "method": "amcs",
+        "model": "m",
+    }
+
+
+def write_stream(tmp_path):
+    """a ok 100 (2 paths), b failed 50, c ok 200, d ok 100, b retried ok 30 (1 path)."""
+    out = tmp_path / "s.jsonl"
+    with RecordWriter(out) as w:
+        w.write_problem("a", "qa", "1", [path("a1"), path("a2")], stats={"tokens": 100})
+        w.write_problem("b", "qb", "2", [], status="failed", reason="x", stats={"tokens": 50})
+        w.write_problem("c", "qc", "3", [path("c1")], stats={"tokens": 200})
+        w.write_problem("d", "qd", "4", [path("d1")], stats={"tokens": 100})
+    with RecordWriter(out) as w:  # a resumed run retries b
+        w.write_problem("b", "qb", "2", [path("b1")], stats={"tokens": 30})
+    return out
+
+
+def test_budget_cut_keeps_the_longest_prefix_and_no_rows_of_failed_problems(tmp_path):
+    out = write_stream(tmp_path)
+    # 100 + 50 + 200 = 350 fits 360; d would make 450. b failed inside the prefix (its tokens
+    # count) and its ok retry lies beyond it: none of b's rows.
+    rows, spent, problems, failed = pc.within_budget(out, 360)
+    assert (spent, problems, failed) == (350, 2, 1)
+    assert [r["completions"][0] for r in rows] == ["a1", "a2", "c1"]
+    assert pc.within_budget(out, 350)[1:] == (350, 2, 1)  # the budget itself fits
+    assert pc.within_budget(out, 99)[1:] == (0, 0, 0)
+    rows, spent, problems, failed = pc.within_budget(out, 10_000)
+    assert (spent, problems, failed) == (480, 4, 1)
+    assert sorted(r["completions"][0] for r in rows) == ["a1", "a2", "b1", "c1", "d1"]
+    assert pc.committed_tokens(out) == (480, 4)
+
+
+def test_next_chunk_and_problem_pool_prefix():
+    assert pc.next_chunk(0, 0, 10**6) == pc.MIN_CHUNK
+    assert pc.next_chunk(1000, 10, 2000) == pc.MIN_CHUNK  # 11 more needed
+    assert pc.next_chunk(1000, 10, 10**6) == pc.CHUNK
+    assert pc.next_chunk(1000, 10, 21_000) == 220
+    small, large = pc.problem_pool(30, seed=1), pc.problem_pool(90, seed=1)
+    assert len(small) == 30 and len(large) == 90 and large[:30] == small
+    assert pc.problem_pool(30, seed=2)[0].id != small[0].id
+
+
+# --- seeds -> aggregates -> verdict ----------------------------------------------------------------
+
+
+def cell(method, seed, budget, f1, bo=0.5, wv=0.5, tokens=100):
+    return {
+        "method": method,
+        "seed": seed,
+        "budget": budget,
+        "f1": f1,
+        "best_of_16": bo,
+        "weighted_vote_16": wv,
+        "tokens": tokens,
+        "problems": 10,
+        "paths": 20,
+        "labelled_steps": 40,
+        "negative_steps": 5,
+        "train_seconds": 1.0,
+        "generation_seconds": 2.0,
+    }
+
+
+def test_summarize_gives_mean_min_max_over_seeds():
+    cells = [
+        cell("shepherd", 0, 100, 0.1),
+        cell("amcs", 0, 100, 0.4, tokens=90),
+        cell("amcs", 1, 100, 0.5, tokens=100),
+        cell("amcs", 2, 100, 0.9, bo=0.8, tokens=110),
+    ]
+    rows = pc.summarize(cells)
+    assert [(r["method"], r["budget"]) for r in rows] == [("amcs", 100), ("shepherd", 100)]
+    amcs = rows[0]
+    assert amcs["seeds"] == [0, 1, 2]
+    assert amcs["f1"] == pytest.approx({"mean": 0.6, "min": 0.4, "max": 0.9, "n": 3})
+    assert amcs["best_of_16"]["max"] == 0.8 and amcs["best_of_16"]["min"] == 0.5
+    assert amcs["tokens"] == pytest.approx(100)
+    assert rows[1]["f1"] == {"mean": 0.1, "min": 0.1, "max": 0.1, "n": 1}
+
+
+def test_verdict_text():
+    cells = [cell("amcs", s, b, f) for s, (b, f) in enumerate([(100, 0.6), (100, 0.7)])]
+    cells += [cell("omegaprm", s, 100, f) for s, f in enumerate([0.3, 0.4])]
+    cells += [cell("shepherd", s, 100, f) for s, f in enumerate([0.65, 0.8])]
+    cells += [cell("amcs", 0, 2000, 0.5), cell("omegaprm", 0, 2000, 0.5)]
+    cells += [cell("amcs", 0, 5000, 0.5), cell("shepherd", 0, 5000, 0.25)]
+    lines = pc.verdict(pc.summarize(cells))
+    assert lines == [
+        "f1 at 100 tokens: amcs beats omegaprm by 0.300 (ranges do not overlap); "
+        "amcs trails shepherd by 0.075 (within seed range)",
+        "f1 at 2,000 tokens: amcs ties omegaprm (one seed: no range)",
+        "f1 at 5,000 tokens: amcs beats shepherd by 0.250 (one seed: no range)",
+    ]
+
+
+# --- choosing from a pool, the way amcs eval does -------------------------------------------------
+
+
+def test_majority_best_of_and_weighted_vote_pick_different_known_answers():
+    answers = ["5", "5.0", "5", "7", "7", None, "9"]
+    scores = [0.1, 0.1, 0.1, 0.6, 0.6, 0.99, 0.95]
+    assert pc.majority_choice(answers) == 0  # "5" has 3 votes ("5.0" is the same number)
+    assert pc.best_of_choice(answers, scores) == 6  # 0.95; the 0.99 sample states no answer
+    assert pc.weighted_choice(answers, scores) == 3  # "7": 1.2 > "9": 0.95 > "5": 0.3
+    # Ties: best-of to the earliest, vote totals to the answer that appeared first.
+    assert pc.best_of_choice(["1", "2"], [0.5, 0.5]) == 0
+    assert pc.weighted_choice(["2", "1", "1"], [0.5, 0.25, 0.25]) == 0
+    assert pc.weighted_choice(["2", "1", "1"], [0.5, 0.2, 0.4]) == 2  # best sample of "1"
+    assert pc.majority_choice([None, None]) == 0
+    assert pc.weighted_choice([None, None], [0.2, 0.3]) == 1
+
+
+def test_pool_accuracy_on_a_hand_made_pool():
+    def cand(answer, correct):
+        return {"answer": answer, "correct": correct, "steps": ["s"]}
+
+    answers = ["5", "5.0", "5", "7", "7", None, "9"]
+    pool = [
+        # reference 7: only weighted vote is right
+        {"candidates": [cand(a, a == "7") for a in answers]},
+        # reference 9: only best-of is right
+        {"candidates": [cand(a, a == "9") for a in answers]},
+        # everything wrong
+        {"candidates": [cand("1", False), cand("2", False)]},
+    ]
+    # min aggregation: the step lists reduce to the scores of the test above
+    steps = [[0.1, 0.3], [0.1], [0.2, 0.1], [0.6, 0.9], [0.6], [0.99], [0.95, 1.0]]
+    scores = [steps, steps, [[0.2], [0.9]]]
+    acc = pc.pool_accuracy(pool, scores, "min")
+    assert acc == pytest.approx({"best_of_16": 1 / 3, "weighted_vote_16": 1 / 3})
+    pool[1]["candidates"][0]["correct"] = True  # majority's pick in problem 2
+    assert pc.pool_accuracy(pool, None) == pytest.approx({"majority_16": 1 / 3, "oracle_16": 2 / 3})
+    # "last" reads the last step: best-of picks sample 6 (1.0), weighted "7" (0.9 + 0.6) again.
+    assert pc.pool_accuracy(pool, scores, "last") == pytest.approx(acc)
+
+
+class FixedBackend:
+    """Returns `texts` for every request (the pool's samples)."""
+
+    tokenizer = None
+
+    def __init__(self, texts):
+        self.texts = texts
+
+    async def sample(self, prompt_ids, n, params):
+        assert n == len(self.texts)
+        return [Rollout([1] * len(t), t, -1.0, "stop") for t in self.texts]
+
+    async def aclose(self):
+        pass
+
+
+class ListScorer:
+    """Scores a solution's steps from a table keyed by the step text."""
+
+    calls = 0
+
+    def __init__(self, table):
+        self.table = table
+
+    async def score(self, question, steps):
+        return [self.table[s] for s in steps]
+
+    def score_batch(self, items):
+        return [[self.table[s] for s in steps] for _, steps in items]
+
+    async def aclose(self):
+        pass
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_choices_agree_with_amcs_eval_strategies(case):
+    import random
+
+    from amcs.grading import extract_answer
+    from amcs.steps import split_steps
+
+    rng = random.Random(case)
+    n = rng.randint(1, 8)
+    texts, table = [], {}
+    for i in range(n):
+        steps = [f"s{i}-{j}" for j in range(rng.randint(1, 3))]
+        for s in steps:
+            table[s] = rng.choice([0.1, 0.25, 0.5, 0.75, 0.9])
+        answer = rng.choice(["1", "2", "2.0", "3"])
+        end = rng.choice([f"The answer is \\boxed{{{answer}}}.", "no"])
+        table[end] = rng.choice([0.25, 0.5, 1.0])
+        texts.append("\n\n".join([*steps, end]))
+    how = rng.choice(["min", "last", "prod", "mean"])
+    ctx = VerifyContext(
+        FixedBackend(texts),
+        ListScorer(table),
+        VerifyConfig(aggregation=how),
+        prompt=lambda t, q: [0],
+    )
+    answers = [extract_answer(t) for t in texts]
+    step_scores = ListScorer(table).score_batch([("q", split_steps(t)) for t in texts])
+    scores = [pc.aggregate(s, how) for s in step_scores]
+
+    def chosen(name):
+        return asyncio.run(run_strategy(name, ctx, "q", n)).chosen
+
+    assert pc.majority_choice(answers) == chosen("majority")
+    assert pc.best_of_choice(answers, scores) == chosen("best-of-n")
+    assert pc.weighted_choice(answers, scores) == chosen("weighted-vote")
+
+
+# --- markdown, and a tiny end-to-end run ---------------------------------------------------------
+
+
+def test_markdown_rows_and_verdict():
+    cells = [cell("amcs", 0, 100, 0.6), cell("omegaprm", 0, 100, 0.5)]
+    aggregates = pc.summarize(cells)
+    result = {
+        "setup": {"seeds": [0], "step_eval_solutions": 5, "aggregation": "min", "pool_problems": 2},
+        "aggregates": aggregates,
+        "reference": {"majority_16": 0.5, "oracle_16": 1.0, pc.POLICY_CONFIDENCE: "not here"},
+        "verdict": pc.verdict(aggregates),
+    }
+    text = pc.markdown(result)
+    assert "| amcs | 100 | 100 | 0.600 [0.600–0.600] | 0.500 [0.500–0.500] |" in text
+    assert "| majority@16 (no PRM) | – | – | – | 0.500 | – |" in text
+    assert "policy-confidence | skipped: not here" in text
+    assert "- f1 at 100 tokens: amcs beats omegaprm by 0.100 (one seed: no range)" in text
+
+
+@pytest.mark.slow
+def test_quick_end_to_end_and_resume(tmp_path):
+    """--quick: 1 method, 1 seed, budgets 3000 and 6000, 4 pool problems (~40 s on 2 cores)."""
+    cmd = [sys.executable, str(SCRIPT), "--quick", "--work", str(tmp_path / "w")]
+    cmd += ["--results", str(tmp_path / "r")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "r" / "prm_comparison.json").read_text())
+    assert [(c["method"], c["budget"]) for c in result["cells"]] == [
+        ("amcs", 3000),
+        ("amcs", 6000),
+    ]
+    for c in result["cells"]:
+        assert 0 < c["tokens"] <= c["budget"] and c["paths"] > 0
+        assert 0 <= c["f1"] <= 1 and 0 <= c["best_of_16"] <= 1
+    assert {"majority_16", "oracle_16"} <= set(result["reference"])
+    assert (tmp_path / "r" / "prm_comparison.png").stat().st_size > 0
+    assert not list((tmp_path / "w").glob("prm-*"))  # PRMs deleted once scored
+    # A rerun trains nothing and generates nothing.
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train " not in proc.stderr and "generate " not in proc.stderr
+    assert (
+        json.loads((tmp_path / "r" / "prm_comparison.json").read_text())["cells"] == result["cells"]
+    )
