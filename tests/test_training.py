@@ -8,15 +8,12 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer, Trainin
 
 from amcs.assets import TINY_POLICY
 from amcs.domains.arith import ANSWER_TEMPLATE, check_steps, generate_problems
-from amcs.training import (
-    IGNORE_INDEX,
-    PRMCollator,
-    PRMTrainer,
-    build_prm_model,
-    prm_loss,
-    tokenize_prm_row,
-    train_prm,
-)
+from amcs.training import PRMTrainingConfig, train_prm
+from amcs.training.collator import PRMCollator
+from amcs.training.loss import prm_loss
+from amcs.training.model import build_prm_model
+from amcs.training.tokenize import IGNORE_INDEX, tokenize_prm_row
+from amcs.training.trainer import PRMTrainer
 
 EXAMPLE = {
     "prompt": "What is 1 + 2?",
@@ -152,7 +149,7 @@ def test_truncation_at_step_boundary_and_drop(tokenizer):
 
 def test_lora_head_trainable_base_frozen_and_learns(tokenizer):
     torch.manual_seed(0)
-    model = build_prm_model(str(TINY_POLICY), {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0})
+    model = build_prm_model(str(TINY_POLICY), PRMTrainingConfig(lora_r=4, lora_alpha=8))
     assert set(model.peft_config["default"].modules_to_save) >= {"score"}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     head = {n for n in trainable if ".score." in n}
@@ -196,12 +193,15 @@ def test_train_prm_end_to_end_save_and_reload(tmp_path):
         rows + [long_row, huge_first],
         str(TINY_POLICY),
         out,
-        lora={"r": 4, "lora_alpha": 8},
-        lr=5e-3,
-        batch_size=16,
-        max_length=128,
-        eval_fraction=0.1,
-        max_steps=4,
+        PRMTrainingConfig(
+            lora_r=4,
+            lora_alpha=8,
+            learning_rate=5e-3,
+            per_device_train_batch_size=16,
+            max_length=128,
+            eval_fraction=0.1,
+            max_steps=4,
+        ),
     )
     assert metrics["rows_dropped"] == 1
     assert metrics["rows_truncated"] == 1
@@ -235,7 +235,10 @@ def test_train_prm_soft_labels(tmp_path):
         for r in arith_rows(16, seed=3)
     ]
     metrics = train_prm(
-        rows, str(TINY_POLICY), tmp_path / "soft", labels="soft", max_steps=2, batch_size=8
+        rows,
+        str(TINY_POLICY),
+        tmp_path / "soft",
+        PRMTrainingConfig(labels="soft", max_steps=2, per_device_train_batch_size=8),
     )
     assert metrics["labels"] == "soft" and math.isfinite(metrics["train_loss"])
     assert json.loads((tmp_path / "soft" / "amcs_prm.json").read_text())["labels"] == "soft"
@@ -244,10 +247,14 @@ def test_train_prm_soft_labels(tmp_path):
 def test_freeze_layers_keeps_the_bottom_fixed_and_trains_the_rest(tmp_path):
     base = AutoModelForTokenClassification.from_pretrained(str(TINY_POLICY), num_labels=2)
     before = {n: p.detach().clone() for n, p in base.named_parameters()}
-    metrics = train_prm(
-        arith_rows(24), str(TINY_POLICY), tmp_path / "prm", freeze_layers=3, max_steps=4,
-        lr=1e-2, batch_size=8, eval_fraction=0.0,
-    )  # fmt: skip
+    config = PRMTrainingConfig(
+        freeze_layers=3,
+        max_steps=4,
+        learning_rate=1e-2,
+        per_device_train_batch_size=8,
+        eval_fraction=0.0,
+    )
+    metrics = train_prm(arith_rows(24), str(TINY_POLICY), tmp_path / "prm", config)
     assert metrics["train_steps"] == 4
     after = dict(
         AutoModelForTokenClassification.from_pretrained(tmp_path / "prm").named_parameters()
@@ -259,4 +266,5 @@ def test_freeze_layers_keeps_the_bottom_fixed_and_trains_the_rest(tmp_path):
         frozen = "embed_tokens" in name or any(f"layers.{i}." in name for i in range(3))
         assert changed != frozen, name
     with pytest.raises(ValueError, match="has 4 layers"):
-        train_prm(arith_rows(4), str(TINY_POLICY), tmp_path / "x", freeze_layers=9, max_steps=1)
+        config = PRMTrainingConfig(freeze_layers=9, max_steps=1)
+        train_prm(arith_rows(4), str(TINY_POLICY), tmp_path / "x", config)
