@@ -167,7 +167,11 @@ def train_command(
     # Checked now, before any data or model is loaded; TrainingArguments' own checks included.
     from amcs.training import make_training_config
 
-    config = make_training_config(recipe_settings | canonical_settings(parse_sets(set_)) | flags)
+    try:
+        settings = recipe_settings | canonical_settings(parse_sets(set_)) | flags
+        config = make_training_config(settings)
+    except ConfigError as exc:
+        fail(str(exc))
     if not opts["data"]:
         fail("no training data: pass --data FILE (or set data: in the recipe)")
 

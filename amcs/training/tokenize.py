@@ -29,7 +29,7 @@ def relabel(row: dict, threshold: float) -> dict:
     if values is None:
         if threshold != 0:
             raise ValueError(
-                f"threshold={threshold:g} re-derives hard labels from MC values, but a row has "
+                f"threshold={threshold:g} re-derives hard labels from MC values, but the row has "
                 "labels only (no 'values'; Math-Shepherd, PRM800K and plain TRL data have none): "
                 "use threshold 0 or amcs data"
             )
