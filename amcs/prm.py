@@ -7,7 +7,7 @@ layouts are understood (``prm_format``):
     Our own PRMs from ``amcs train`` (and TRL-style token-classification PRMs): an
     ``AutoModelForTokenClassification`` with 2 labels (1 = step correct), its tokenizer and,
     for ours, ``amcs_prm.json`` (separator, label meaning, base model, label kind). Inputs are
-    built exactly as in training (:func:`amcs.training.tokenize_prm_row`): prompt ids, then the
+    built exactly as in training (:func:`amcs.training.tokenize.tokenize_prm_row`): prompt ids, then the
     ids of ``step + separator`` for each step; a step's score is softmax(logits)[1] on the last
     token of ``step + separator``. Without ``amcs_prm.json`` the separator is ``"\\n\\n"``.
 
@@ -64,7 +64,8 @@ from amcs.step_features import (
 )
 from amcs.steps import DEFAULT_SEPARATOR
 from amcs.threads import hand_over
-from amcs.training import IGNORE_INDEX, PRM_CONFIG_FILE, load_prm_config, tokenize_prm_row
+from amcs.training.save import PRM_CONFIG_FILE, load_prm_config
+from amcs.training.tokenize import IGNORE_INDEX, tokenize_prm_row
 
 PRM_FORMATS = ("token-cls", "step-tag", "qwen-prm")
 DEFAULT_STEP_TAG = "ки"

@@ -33,7 +33,7 @@ from amcs.grading import Grader  # noqa: E402
 from amcs.prm_data import load_prm_rows  # noqa: E402
 from amcs.problems import arith_problems  # noqa: E402
 from amcs.search import make_config  # noqa: E402
-from amcs.training import train_prm  # noqa: E402
+from amcs.training import PRMTrainingConfig, train_prm  # noqa: E402
 
 
 async def generate_on(device: str, problems, out: Path, max_new_tokens: int) -> dict:
@@ -124,11 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         rows,
         TINY_POLICY,
         out / "prm",
-        max_steps=steps,
-        batch_size=8 if small else 64,
-        max_length=256,
-        bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
-        eval_fraction=0.1,
+        PRMTrainingConfig(
+            max_steps=steps,
+            per_device_train_batch_size=8 if small else 64,
+            max_length=256,
+            bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
+            eval_fraction=0.1,
+        ),
     )
     seconds = time.perf_counter() - start
     report["train"] = {

@@ -2,20 +2,74 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import sys
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from cli.eval import app as eval_app
 from cli.export import export_command
 from cli.filter import filter_command
 from cli.generate import generate_command, search_parameters_help
 from cli.problems import problems_command
-from cli.train import train_command
 from cli.view import view_command
+
+
+class LazyCommand(click.Command):
+    """A command whose module is imported only when the command runs or shows its help.
+
+    `amcs train` builds its options from ``PRMTrainingConfig``, a
+    ``transformers.TrainingArguments``, and importing transformers takes seconds: every other
+    command (and `amcs --help`, which shows only ``short_help``) would pay for it if the command
+    were built with the others."""
+
+    def __init__(self, name: str, module: str, factory: str, short_help: str) -> None:
+        super().__init__(name, short_help=short_help)
+        self.module = module
+        self.factory = factory
+
+    @functools.cached_property
+    def command(self) -> click.Command:
+        return getattr(importlib.import_module(self.module), self.factory)()
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        return self.command.make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: click.Context):
+        return self.command.invoke(ctx)
+
+
+# name -> (module, factory of the click command, short help), listed after the command named.
+LAZY_COMMANDS = {
+    "train": (
+        "cli.train",
+        "command",
+        "Train a process reward model on labelled steps (LoRA or full fine-tuning).",
+        "generate",
+    ),
+}
+
+
+class AmcsGroup(TyperGroup):
+    """The `amcs` group: the typer commands plus the lazily built ones (:class:`LazyCommand`),
+    in the order of the listing."""
+
+    def __init__(self, *, commands: dict[str, click.Command] | None = None, **kwargs) -> None:
+        ordered: dict[str, click.Command] = {}
+        for name, command in (commands or {}).items():
+            ordered[name] = command
+            for lazy, (module, factory, short_help, after) in LAZY_COMMANDS.items():
+                if after == name:
+                    ordered[lazy] = LazyCommand(lazy, module, factory, short_help)
+        super().__init__(commands=ordered, **kwargs)
+
 
 app = typer.Typer(
     name="amcs",
+    cls=AmcsGroup,
     help=(
         "Adaptive Monte Carlo Search for process supervision: label solution steps with a policy "
         "model, train process reward models on the labels, and verify solutions with them."
@@ -97,7 +151,6 @@ def _guarded(argv: list[str]) -> None:
 
 
 app.command("generate", epilog=search_parameters_help())(generate_command)
-app.command("train")(train_command)
 app.add_typer(eval_app, name="eval")
 app.command("export")(export_command)
 app.command("filter")(filter_command)

@@ -1,37 +1,86 @@
-"""`amcs train`: labelled steps -> a process reward model (token-classification head)."""
+"""`amcs train`: labelled steps -> a process reward model (token-classification head).
+
+Training options are the fields of ``PRMTrainingConfig`` (ours and every
+``transformers.TrainingArguments`` field): a recipe's keys and ``--set KEY=VALUE`` take any of
+them by name; the common ones also have flags whose help is the field's own help text. This
+module imports transformers (seconds), so ``cli.main`` loads it only when ``amcs train`` runs or
+shows its help (:func:`command`).
+"""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 from rich.table import Table
 
-from cli.common import check_number, err, fail, merge_options
+from amcs.fields import ConfigError, allowed, field_help, field_types
+from amcs.recipes import RecipeError, load_recipe
+from amcs.training.config import (
+    ALIASES,
+    PRMTrainingConfig,
+    canonical_settings,
+    help_text,
+    is_inherited,
+)
+from cli.common import err, fail, parse_sets
 
-DEFAULTS: dict[str, Any] = {
+# The options that are not training settings: where the data comes from and where the PRM goes.
+COMMAND_DEFAULTS: dict[str, Any] = {
     "data": None,
     "format": "auto",
     "base": None,  # the bundled tiny policy
     "out": "amcs-prm",
-    "labels": "hard",
-    "lora": None,  # {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
-    "epochs": 1.0,
-    "lr": 1e-4,
-    "batch_size": 8,
-    "max_length": 512,
-    "eval_fraction": 0.1,
-    "seed": 0,
-    "threshold": 0.0,
-    "separator": "\n\n",
-    "freeze_layers": 0,
 }
+
+_FIELDS = PRMTrainingConfig.__dataclass_fields__
+_EPILOG_WIDTH = 100
+
+
+def flag_help(name: str) -> str:
+    """A flag's help: its field's help text (the one description, shared with recipes, --set and
+    the library), what it allows (bools: a flag pair says it) and its default."""
+    field = _FIELDS[name]
+    kind = field_types(PRMTrainingConfig)[name]
+    what = "" if kind is bool else f" ({allowed(field, kind)})"
+    return f"{help_text(field)}{what} [default: {field.default}]"
+
+
+def training_options_help() -> str:
+    """The epilog of `amcs train --help`: our fields, then the TrainingArguments fields whose
+    default we change, each with help, allowed values and default (as `amcs generate --help`
+    lists search parameters), then what else is accepted."""
+    ours, inherited = [], []
+    for name, text, default in field_help(PRMTrainingConfig):
+        lines = textwrap.wrap(
+            f"{text} [default: {default!r}]",
+            width=_EPILOG_WIDTH,
+            initial_indent=f"  {name:<28}",
+            subsequent_indent=" " * 30,
+        )
+        (inherited if is_inherited(name) else ours).extend(lines)
+    aliases = ", ".join(f"{old} = {new}" for old, new in ALIASES.items())
+    return (
+        "Training options (a recipe key, --set KEY=VALUE, or the flag above):\n\n\b\n"
+        + "\n".join(ours)
+        + "\n\nTrainingArguments fields with our defaults:\n\n\b\n"
+        + "\n".join(inherited)
+        + "\n\nAny other transformers.TrainingArguments field is accepted the same way (e.g. "
+        "--set adam_beta2=0.95 --set optim=adafactor). Older recipes' keys are read as "
+        f"aliases: {aliases}."
+    )
 
 
 def train_command(
+    ctx: typer.Context,
     recipe: Path | None = typer.Option(
-        None, "--recipe", "-r", help="YAML recipe; the command line wins."
+        None,
+        "--recipe",
+        "-r",
+        help="YAML recipe: data, format, base, out and any training option; the command line wins.",
     ),
     data: list[str] = typer.Option(
         [],
@@ -46,29 +95,50 @@ def train_command(
         None, help="Base causal LM. [default: the bundled tiny policy]"
     ),
     out: Path | None = typer.Option(None, help="Where the PRM is saved. [default: amcs-prm]"),
-    labels: str | None = typer.Option(
-        None, help="hard (MC > threshold) or soft (the MC value). [default: hard]"
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Any training option KEY=VALUE (listed below, or a transformers.TrainingArguments "
+        "field), repeatable; the flags win over it.",
     ),
-    lora_r: int | None = typer.Option(
-        None, help="Train LoRA adapters of this rank (plus the head); omit for full fine-tuning."
+    labels: str | None = typer.Option(None, help=flag_help("labels")),
+    threshold: float | None = typer.Option(None, help=flag_help("threshold")),
+    max_length: int | None = typer.Option(None, help=flag_help("max_length")),
+    freeze_layers: int | None = typer.Option(None, help=flag_help("freeze_layers")),
+    lora_r: int | None = typer.Option(None, help=flag_help("lora_r")),
+    lora_alpha: int | None = typer.Option(None, help=flag_help("lora_alpha")),
+    learning_rate: float | None = typer.Option(
+        None, "--learning-rate", "--lr", help=flag_help("learning_rate")
     ),
-    epochs: float | None = typer.Option(None, help="[default: 1]"),
-    lr: float | None = typer.Option(None, help="[default: 1e-4]"),
-    batch_size: int | None = typer.Option(None, help="[default: 8]"),
-    max_length: int | None = typer.Option(
-        None, help="Longer examples are cut at a step boundary. [default: 512]"
+    num_train_epochs: float | None = typer.Option(
+        None, "--num-train-epochs", "--epochs", help=flag_help("num_train_epochs")
     ),
-    seed: int | None = typer.Option(None, help="[default: 0]"),
-    freeze_layers: int | None = typer.Option(
+    max_steps: int | None = typer.Option(None, help=flag_help("max_steps")),
+    per_device_train_batch_size: int | None = typer.Option(
         None,
-        help="Full fine-tuning with the embeddings and this many bottom layers frozen. "
-        "[default: 0]",
+        "--per-device-train-batch-size",
+        "--batch-size",
+        help=flag_help("per_device_train_batch_size"),
     ),
+    gradient_accumulation_steps: int | None = typer.Option(
+        None, help=flag_help("gradient_accumulation_steps")
+    ),
+    gradient_checkpointing: bool | None = typer.Option(
+        None,
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help=flag_help("gradient_checkpointing"),
+    ),
+    bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help=flag_help("bf16")),
+    fp16: bool | None = typer.Option(None, "--fp16/--no-fp16", help=flag_help("fp16")),
+    warmup_steps: float | None = typer.Option(None, help=flag_help("warmup_steps")),
+    lr_scheduler_type: str | None = typer.Option(None, help=flag_help("lr_scheduler_type")),
+    seed: int | None = typer.Option(None, help=flag_help("seed")),
 ) -> None:
     """Train a PRM: AutoModelForTokenClassification with 2 labels on any causal-LM checkpoint;
     each step's label sits on the last token of step + separator (TRL's convention).
 
     Saves the model, its tokenizer and amcs_prm.json (separator, label meaning, base model).
+    Under accelerate launch or torchrun every process trains and the first one saves.
 
     Examples:
 
@@ -77,35 +147,33 @@ def train_command(
       amcs train --recipe recipes/tiny-arith/train.yaml
 
       amcs train --data math-shepherd.jsonl --base Qwen/Qwen2.5-Math-7B-Instruct --lora-r 16
+
+      amcs train --recipe recipes/qwen2.5-math-7b/train.yaml --set warmup_steps=0.05
     """
-    given = {
-        "data": list(data) or None,
-        "format": fmt,
-        "base": base,
-        "out": out,
-        "labels": labels,
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "max_length": max_length,
-        "seed": seed,
-        "freeze_layers": freeze_layers,
+    try:
+        from_recipe = load_recipe(recipe)
+    except RecipeError as exc:
+        fail(str(exc))
+    command_options = {k: from_recipe.pop(k) for k in list(from_recipe) if k in COMMAND_DEFAULTS}
+    given = {"data": list(data) or None, "format": fmt, "base": base, "out": out}
+    opts = COMMAND_DEFAULTS | command_options | {k: v for k, v in given.items() if v is not None}
+    flags = {
+        name: value for name, value in ctx.params.items() if name in _FIELDS and value is not None
     }
-    opts, _ = merge_options(recipe, DEFAULTS, given)
-    check_number(opts, "epochs", float, above=0)
-    check_number(opts, "lr", float, above=0)
-    check_number(opts, "batch_size", int, min=1)
-    check_number(opts, "max_length", int, min=2)
-    check_number(opts, "eval_fraction", float, min=0, below=1)
-    check_number(opts, "seed", int)
-    check_number(opts, "threshold", float, min=0, below=1)
-    check_number(opts, "freeze_layers", int, min=0)
-    if lora_r is not None:
-        opts["lora"] = {"r": lora_r, "alpha": 2 * lora_r}
+    try:
+        recipe_settings = canonical_settings(from_recipe)
+    except ConfigError as exc:
+        fail(f"{recipe}: {exc}")
+    # Checked now, before any data or model is loaded; TrainingArguments' own checks included.
+    from amcs.training import make_training_config
+
+    try:
+        settings = recipe_settings | canonical_settings(parse_sets(set_)) | flags
+        config = make_training_config(settings)
+    except ConfigError as exc:
+        fail(str(exc))
     if not opts["data"]:
         fail("no training data: pass --data FILE (or set data: in the recipe)")
-    if opts["labels"] not in ("hard", "soft"):
-        fail(f"--labels must be hard or soft, not {opts['labels']!r}")
 
     from amcs.prm_data import load_prm_rows
     from amcs.shards import ShardError, check_disjoint, expand_sources
@@ -122,43 +190,29 @@ def train_command(
             rows += load_prm_rows(source, opts["format"])
     except (OSError, ValueError) as exc:
         fail(str(exc))
-    if opts["labels"] == "soft" and not all("values" in r for r in rows):
-        fail("--labels soft needs MC values in every row (amcs data has them)")
 
     from amcs.assets import TINY_POLICY
     from amcs.training import train_prm
     from cli.train_progress import TrainProgress
 
-    lora = opts["lora"]
-    if lora:
-        lora = {
-            "r": lora.get("r", 8),
-            "lora_alpha": lora.get("alpha", 16),
-            "lora_dropout": lora.get("dropout", 0.0),
-            "target_modules": lora.get("target_modules"),
-        }
-    err.print(f"training on {len(rows):,} labelled paths from {', '.join(map(str, sources))}")
+    main_process = config.process_index == 0
+    if main_process:
+        err.print(f"training on {len(rows):,} labelled paths from {', '.join(map(str, sources))}")
     try:
         metrics = train_prm(
-            rows,
-            str(opts["base"] or TINY_POLICY),
-            opts["out"],
-            labels=opts["labels"],
-            lora=lora,
-            epochs=float(opts["epochs"]),
-            lr=float(opts["lr"]),
-            batch_size=int(opts["batch_size"]),
-            max_length=int(opts["max_length"]),
-            eval_fraction=float(opts["eval_fraction"]),
-            seed=int(opts["seed"]),
-            threshold=float(opts["threshold"]),
-            separator=opts["separator"],
-            callbacks=[TrainProgress()],
-            freeze_layers=int(opts["freeze_layers"]),
+            rows, str(opts["base"] or TINY_POLICY), opts["out"], config, [TrainProgress()]
         )
     except ValueError as exc:
         fail(str(exc))
-    table = Table(title=f"amcs train → {opts['out']}", show_header=False)
-    for key, value in metrics.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    err.print(table)
+    if main_process:
+        table = Table(title=f"amcs train → {opts['out']}", show_header=False)
+        for key, value in metrics.items():
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        err.print(table)
+
+
+def command() -> click.Command:
+    """The `amcs train` click command, with the training options listed in its epilog."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    app.command("train", epilog=training_options_help())(train_command)
+    return typer.main.get_command(app)

@@ -13,7 +13,9 @@ log = logging.getLogger("amcs")
 
 class TrainProgress(TrainerCallback):
     """Rich progress for `amcs train`: a bar over optimizer steps with the latest loss, learning
-    rate and epoch; with quiet=True (or stderr not a terminal) a log line at each Trainer log."""
+    rate and epoch; with quiet=True (or stderr not a terminal) a log line at each Trainer log.
+    Under accelerate launch / torchrun only the first process shows it (every process trains the
+    same steps; N bars on one terminal would fight over it)."""
 
     def __init__(self, quiet: bool = False) -> None:
         console = Console(stderr=True)
@@ -27,16 +29,23 @@ class TrainProgress(TrainerCallback):
             console=console,
         )
         self._task = self._progress.add_task("train", total=None, status="")
+        self.active = True
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.active = state.is_world_process_zero
+        if not self.active:
+            return
         self._progress.update(self._task, total=state.max_steps)
         if not self.quiet:
             self._progress.start()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._progress.update(self._task, completed=state.global_step)
+        if self.active:
+            self._progress.update(self._task, completed=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not self.active:
+            return
         logs = logs or {}
         parts = [f"epoch {state.epoch or 0:.2f}"]
         if "loss" in logs:
@@ -49,5 +58,5 @@ class TrainProgress(TrainerCallback):
             log.info("step %d/%d · %s", state.global_step, state.max_steps, status)
 
     def on_train_end(self, args, state, control, **kwargs):
-        if not self.quiet:
+        if self.active and not self.quiet:
             self._progress.stop()

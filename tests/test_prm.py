@@ -16,7 +16,9 @@ from transformers import (
 from amcs.assets import TINY_POLICY
 from amcs.prm import PRM_FORMATS, PRMScorer, detect_prm_format, load_prm
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
-from amcs.training import IGNORE_INDEX, PRM_CONFIG_FILE, build_prm_model, tokenize_prm_row
+from amcs.training import PRM_CONFIG_FILE
+from amcs.training.model import build_prm_model
+from amcs.training.tokenize import IGNORE_INDEX, tokenize_prm_row
 
 QUESTION = "What is 2 + 3 * 4?"
 STEPS = ["3 * 4 = 12", "2 + 12 = 14", "The answer is \\boxed{14}."]

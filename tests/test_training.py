@@ -1,22 +1,29 @@
 import json
 import math
 import random
+import re
 
 import pytest
 import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer, TrainingArguments
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    TrainerCallback,
+    TrainingArguments,
+)
+from typer.testing import CliRunner
 
+import amcs.training.trainer
 from amcs.assets import TINY_POLICY
 from amcs.domains.arith import ANSWER_TEMPLATE, check_steps, generate_problems
-from amcs.training import (
-    IGNORE_INDEX,
-    PRMCollator,
-    PRMTrainer,
-    build_prm_model,
-    prm_loss,
-    tokenize_prm_row,
-    train_prm,
-)
+from amcs.training import PRMTrainingConfig, make_training_config, train_prm
+from amcs.training.collator import PRMCollator
+from amcs.training.loss import prm_loss
+from amcs.training.model import build_prm_model
+from amcs.training.tokenize import IGNORE_INDEX, tokenize_prm_row, tokenize_rows
+from amcs.training.trainer import PRMTrainer
+from cli.common import parse_sets
+from cli.main import app
 
 EXAMPLE = {
     "prompt": "What is 1 + 2?",
@@ -152,7 +159,7 @@ def test_truncation_at_step_boundary_and_drop(tokenizer):
 
 def test_lora_head_trainable_base_frozen_and_learns(tokenizer):
     torch.manual_seed(0)
-    model = build_prm_model(str(TINY_POLICY), {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0})
+    model = build_prm_model(str(TINY_POLICY), PRMTrainingConfig(lora_r=4, lora_alpha=8))
     assert set(model.peft_config["default"].modules_to_save) >= {"score"}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     head = {n for n in trainable if ".score." in n}
@@ -196,12 +203,15 @@ def test_train_prm_end_to_end_save_and_reload(tmp_path):
         rows + [long_row, huge_first],
         str(TINY_POLICY),
         out,
-        lora={"r": 4, "lora_alpha": 8},
-        lr=5e-3,
-        batch_size=16,
-        max_length=128,
-        eval_fraction=0.1,
-        max_steps=4,
+        PRMTrainingConfig(
+            lora_r=4,
+            lora_alpha=8,
+            learning_rate=5e-3,
+            per_device_train_batch_size=16,
+            max_length=128,
+            eval_fraction=0.1,
+            max_steps=4,
+        ),
     )
     assert metrics["rows_dropped"] == 1
     assert metrics["rows_truncated"] == 1
@@ -235,7 +245,10 @@ def test_train_prm_soft_labels(tmp_path):
         for r in arith_rows(16, seed=3)
     ]
     metrics = train_prm(
-        rows, str(TINY_POLICY), tmp_path / "soft", labels="soft", max_steps=2, batch_size=8
+        rows,
+        str(TINY_POLICY),
+        tmp_path / "soft",
+        PRMTrainingConfig(labels="soft", max_steps=2, per_device_train_batch_size=8),
     )
     assert metrics["labels"] == "soft" and math.isfinite(metrics["train_loss"])
     assert json.loads((tmp_path / "soft" / "amcs_prm.json").read_text())["labels"] == "soft"
@@ -244,10 +257,14 @@ def test_train_prm_soft_labels(tmp_path):
 def test_freeze_layers_keeps_the_bottom_fixed_and_trains_the_rest(tmp_path):
     base = AutoModelForTokenClassification.from_pretrained(str(TINY_POLICY), num_labels=2)
     before = {n: p.detach().clone() for n, p in base.named_parameters()}
-    metrics = train_prm(
-        arith_rows(24), str(TINY_POLICY), tmp_path / "prm", freeze_layers=3, max_steps=4,
-        lr=1e-2, batch_size=8, eval_fraction=0.0,
-    )  # fmt: skip
+    config = PRMTrainingConfig(
+        freeze_layers=3,
+        max_steps=4,
+        learning_rate=1e-2,
+        per_device_train_batch_size=8,
+        eval_fraction=0.0,
+    )
+    metrics = train_prm(arith_rows(24), str(TINY_POLICY), tmp_path / "prm", config)
     assert metrics["train_steps"] == 4
     after = dict(
         AutoModelForTokenClassification.from_pretrained(tmp_path / "prm").named_parameters()
@@ -259,4 +276,123 @@ def test_freeze_layers_keeps_the_bottom_fixed_and_trains_the_rest(tmp_path):
         frozen = "embed_tokens" in name or any(f"layers.{i}." in name for i in range(3))
         assert changed != frozen, name
     with pytest.raises(ValueError, match="has 4 layers"):
-        train_prm(arith_rows(4), str(TINY_POLICY), tmp_path / "x", freeze_layers=9, max_steps=1)
+        config = PRMTrainingConfig(freeze_layers=9, max_steps=1)
+        train_prm(arith_rows(4), str(TINY_POLICY), tmp_path / "x", config)
+
+
+class WatchTraining(TrainerCallback):
+    """The model the Trainer trains: its parameters at the start and the end, and whether
+    gradient checkpointing was on."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.checkpointing = model.is_gradient_checkpointing
+        self.before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        self.trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.after = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def changed(self) -> set[str]:
+        return {n for n, p in self.before.items() if not torch.equal(p, self.after[n])}
+
+
+def step_labels(feature: dict) -> list[int]:
+    return [x for x in feature["labels"] if x != IGNORE_INDEX]
+
+
+def test_threshold_rederives_the_hard_labels_the_trainer_sees(tokenizer, tmp_path, monkeypatch):
+    row = EXAMPLE | {"labels": [True, True], "values": [0.2, 0.0]}
+    for threshold, expected in [(0.1, [1, 0]), (0.0, [1, 0]), (0.3, [0, 0])]:
+        features, _ = tokenize_rows([row], tokenizer, PRMTrainingConfig(threshold=threshold))
+        assert step_labels(features[0]) == expected, threshold
+    # A null value keeps the row's label; soft training keeps the value and the new hard class.
+    unmeasured = EXAMPLE | {"labels": [True, True], "values": [None, 0.05]}
+    features, _ = tokenize_rows([unmeasured], tokenizer, PRMTrainingConfig(threshold=0.1))
+    assert step_labels(features[0]) == [1, 0]
+    soft, _ = tokenize_rows([row], tokenizer, PRMTrainingConfig(threshold=0.1, labels="soft"))
+    assert step_labels(soft[0]) == [1, 0]
+    assert [v for v in soft[0]["soft_labels"] if v >= 0] == [0.2, 0.0]
+    # Rows without values: their labels at threshold 0, an error naming the row at any other.
+    features, _ = tokenize_rows([EXAMPLE], tokenizer, PRMTrainingConfig())
+    assert step_labels(features[0]) == [1, 0]
+    with pytest.raises(ValueError, match="training row 0: threshold=0.1 .*no 'values'"):
+        tokenize_rows([EXAMPLE], tokenizer, PRMTrainingConfig(threshold=0.1))
+
+    seen: list[list[int]] = []
+
+    class SpyCollator(PRMCollator):
+        def __call__(self, features):
+            seen.extend(step_labels(f) for f in features)
+            return super().__call__(features)
+
+    monkeypatch.setattr(amcs.training.trainer, "PRMCollator", SpyCollator)
+    config = PRMTrainingConfig(
+        threshold=0.1, max_steps=1, per_device_train_batch_size=4, eval_fraction=0.0
+    )
+    train_prm([row] * 4, str(TINY_POLICY), tmp_path / "prm", config)
+    assert seen == [[1, 0]] * 4
+
+
+def test_gradient_accumulation_from_set_halves_the_optimizer_steps_not_the_loss(tmp_path):
+    """`--set gradient_accumulation_steps=2` reaches the Trainer: the same 4 micro-batches make
+    2 optimizer steps instead of 4, and the loss is still the mean over micro-batches (the
+    learning rate is ~0, so both runs see the same losses)."""
+    rows = arith_rows(16, seed=4)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ["--batch-size", "4", "--lr", "1e-9", "--set", "eval_fraction=0"]
+    result = CliRunner().invoke(
+        app,
+        ["train", "--data", str(data), "--out", str(tmp_path / "ga2"), *common,
+         "--set", "gradient_accumulation_steps=2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shown = dict(re.findall(r"(train_steps|train_loss)\W+([0-9.]+)", result.output))
+    assert shown["train_steps"] == "2"
+
+    config = make_training_config(
+        parse_sets(["per_device_train_batch_size=4", "learning_rate=1e-9", "eval_fraction=0"])
+    )
+    single = train_prm(rows, str(TINY_POLICY), tmp_path / "ga1", config)
+    assert single["train_steps"] == 4
+    assert float(shown["train_loss"]) == pytest.approx(single["train_loss"], abs=2e-4)
+
+
+def test_gradient_checkpointing_with_frozen_layers_trains_the_rest(tmp_path):
+    watch = WatchTraining()
+    config = PRMTrainingConfig(
+        gradient_checkpointing=True,
+        freeze_layers=3,
+        max_steps=3,
+        learning_rate=1e-2,
+        per_device_train_batch_size=8,
+        eval_fraction=0.0,
+    )
+    metrics = train_prm(arith_rows(24), str(TINY_POLICY), tmp_path / "prm", config, [watch])
+    assert watch.checkpointing and math.isfinite(metrics["train_loss"])
+    frozen = {
+        n for n in watch.before if "embed_tokens" in n or any(f"layers.{i}." in n for i in range(3))
+    }
+    assert frozen and not frozen & watch.trainable
+    assert watch.changed() == set(watch.before) - frozen  # every trainable weight moved
+
+
+def test_gradient_checkpointing_with_lora_trains_the_adapters(tmp_path):
+    watch = WatchTraining()
+    config = make_training_config(
+        {"lora": {"r": 4, "alpha": 8}, "gradient_checkpointing": True, "max_steps": 3,
+         "learning_rate": 1e-2, "per_device_train_batch_size": 8, "eval_fraction": 0.0}
+    )  # fmt: skip
+    train_prm(arith_rows(24), str(TINY_POLICY), tmp_path / "prm", config, [watch])
+    assert watch.checkpointing
+    adapters = {n for n in watch.trainable if "lora_B" in n}
+    assert adapters and adapters <= watch.changed()  # lora_B starts at zero: it learned
+    assert watch.changed() <= watch.trainable  # the base stayed frozen
+
+
+def test_lora_alpha_reaches_peft():
+    config = make_training_config({"lora_r": 4, "lora_alpha": 12, "lora_dropout": 0.1})
+    lora = build_prm_model(str(TINY_POLICY), config).peft_config["default"]
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (4, 12, 0.1)
+    old_recipe = make_training_config({"lora": {"r": 2, "alpha": 6}})
+    assert build_prm_model(str(TINY_POLICY), old_recipe).peft_config["default"].lora_alpha == 6

@@ -45,7 +45,7 @@ from amcs.problems import arith_problems
 from amcs.recipes import load_recipe
 from amcs.search import make_config
 from amcs.stepeval import arith_step_examples, step_report
-from amcs.training import PRM_CONFIG_FILE, train_prm
+from amcs.training import PRM_CONFIG_FILE, make_training_config, train_prm
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -130,7 +130,8 @@ def train(data_files: list[Path], out: Path, work: Path, **overrides) -> dict:
     base = build_base(work / "base")
     n_policy = AutoModelForCausalLM.from_pretrained(TINY_POLICY).config.num_hidden_layers
     settings = TRAIN | overrides
-    metrics = train_prm(rows, str(base), out, freeze_layers=n_policy, **settings)
+    training = make_training_config(settings | {"freeze_layers": n_policy})
+    metrics = train_prm(rows, str(base), out, training)
     # Name the base for readers of amcs_prm.json instead of the scratch path it was built in.
     config_path = Path(out) / PRM_CONFIG_FILE
     config = json.loads(config_path.read_text())

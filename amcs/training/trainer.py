@@ -1,0 +1,192 @@
+"""Training a PRM: ``transformers.Trainer`` with the PRM loss, run from a PRMTrainingConfig."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoTokenizer
+
+from amcs.training.collator import PRMCollator
+from amcs.training.config import PRMTrainingConfig
+from amcs.training.loss import prm_loss
+from amcs.training.model import build_prm_model, freeze_bottom_layers
+from amcs.training.save import save_prm
+from amcs.training.tokenize import IGNORE_INDEX, tokenize_rows
+
+
+class PRMTrainer(transformers.Trainer):
+    """``transformers.Trainer`` with the PRM loss (:func:`prm_loss`): hard cross-entropy at label
+    positions, or soft cross-entropy when the batch carries ``soft_labels``.
+
+    The loss is a mean over one micro-batch's label positions, so the Trainer must divide it by
+    the gradient accumulation steps. The Trainer skips that division when the model's forward
+    takes ``**kwargs`` (it then expects a loss already summed over ``num_items_in_batch``), which
+    every decoder model does; without the settings below, gradient_accumulation_steps=N would
+    make gradients and the logged loss N times too large."""
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Also for transformers releases before loss_is_scaled_for_ga: no num_items_in_batch.
+        self.model_accepts_loss_kwargs = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        soft = inputs.pop("soft_labels", None)
+        outputs = model(**inputs)
+        loss = prm_loss(outputs.logits, labels, soft)
+        return (loss, outputs) if return_outputs else loss
+
+
+@torch.no_grad()
+def evaluate_step_accuracy(
+    model, features: list[dict], collator: PRMCollator, batch_size: int = 8
+) -> dict:
+    """Step accuracy of ``model`` on tokenized features: a step is predicted correct when
+    P(correct) > 0.5 (logit[1] > logit[0]), compared to the hard label (which ``threshold``
+    already decided when the features were built). Also returns the mean PRM loss (hard or soft
+    as the features carry)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = total = 0
+    loss_sum = 0.0
+    n_batches = 0
+    for start in range(0, len(features), batch_size):
+        batch = {k: v.to(device) for k, v in collator(features[start : start + batch_size]).items()}
+        labels = batch.pop("labels")
+        soft = batch.pop("soft_labels", None)
+        logits = model(**batch).logits
+        loss_sum += float(prm_loss(logits, labels, soft))
+        n_batches += 1
+        mask = labels != IGNORE_INDEX
+        pred = (logits[..., 1] > logits[..., 0]).long()
+        correct += int((pred[mask] == labels[mask]).sum())
+        total += int(mask.sum())
+    if was_training:
+        model.train()
+    return {
+        "step_accuracy": correct / total if total else float("nan"),
+        "n_steps": total,
+        "loss": loss_sum / n_batches if n_batches else float("nan"),
+    }
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list[dict]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+@contextlib.contextmanager
+def _trainer_args(config: PRMTrainingConfig) -> Iterator[PRMTrainingConfig]:
+    """The config the Trainer runs with: ``config`` itself, or, when its output_dir was left
+    unset, a copy pointed at a temporary directory that is removed afterwards (the Trainer
+    creates its output_dir even when it saves nothing)."""
+    if not config.output_dir_is_scratch:
+        yield config
+        return
+    with tempfile.TemporaryDirectory(prefix="amcs-prm-trainer-") as scratch:
+        args = copy.copy(config)
+        args.output_dir = scratch
+        yield args
+
+
+def split_features(
+    features: list[dict], eval_fraction: float, seed: int
+) -> tuple[list[dict], list[dict]]:
+    """(train, eval): ``round(eval_fraction * n)`` features held out (at least 1 when
+    ``eval_fraction`` > 0 and at least 2 features exist, never all), drawn with
+    ``random.Random(seed)``."""
+    order = list(range(len(features)))
+    random.Random(seed).shuffle(order)
+    n_eval = 0
+    if eval_fraction > 0 and len(features) >= 2:
+        n_eval = min(len(features) - 1, max(1, round(eval_fraction * len(features))))
+    return [features[i] for i in order[n_eval:]], [features[i] for i in order[:n_eval]]
+
+
+def train_prm(
+    rows: list[dict],
+    base: str,
+    out_dir: str | Path,
+    config: PRMTrainingConfig | None = None,
+    callbacks: list | None = None,
+) -> dict:
+    """Train a PRM on TRL-format rows with ``config`` (defaults: ``PRMTrainingConfig()``) as the
+    Trainer's args, and save it to ``out_dir``.
+
+    Rows get their hard labels re-derived at ``config.threshold`` and are tokenized
+    (:func:`amcs.training.tokenize.tokenize_rows`: rows whose first step does not fit in
+    ``max_length`` are dropped, longer ones cut at a step boundary; both are counted). A
+    held-out split of ``eval_fraction`` of them (:func:`split_features`) reports step accuracy
+    and loss after training. ``freeze_layers`` > 0 keeps the embeddings and that many bottom
+    layers frozen; ``lora_r`` > 0 trains LoRA adapters. The model (LoRA merged in), tokenizer and
+    ``amcs_prm.json`` are saved by the main process only (:func:`amcs.training.save.save_prm`);
+    under ``accelerate launch``/``torchrun`` every rank trains and returns the same metrics.
+
+    Returns: train_loss, train_steps (optimizer steps), eval_step_accuracy, eval_loss,
+    eval_steps, row counts and truncation counts (rows_dropped, rows_truncated, steps_dropped).
+    """
+    config = config if config is not None else PRMTrainingConfig()
+    out_dir = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    features, counts = tokenize_rows(rows, tokenizer, config)
+    if not features:
+        raise ValueError("no training rows left after tokenization")
+    train_features, eval_features = split_features(features, config.eval_fraction, config.seed)
+
+    transformers.set_seed(config.seed)
+    model = build_prm_model(base, config)
+    freeze_bottom_layers(model, config.freeze_layers)
+    collator = PRMCollator(tokenizer.pad_token_id)
+    with _trainer_args(config) as args:
+        trainer = PRMTrainer(
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=_ListDataset(train_features),
+            callbacks=callbacks,
+        )
+        result = trainer.train()
+    evaluation = (
+        evaluate_step_accuracy(
+            trainer.model, eval_features, collator, config.per_device_eval_batch_size
+        )
+        if eval_features
+        else {"step_accuracy": float("nan"), "n_steps": 0, "loss": float("nan")}
+    )
+    save_prm(trainer, tokenizer, out_dir, base, config)
+
+    train_loss = float(result.training_loss)
+    return {
+        "train_loss": train_loss if math.isfinite(train_loss) else float("nan"),
+        "train_steps": int(result.global_step),
+        "eval_step_accuracy": evaluation["step_accuracy"],
+        "eval_loss": evaluation["loss"],
+        "eval_steps": evaluation["n_steps"],
+        "n_rows": len(rows),
+        "n_train_rows": len(train_features),
+        "n_eval_rows": len(eval_features),
+        **counts,
+        "labels": config.labels,
+        "out_dir": str(out_dir),
+    }
