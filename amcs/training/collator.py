@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import torch
 
+from amcs.step_features import STEP_INPUTS
 from amcs.training.tokenize import IGNORE_INDEX, SOFT_IGNORE
+
+# Padding of the step inputs: no step (-1), not a separator (0).
+STEP_INPUT_PAD = {"step_owner": -1, "step_separator": 0}
 
 
 class PRMCollator:
     """Right-pad ``input_ids`` (pad id), ``attention_mask`` (0), ``labels`` (-100) and, when
-    present, ``soft_labels`` (-1.0). Extra keys (``n_steps_kept``...) are dropped."""
+    present, ``soft_labels`` (-1.0) and the step inputs of policy-feature PRMs
+    (``step_owner`` -1, ``step_separator`` 0). Extra keys (``n_steps_kept``...) are dropped."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = int(pad_token_id)
@@ -29,4 +34,7 @@ class PRMCollator:
         }
         if all("soft_labels" in f for f in features):
             batch["soft_labels"] = pad("soft_labels", SOFT_IGNORE, torch.float32)
+        for key in STEP_INPUTS:
+            if all(key in f for f in features):
+                batch[key] = pad(key, STEP_INPUT_PAD[key], torch.long)
         return batch

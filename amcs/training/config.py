@@ -96,6 +96,20 @@ class PRMTrainingConfig(TrainingArguments):
         "text after each step; the step's label sits on its last token (saved in amcs_prm.json "
         "for the scorer)",
     )
+    class_balance: bool = option(
+        False,
+        "weight the hard-label loss so wrong and correct steps count equally in total (weight "
+        "n / (2 n_class) per class, counted on the training split): wrong steps are the rarer "
+        "class, and a PRM that rarely flags one finds few first errors",
+    )
+    policy_features: bool = option(
+        False,
+        "read the base model's own view of each step: a frozen copy of the base scores every "
+        "token of the sequence the policy saw (its prompt, then the steps), and a small head "
+        "trains on per-step features of those token probabilities (min, mean, separator, "
+        "length, margin to the top token, entropy) plus a projection of the last hidden state "
+        "(amcs.step_features). Best with the policy that wrote the solutions as the base",
+    )
     # Which weights train.
     freeze_layers: int = option(
         0,
@@ -161,6 +175,20 @@ class PRMTrainingConfig(TrainingArguments):
                 f"freeze_layers={self.freeze_layers} is for full fine-tuning, but lora_r="
                 f"{self.lora_r} asks for LoRA (which already freezes the base model)"
             )
+        if self.policy_features:
+            clash = [
+                f"{name}={getattr(self, name)}"
+                for name in ("lora_r", "freeze_layers", "gradient_checkpointing")
+                if getattr(self, name)
+            ]
+            if clash:
+                raise ConfigError(
+                    f"policy_features keeps the whole base frozen (its token probabilities are "
+                    f"the features) and trains only a small head; {', '.join(clash)} would "
+                    "train or checkpoint the base: leave it out"
+                )
+        if self.class_balance and self.labels == "soft":
+            raise ConfigError("class_balance weighs hard classes; labels=soft has none")
         if self.gradient_checkpointing and self.gradient_checkpointing_kwargs is None:
             self.gradient_checkpointing_kwargs = {"use_reentrant": False}
         # None: train_prm runs the Trainer in a temporary directory (TrainingArguments itself

@@ -3,14 +3,24 @@ its bottom layers frozen, or with LoRA adapters."""
 
 from __future__ import annotations
 
-from transformers import AutoModelForTokenClassification
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
+from amcs.step_features import StepFeaturePRM
 from amcs.training.config import PRMTrainingConfig
 
 _HEAD_NAMES = ("score", "classifier")
 
 
 def build_prm_model(base: str, config: PRMTrainingConfig | None = None):
+    """The model ``config`` asks for: a policy-feature PRM (:class:`StepFeaturePRM` on the
+    frozen causal LM ``base``) with ``policy_features``, else a token classifier
+    (:func:`build_token_classifier`)."""
+    if config is not None and config.policy_features:
+        return StepFeaturePRM(AutoModelForCausalLM.from_pretrained(str(base)))
+    return build_token_classifier(base, config)
+
+
+def build_token_classifier(base: str, config: PRMTrainingConfig | None = None):
     """Load ``base`` as a 2-label token classifier (the score head is new when ``base`` is a
     causal-LM checkpoint). With ``config.lora_r`` > 0, wrap it in a peft TOKEN_CLS LoRA model
     (``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules`` become peft's

@@ -40,9 +40,14 @@ def save_prm(trainer, tokenizer, out_dir: str | Path, base: str, config: PRMTrai
             if config.uses_lora:
                 model = model.merge_and_unload()
             out_dir.mkdir(parents=True, exist_ok=True)
-            model.save_pretrained(str(out_dir))
+            saved = model.save_pretrained(str(out_dir))
             tokenizer.save_pretrained(str(out_dir))
-            text = json.dumps(prm_config(base, config), indent=2) + "\n"
+            settings = prm_config(base, config)
+            if config.policy_features:
+                # StepFeaturePRM.save_pretrained: the frozen base + head; the scorer rebuilds it
+                # from this entry.
+                settings["policy_features"] = saved
+            text = json.dumps(settings, indent=2) + "\n"
             (out_dir / PRM_CONFIG_FILE).write_text(text)
     finally:
         trainer.accelerator.wait_for_everyone()

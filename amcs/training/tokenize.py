@@ -3,6 +3,7 @@ re-derived from the rows' Monte-Carlo values at the configured threshold."""
 
 from __future__ import annotations
 
+from amcs.step_features import encode_steps
 from amcs.steps import DEFAULT_SEPARATOR
 
 IGNORE_INDEX = -100
@@ -52,6 +53,7 @@ def tokenize_prm_row(
     separator: str = DEFAULT_SEPARATOR,
     max_length: int | None = None,
     labels: str = "hard",
+    step_inputs: bool = False,
 ) -> dict | None:
     """Tokenize one PRM row into token-classification inputs (TRL's PRM convention).
 
@@ -71,6 +73,11 @@ def tokenize_prm_row(
     cut at the last step boundary that fits (the kept steps keep their labels); when not even the
     first step fits, the row is dropped and ``None`` is returned. ``n_steps_kept`` reports how
     many steps survived (``n_steps`` the original count).
+
+    ``step_inputs`` (policy-feature PRMs, :mod:`amcs.step_features`): the sequence is the one
+    the policy saw (:func:`amcs.step_features.encode_steps`: its prompt, then the steps), and
+    ``step_owner`` / ``step_separator`` say which step each token belongs to; labels sit on the
+    same last tokens.
     """
     if labels not in ("hard", "soft"):
         raise ValueError(f"labels must be 'hard' or 'soft', got {labels!r}")
@@ -94,6 +101,11 @@ def tokenize_prm_row(
         hard = [bool(b) for b in row["labels"]]
     if len(hard) != len(steps):
         raise ValueError("'labels' and 'completions' differ in length")
+
+    if step_inputs:
+        return _policy_sequence(
+            row["prompt"], steps, hard, values, tokenizer, separator, max_length
+        )
 
     def encode(text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -131,6 +143,32 @@ def tokenize_prm_row(
     return out
 
 
+def _policy_sequence(prompt, steps, hard, values, tokenizer, separator, max_length) -> dict | None:
+    """tokenize_prm_row's features on the policy's own sequence, with the step inputs."""
+    encoded = encode_steps(tokenizer, prompt, steps, separator, max_length)
+    if encoded["kept"] == 0 and steps:
+        return None
+    width = len(encoded["input_ids"])
+    label_ids = [IGNORE_INDEX] * width
+    soft = [SOFT_IGNORE] * width
+    for i, position in enumerate(encoded["positions"]):
+        label_ids[position] = 1 if hard[i] else 0
+        if values is not None and values[i] is not None:
+            soft[position] = values[i]
+    out = {
+        "input_ids": encoded["input_ids"],
+        "attention_mask": [1] * width,
+        "labels": label_ids,
+        "step_owner": encoded["step_owner"],
+        "step_separator": encoded["step_separator"],
+        "n_steps_kept": encoded["kept"],
+        "n_steps": len(steps),
+    }
+    if values is not None:
+        out["soft_labels"] = soft
+    return out
+
+
 def tokenize_rows(rows: list[dict], tokenizer, config) -> tuple[list[dict], dict[str, int]]:
     """Features of ``rows`` for training with ``config`` (a PRMTrainingConfig): labels
     re-derived at ``config.threshold`` (:func:`relabel`), then :func:`tokenize_prm_row` with its
@@ -147,6 +185,7 @@ def tokenize_rows(rows: list[dict], tokenizer, config) -> tuple[list[dict], dict
                 config.separator,
                 config.max_length,
                 config.labels,
+                step_inputs=config.policy_features,
             )
         except ValueError as exc:
             raise ValueError(f"training row {index}: {exc}") from None

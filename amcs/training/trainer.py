@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 
 from amcs.training.collator import PRMCollator
 from amcs.training.config import PRMTrainingConfig
-from amcs.training.loss import prm_loss
+from amcs.training.loss import balanced_class_weights, prm_loss
 from amcs.training.model import build_prm_model, freeze_bottom_layers
 from amcs.training.save import save_prm
 from amcs.training.tokenize import IGNORE_INDEX, tokenize_rows
@@ -34,8 +34,9 @@ class PRMTrainer(transformers.Trainer):
 
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, class_weights: torch.Tensor | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.class_weights = class_weights  # [w_wrong, w_correct] with class_balance
         # Also for transformers releases before loss_is_scaled_for_ga: no num_items_in_batch.
         self.model_accepts_loss_kwargs = False
 
@@ -44,7 +45,7 @@ class PRMTrainer(transformers.Trainer):
         labels = inputs.pop("labels")
         soft = inputs.pop("soft_labels", None)
         outputs = model(**inputs)
-        loss = prm_loss(outputs.logits, labels, soft)
+        loss = prm_loss(outputs.logits, labels, soft, self.class_weights)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -165,6 +166,7 @@ def train_prm(
             data_collator=collator,
             train_dataset=_ListDataset(train_features),
             callbacks=callbacks,
+            class_weights=balanced_class_weights(train_features) if config.class_balance else None,
         )
         result = trainer.train()
     evaluation = (
