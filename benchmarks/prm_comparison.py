@@ -720,8 +720,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     pc = done.get(ref_key, "amcs.prm.load_policy_confidence is not in this checkout")
 
     cells = []
-    for method in methods:
-        for seed in seeds:
+    # Seed by seed, so an interrupted run has whole seeds (all methods) to report.
+    for seed in seeds:
+        for method in methods:
             data = work / f"{method}-s{seed}.jsonl"
             keys = [(method, seed, b, len(pool), len(examples)) for b in budgets]
             if any(k not in done for k in keys):
