@@ -269,7 +269,7 @@ class PRMScorer:
             inputs["use_cache"] = False
             if self._keeps_logits:
                 # Only the tag positions need vocabulary-sized logits.
-                keep = sorted({p for _, positions in batch for p in positions})
+                keep = sorted({p for e in batch for p in e.positions})
                 inputs["logits_to_keep"] = torch.tensor(keep, device=self.device)
                 columns = [[bisect.bisect_left(keep, p) for p in e.positions] for e in batch]
         with self._lock, torch.inference_mode():

@@ -130,20 +130,23 @@ def test_token_cls_detected_and_reads_separator(token_cls_dir, token_cls):
 
 def test_token_cls_positions_match_training(token_cls):
     tok = token_cls.tokenizer
-    ids, positions = token_cls.encode("1", ["2", "3"])
+    encoded = token_cls.encode("1", ["2", "3"])
+    ids, positions = encoded.ids, encoded.positions
     # Char-level tokenizer, no BOS: "1", "2", "\n", "3", "\n"; each step's label on its "\n".
     assert tok.convert_ids_to_tokens(ids) == ["1", "2", "\n", "3", "\n"]
     assert positions == [2, 4]
     row = {"prompt": QUESTION, "completions": STEPS, "labels": [True, False, True]}
     feat = tokenize_prm_row(row, tok, "\n")
-    ids, positions = token_cls.encode(QUESTION, STEPS)
+    encoded = token_cls.encode(QUESTION, STEPS)
+    ids, positions = encoded.ids, encoded.positions
     assert ids == feat["input_ids"]
     assert positions == [i for i, label in enumerate(feat["labels"]) if label != IGNORE_INDEX]
 
 
 def test_token_cls_scores_match_manual_softmax(token_cls):
     scores = token_cls.score_batch([(QUESTION, STEPS)])[0]
-    ids, positions = token_cls.encode(QUESTION, STEPS)
+    encoded = token_cls.encode(QUESTION, STEPS)
+    ids, positions = encoded.ids, encoded.positions
     with torch.no_grad():
         logits = token_cls.model(input_ids=torch.tensor([ids])).logits
     assert len(scores) == len(STEPS)
@@ -195,7 +198,8 @@ def test_step_tag_scores_match_manual(step_tag_dir):
     ids = tok(text)["input_ids"]
     tag, plus, minus = tok.convert_tokens_to_ids(["ки", "+", "-"])
     positions = [i for i, t in enumerate(ids) if t == tag]
-    assert scorer.encode(question, steps) == (ids, positions)
+    encoded = scorer.encode(question, steps)
+    assert (encoded.ids, encoded.positions) == (ids, positions)
     with torch.no_grad():
         logits = scorer.model(input_ids=torch.tensor([ids])).logits[..., [plus, minus]]
     expected = probs_at(logits, positions, column=0)
@@ -232,7 +236,8 @@ def test_qwen_prm_scores_match_manual(qwen_dir):
     marker = tok.convert_tokens_to_ids("<extra_0>")
     positions = [i for i, t in enumerate(ids) if t == marker]
     assert len(positions) == 3
-    assert scorer.encode(question, steps) == (ids, positions)
+    encoded = scorer.encode(question, steps)
+    assert (encoded.ids, encoded.positions) == (ids, positions)
     with torch.no_grad():
         logits = scorer.model(input_ids=torch.tensor([ids])).logits
     scores = scorer.score_batch([(question, steps), (question, steps[:1])])
