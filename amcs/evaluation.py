@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,18 +20,27 @@ from amcs.problems import Problem
 from amcs.verification import STRATEGIES, VerifyContext, run_strategy
 
 PRM_STRATEGIES = ("best-of-n", "weighted-vote", "beam", "mcts")
+# PRM strategies that only rescore the shared samples: a second scorer costs no generation.
+RESCORING_STRATEGIES = ("best-of-n", "weighted-vote")
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One row of the report: a strategy at a budget n (greedy always runs at n = 1)."""
+    """One row of the report: a strategy at a budget n (greedy always runs at n = 1), scored by
+    the run's PRM, or by another scorer (``scorer``, e.g. the policy-confidence baseline)."""
 
     strategy: str
     n: int
+    scorer: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The strategy as records and reports name it: 'best-of-n (policy-confidence)'."""
+        return f"{self.strategy} ({self.scorer})" if self.scorer else self.strategy
 
     @property
     def key(self) -> str:
-        return f"{self.strategy}@{self.n}"
+        return f"{self.name}@{self.n}"
 
 
 def make_cells(strategies: Sequence[str], ns: Sequence[int]) -> list[Cell]:
@@ -125,11 +134,13 @@ async def evaluate(
     *,
     concurrency: int = 64,
     on_record: Callable[[dict], None] | None = None,
+    other_scorers: Mapping[str, VerifyContext] | None = None,
 ) -> list[dict]:
     """Run every cell on every problem; return all records (old ones from the file included).
 
     ``grader`` has ``async equivalent(predicted, reference) -> bool`` (amcs.grading.Grader).
-    Up to ``concurrency`` (cell, problem) runs are in flight at once.
+    Up to ``concurrency`` (cell, problem) runs are in flight at once. A cell with a ``scorer``
+    runs with ``other_scorers[cell.scorer]`` (the same samples, another PRM).
     """
     records_path = Path(records_path)
     records_path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,8 +150,12 @@ async def evaluate(
         (cell, problem)
         for cell in cells
         for problem in problems
-        if (cell.strategy, cell.n, problem.id) not in done
+        if (cell.name, cell.n, problem.id) not in done
     ]
+    contexts = dict(other_scorers or {})
+    missing = {cell.scorer for cell in cells if cell.scorer and cell.scorer not in contexts}
+    if missing:
+        raise ValueError(f"no context for the scorers {sorted(missing)}")
     slots = asyncio.Semaphore(concurrency)
     records = list(done.values())
 
@@ -148,10 +163,11 @@ async def evaluate(
 
         async def one(cell: Cell, problem: Problem) -> None:
             async with slots:
-                result = await run_strategy(cell.strategy, ctx, problem.question, cell.n)
+                run_ctx = contexts[cell.scorer] if cell.scorer else ctx
+                result = await run_strategy(cell.strategy, run_ctx, problem.question, cell.n)
                 correct = await grader.equivalent(result.answer, problem.answer)
             record = {
-                "strategy": cell.strategy,
+                "strategy": cell.name,
                 "n": cell.n,
                 "problem_id": problem.id,
                 "question": problem.question,
@@ -195,11 +211,11 @@ def summarize(records: Sequence[dict], cells: Sequence[Cell], problem_ids: Seque
         mine = [
             r
             for r in records
-            if r["strategy"] == cell.strategy and r["n"] == cell.n and r["problem_id"] in wanted
+            if r["strategy"] == cell.name and r["n"] == cell.n and r["problem_id"] in wanted
         ]
         rows.append(
             {
-                "strategy": cell.strategy,
+                "strategy": cell.name,
                 "n": cell.n,
                 "problems": len(mine),
                 "accuracy": _mean(mine, "correct"),

@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "prm": None,  # the bundled tiny PRM
     "prm_format": None,  # read from the checkpoint
     "prm_batch_size": 32,
+    "baseline": None,  # on with the hf backend (the policy is a local transformers model)
     "strategies": ALL_STRATEGIES,
     "n": "1,4,16",
     "out": "amcs-eval",
@@ -125,6 +126,14 @@ def eval_command(
     aggregation: str | None = typer.Option(
         None, help="Step scores -> solution score: last | min | prod | mean. [default: last]"
     ),
+    baseline: bool | None = typer.Option(
+        None,
+        "--baseline/--no-baseline",
+        help="Also run best-of-n and weighted-vote scored by policy-confidence (the policy's own "
+        "lowest token probability per step, no training) on the same samples, so the table "
+        "shows what the trained PRM adds; no extra generation. The policy must load with "
+        "transformers. [default: on with the hf backend]",
+    ),
     backend: str | None = typer.Option(
         None, help="hf | sglang | sglang-http | openai, as for generate. [default: hf]"
     ),
@@ -172,6 +181,7 @@ def eval_command(
         "n": n,
         "prm": prm,
         "prm_format": prm_format,
+        "baseline": baseline,
         "backend": backend,
         "model": model,
         "url": list(url) or None,
@@ -190,7 +200,8 @@ def eval_command(
         verify["aggregation"] = aggregation
     verify["seed"] = int(opts["seed"])
 
-    from amcs.evaluation import PRM_STRATEGIES, make_cells
+    from amcs.evaluation import PRM_STRATEGIES, RESCORING_STRATEGIES, Cell, make_cells
+    from amcs.prm import POLICY_CONFIDENCE
     from amcs.verification import VerifyConfig
 
     check_backend_options(opts)
@@ -213,6 +224,14 @@ def eval_command(
     if not todo:
         fail(f"no problems in {opts['problems']}")
     needs_prm = any(c.strategy in PRM_STRATEGIES for c in cells)
+    if opts["baseline"] is None:
+        opts["baseline"] = opts["backend"] == "hf"
+    if opts["baseline"] and opts["prm"] != POLICY_CONFIDENCE:
+        cells += [
+            Cell(c.strategy, c.n, POLICY_CONFIDENCE)
+            for c in cells
+            if c.strategy in RESCORING_STRATEGIES
+        ]
     if opts["prm"] == ORACLE and any("expression" not in p.meta for p in todo):
         fail(f"--prm {ORACLE} scores arithmetic problems only (arith, arith-heldout)")
     logging.basicConfig(
@@ -234,6 +253,13 @@ def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
         if needs_prm
         else None
     )
+    from amcs.prm import POLICY_CONFIDENCE
+
+    other_scorers = {}
+    if any(c.scorer == POLICY_CONFIDENCE for c in cells):
+        other_scorers[POLICY_CONFIDENCE] = _scorer(
+            POLICY_CONFIDENCE, None, int(opts["prm_batch_size"]), opts["model"]
+        )
     total = len(cells) * len(todo)
     progress = Progress(
         TextColumn("eval"),
@@ -259,7 +285,12 @@ def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
     async def main() -> list[dict]:
         backend = await open_backend(opts, model_name)
         # majority, best-of-n and weighted vote ask for the same seeded samples: draw them once
-        ctx = VerifyContext(SharedSamples(backend), scorer, config, prompt_function(opts))
+        samples = SharedSamples(backend)
+        ctx = VerifyContext(samples, scorer, config, prompt_function(opts))
+        others = {
+            name: VerifyContext(samples, other, config, prompt_function(opts))
+            for name, other in other_scorers.items()
+        }
         try:
             async with Grader(max_workers=min(2, os.cpu_count() or 1)) as grader:
                 with progress:
@@ -271,11 +302,13 @@ def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
                         out_dir / "records.jsonl",
                         concurrency=int(opts["concurrency"]),
                         on_record=on_record,
+                        other_scorers=others,
                     )
         finally:
             await backend.aclose()
-            if scorer is not None:
-                await scorer.aclose()
+            for each in [scorer, *other_scorers.values()]:
+                if each is not None:
+                    await each.aclose()
 
     try:
         records = asyncio.run(main())

@@ -166,13 +166,55 @@ def test_cli_eval_writes_the_report(tmp_path):
     assert "weighted-vote" in result.stdout and "accuracy" in result.stdout
     results = json.loads((out / "results.json").read_text())
     rows = {(r["strategy"], r["n"]): r for r in results["results"]}
-    assert set(rows) == {("greedy", 1), ("majority", 2), ("weighted-vote", 2)}
+    # The training-free baseline rides along (hf backend): the same samples, another scorer.
+    baseline = ("weighted-vote (policy-confidence)", 2)
+    assert set(rows) == {("greedy", 1), ("majority", 2), ("weighted-vote", 2), baseline}
     assert all(r["problems"] == 3 for r in rows.values())
     assert rows[("majority", 2)]["tokens_per_problem"] > rows[("greedy", 1)]["tokens_per_problem"]
+    assert rows[baseline]["tokens_per_problem"] == rows[("weighted-vote", 2)]["tokens_per_problem"]
     assert results["settings"]["verify"]["max_new_tokens"] == 200
-    assert (out / "results.md").read_text().count("\n") == 2 + 2 + 3
+    assert (out / "results.md").read_text().count("\n") == 2 + 2 + 4
     assert (out / "accuracy_vs_tokens.png").stat().st_size > 1000
-    assert len((out / "records.jsonl").read_text().splitlines()) == 9
+    assert len((out / "records.jsonl").read_text().splitlines()) == 12
+
+
+@pytest.mark.slow
+def test_cli_eval_baseline_rescores_the_same_samples_with_the_policy(tmp_path):
+    from amcs.prm import load_policy_confidence
+    from amcs.steps import split_steps
+
+    out = tmp_path / "report"
+    args = [
+        "eval", "--problems", "arith-heldout:4", "--strategies", "best-of-n", "--n", "4",
+        "--set", "aggregation=min", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    trained = {r["problem_id"]: r for r in records if r["strategy"] == "best-of-n"}
+    baseline = {
+        r["problem_id"]: r for r in records if r["strategy"] == "best-of-n (policy-confidence)"
+    }
+    assert len(trained) == len(baseline) == 4
+    scorer = load_policy_confidence(TINY_POLICY)
+    for pid, record in baseline.items():
+        texts = [c["text"] for c in record["candidates"]]
+        assert texts == [c["text"] for c in trained[pid]["candidates"]]  # the same samples
+        expected = [
+            min(s)
+            for s in scorer.score_batch([(record["question"], split_steps(t)) for t in texts])
+        ]
+        assert [c["score"] for c in record["candidates"]] == pytest.approx(expected, abs=1e-5)
+        assert record["chosen"] == max(range(len(expected)), key=lambda i: expected[i])
+    # Resuming finds every run done, and --no-baseline leaves the rows out.
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0
+    assert len((out / "records.jsonl").read_text().splitlines()) == 8
+    plain = tmp_path / "plain"
+    result = runner.invoke(app, [*args[:-3], "--out", str(plain), "--no-baseline", "--quiet"])
+    assert result.exit_code == 0, result.output
+    strategies = {json.loads(x)["strategy"] for x in (plain / "records.jsonl").open()}
+    assert strategies == {"best-of-n"}
 
 
 def test_cli_eval_bad_input_fails_clearly(tmp_path):
