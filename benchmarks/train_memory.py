@@ -23,8 +23,9 @@ set size's high-water mark (VmHWM, what getrusage's ru_maxrss reports, reset thr
   sizes separate the two: the growth per token from the smaller batch to the larger is the
   activation memory per token, with and without checkpointing.
 
-Step time: the mean wall time of the optimizer steps after the first (which also allocates the
-optimizer state); on a shared machine it is noisy. Writes benchmarks/results/train_memory.json.
+Every setting runs with glibc's mmap threshold fixed at 64 KB (see run_setting), so freed
+tensors leave the RSS. Step time: the mean wall time of the optimizer steps after the first
+(which also allocates the optimizer state); on a shared machine it is noisy. Writes benchmarks/results/train_memory.json.
 """
 
 from __future__ import annotations
@@ -179,7 +180,13 @@ def run_setting(model_dir: Path, batch_size: int, args, checkpointing: bool) -> 
         "--seq-len", str(args.seq_len), "--steps", str(args.steps),
         "--checkpointing", str(int(checkpointing)),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    # A fixed mmap threshold: glibc then serves every block above 64 KB with mmap and returns it
+    # to the system when freed. With its default, adaptive threshold, blocks of up to 32 MB come
+    # from the heap after the first large free and stay resident when freed, so a later step
+    # reuses them without the RSS growing: the activations of one batch size would be hidden
+    # and those of a larger one (blocks above 32 MB) not.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(64 * 1024))
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise SystemExit(f"setting failed: {' '.join(command)}\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

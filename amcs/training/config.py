@@ -22,8 +22,7 @@ from transformers.trainer_utils import SaveStrategy
 
 from amcs.fields import ConfigError, check, convert, field_types, is_option, option, validate
 from amcs.steps import DEFAULT_SEPARATOR
-
-LABEL_KINDS = ("hard", "soft")
+from amcs.training.tokenize import LABEL_KINDS
 
 # Old recipe keys -> field names. Only recipes (and the library's settings mappings) read these;
 # the command line, the docs and the bundled recipes use the field names. A nested `lora:`

@@ -8,6 +8,8 @@ from amcs.steps import DEFAULT_SEPARATOR
 
 IGNORE_INDEX = -100
 SOFT_IGNORE = -1.0
+# hard: the class value > threshold; soft: the MC value itself.
+LABEL_KINDS = ("hard", "soft")
 
 
 def _tokenizer_adds_bos(tokenizer) -> bool:
@@ -79,8 +81,8 @@ def tokenize_prm_row(
     ``step_owner`` / ``step_separator`` say which step each token belongs to; labels sit on the
     same last tokens.
     """
-    if labels not in ("hard", "soft"):
-        raise ValueError(f"labels must be 'hard' or 'soft', got {labels!r}")
+    if labels not in LABEL_KINDS:
+        raise ValueError(f"labels must be one of {', '.join(LABEL_KINDS)}, got {labels!r}")
     steps = list(row["completions"])
     if labels == "soft":
         if "values" not in row:
