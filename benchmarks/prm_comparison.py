@@ -678,6 +678,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     ap.add_argument("--work", type=Path, default=Path("prm-comparison-work"))
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: up to 2); e.g. 1 each for two runs with disjoint --seeds "
+        "or --methods in their own --work",
+    )
     ap.add_argument("--keep-prms", action="store_true", help="keep each cell's PRM and cut data")
     ap.add_argument("--quick", action="store_true", help="tiny defaults: " + json.dumps(QUICK))
     args = ap.parse_args(argv)
@@ -695,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
     settings = eval_settings()
     examples = step_examples(work, args.step_problems)
     pool = candidate_pool(work, args.pool_problems)
