@@ -168,6 +168,10 @@ def train_prm(
             callbacks=callbacks,
             class_weights=balanced_class_weights(train_features) if config.class_balance else None,
         )
+        if callbacks:
+            # The caller reports progress (amcs train's bar); transformers' PrinterCallback,
+            # added when tqdm is off, would also print every log dict to stdout.
+            trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
         result = trainer.train()
     evaluation = (
         evaluate_step_accuracy(
