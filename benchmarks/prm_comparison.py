@@ -140,15 +140,11 @@ async def generate_stream(out: Path, method: str, seed: int, target: int, timing
     from amcs.backends.hf import HFBackend
     from amcs.engine import generate_to_file
     from amcs.grading import Grader
-    from amcs.search import make_config
 
     spent, searched = committed_tokens(out)
     if spent >= target:
         return
-    recipe = dict(load_recipe(train_prm.HERE / "generate.yaml")["search"])
-    settings = recipe if method == "amcs" else {"max_new_tokens": recipe["max_new_tokens"]}
-    settings = settings | {"temperature": train_prm.DATA_TEMPERATURE} | METHODS[method]
-    config = make_config(method, **settings)
+    config = train_prm.data_config(method, **METHODS[method])
     backend = HFBackend(TINY_POLICY, max_batch_size=128)
     try:
         async with Grader(max_workers=1) as grader:

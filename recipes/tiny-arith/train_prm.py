@@ -74,13 +74,17 @@ def training_problems(n: int = DATA_PROBLEMS, seed: int = DATA_SEED):
     return [p for p in arith_problems(n, seed=seed) if p.meta["expression"] not in excluded]
 
 
-async def generate_data(out: Path, problems, method: str = "amcs", **search) -> RunCounters:
-    """Label `problems` with `method` (recipe search settings, then `search` overrides)."""
+def data_config(method: str = "amcs", **search):
+    """The search config data is labelled with: AMCS with the recipe's settings, a baseline with
+    its own preset, both sampling at DATA_TEMPERATURE; then ``search`` overrides."""
     recipe = dict(load_recipe(HERE / "generate.yaml")["search"])
-    # AMCS runs with the recipe's settings; a baseline with its own preset, sampling the same way.
     settings = recipe if method == "amcs" else {"max_new_tokens": recipe["max_new_tokens"]}
-    settings = settings | {"temperature": DATA_TEMPERATURE} | search
-    config = make_config(method, **settings)
+    return make_config(method, **(settings | {"temperature": DATA_TEMPERATURE} | search))
+
+
+async def generate_data(out: Path, problems, method: str = "amcs", **search) -> RunCounters:
+    """Label `problems` with `method` (:func:`data_config`)."""
+    config = data_config(method, **search)
     backend = HFBackend(TINY_POLICY, max_batch_size=128)
     counters = RunCounters()
     try:
@@ -91,7 +95,7 @@ async def generate_data(out: Path, problems, method: str = "amcs", **search) -> 
                 grader,
                 config,
                 out,
-                model_name="amcs/tiny-arith-policy",
+                model_name=TINY_POLICY_NAME,
                 seed=DATA_SEED,
                 concurrency=64,
                 counters=counters,
