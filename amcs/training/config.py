@@ -103,7 +103,7 @@ class PRMTrainingConfig(TrainingArguments):
     )
     policy_features: bool = option(
         False,
-        "read the base model's own view of each step: a frozen copy of the base scores every "
+        "read the base model's own view of each step: the base, kept frozen, scores every "
         "token of the sequence the policy saw (its prompt, then the steps), and a small head "
         "trains on per-step features of those token probabilities (min, mean, separator, "
         "length, margin to the top token, entropy) plus a projection of the last hidden state "
