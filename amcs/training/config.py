@@ -197,6 +197,7 @@ class PRMTrainingConfig(TrainingArguments):
 
     @property
     def uses_lora(self) -> bool:
+        """LoRA when lora_r is a positive rank; 0 and None both mean full fine-tuning."""
         return bool(self.lora_r)
 
 
@@ -214,7 +215,7 @@ def _flatten(settings: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def unknown_key_message(key: str) -> str:
+def _unknown_key_message(key: str) -> str:
     """'unknown training option ...' with the closest field names (or aliases)."""
     close = difflib.get_close_matches(key, [*_FIELDS, *ALIASES], n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
@@ -234,7 +235,7 @@ def canonical_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in _flatten(settings).items():
         name = ALIASES.get(key, key)
         if name not in _FIELDS:
-            raise ConfigError(unknown_key_message(key))
+            raise ConfigError(_unknown_key_message(key))
         if name in canonical:
             raise ConfigError(f"{source[name]} and {key} are the same option ({name}); give one")
         source[name] = key
