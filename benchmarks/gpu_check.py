@@ -74,6 +74,7 @@ def run_eval(prm: Path, problems: int, out: Path, device: str) -> dict:
         env["CUDA_VISIBLE_DEVICES"] = ""
     args = [sys.executable, "-m", "cli", "eval", "--problems", f"arith-heldout:{problems}"]
     args += ["--strategies", "greedy,best-of-n", "--n", "4", "--prm", str(prm), "--out", str(out)]
+    args += ["--no-baseline"]  # a device check, not a PRM comparison: one scorer
     start = time.perf_counter()
     proc = subprocess.run(args + ["-q"], capture_output=True, text=True, cwd=ROOT, env=env)
     seconds = time.perf_counter() - start
