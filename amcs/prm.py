@@ -56,6 +56,7 @@ from transformers import (
 
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
 from amcs.step_features import (
+    STEP_INPUT_PAD,
     STEP_INPUTS,
     PolicyConfidence,
     StepFeaturePRM,
@@ -253,8 +254,7 @@ class PRMScorer:
         input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         extra = {
-            key: torch.full((len(batch), width), -1 if key == "step_owner" else 0)
-            for key in batch[0].extra
+            key: torch.full((len(batch), width), STEP_INPUT_PAD[key]) for key in batch[0].extra
         }
         for row, e in enumerate(batch):
             input_ids[row, : len(e.ids)] = torch.tensor(e.ids, dtype=torch.long)

@@ -56,6 +56,8 @@ HEAD_FILE = "step_head.safetensors"
 # Extra per-token inputs (see amcs.training tokenization): the step a token belongs to (-1 for
 # prompt and padding) and whether it is one of that step's separator tokens.
 STEP_INPUTS = ("step_owner", "step_separator")
+# Their padding: no step, not a separator.
+STEP_INPUT_PAD = {"step_owner": -1, "step_separator": 0}
 
 
 def encode_steps(
@@ -176,16 +178,18 @@ class _FrozenBase(nn.Module):
     def config(self):
         return self.base.config
 
-    def read(self, input_ids, attention_mask):
-        """The base's last hidden state and token statistics (no gradient: it stays frozen)."""
+    def read(self, input_ids, attention_mask, hidden: bool = True):
+        """The base's last hidden state (None unless ``hidden``) and token statistics (no
+        gradient: the base stays frozen)."""
         with torch.no_grad():
             out = self.base(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
-                output_hidden_states=True,
+                output_hidden_states=hidden,
                 use_cache=False,
             )
-            return out.hidden_states[-1], token_statistics(out.logits, input_ids)
+            last = out.hidden_states[-1] if hidden else None
+            return last, token_statistics(out.logits, input_ids)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -272,7 +276,7 @@ class PolicyConfidence(_FrozenBase):
             raise ValueError("PolicyConfidence needs step_owner and step_separator inputs")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        _, stats = self.read(input_ids, attention_mask)
+        _, stats = self.read(input_ids, attention_mask, hidden=False)
         features = step_features(stats, step_owner, step_separator)
         log_p = (features[..., FEATURES.index("min_logprob")] * FEATURE_SCALE).clamp(max=-1e-6)
         return TokenClassifierOutput(logits=torch.stack([torch.log1p(-log_p.exp()), log_p], -1))

@@ -133,46 +133,34 @@ def next_chunk(spent: int, searched: int, target: int) -> int:
 
 async def generate_stream(out: Path, method: str, seed: int, target: int, timing: Path) -> None:
     """Label problems of draw `seed` with `method`, searched with seed `seed`, until the file's
-    committed tokens reach `target`; as train_prm.generate_data does, but with the stream's seed
-    (generate_data fixes DATA_SEED) and one backend for every chunk. Appends each chunk's
-    seconds to `timing`."""
-    from amcs.assets import TINY_POLICY, TINY_POLICY_NAME
+    committed tokens reach `target`, chunk by chunk with train_prm.generate_data on one backend.
+    Appends each chunk's seconds to `timing`."""
+    from amcs.assets import TINY_POLICY
     from amcs.backends.hf import HFBackend
-    from amcs.engine import generate_to_file
-    from amcs.grading import Grader
 
     spent, searched = committed_tokens(out)
     if spent >= target:
         return
-    config = train_prm.data_config(method, **METHODS[method])
     backend = HFBackend(TINY_POLICY, max_batch_size=128)
     try:
-        async with Grader(max_workers=1) as grader:
-            while spent < target:
-                start = time.monotonic()
-                problems = problem_pool(searched + next_chunk(spent, searched, target), seed)
-                await generate_to_file(
-                    problems,
-                    backend,
-                    grader,
-                    config,
-                    out,
-                    model_name=TINY_POLICY_NAME,
-                    seed=seed,
-                    concurrency=64,
-                )
-                seconds = time.monotonic() - start
-                before = spent
-                spent, searched = committed_tokens(out)
-                with timing.open("a") as f:
-                    f.write(json.dumps({"stream": out.stem, "tokens": spent, "seconds": seconds}))
-                    f.write("\n")
-                log(
-                    f"generate {out.stem}: {searched:,} problems, {spent:,}/{target:,} tokens, "
-                    f"{seconds:.0f} s"
-                )
-                if spent == before:
-                    raise SystemExit(f"{out}: a chunk added no tokens; is every problem failing?")
+        while spent < target:
+            start = time.monotonic()
+            problems = problem_pool(searched + next_chunk(spent, searched, target), seed)
+            await train_prm.generate_data(
+                out, problems, method, seed=seed, backend=backend, **METHODS[method]
+            )
+            seconds = time.monotonic() - start
+            before = spent
+            spent, searched = committed_tokens(out)
+            with timing.open("a") as f:
+                f.write(json.dumps({"stream": out.stem, "tokens": spent, "seconds": seconds}))
+                f.write("\n")
+            log(
+                f"generate {out.stem}: {searched:,} problems, {spent:,}/{target:,} tokens, "
+                f"{seconds:.0f} s"
+            )
+            if spent == before:
+                raise SystemExit(f"{out}: a chunk added no tokens; is every problem failing?")
     finally:
         await backend.aclose()
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from amcs.step_features import STEP_INPUTS
+from amcs.step_features import STEP_INPUT_PAD, STEP_INPUTS
 from amcs.training.tokenize import IGNORE_INDEX, SOFT_IGNORE
-
-# Padding of the step inputs: no step (-1), not a separator (0).
-STEP_INPUT_PAD = {"step_owner": -1, "step_separator": 0}
 
 
 class PRMCollator:

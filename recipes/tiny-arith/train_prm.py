@@ -82,10 +82,15 @@ def data_config(method: str = "amcs", **search):
     return make_config(method, **(settings | {"temperature": DATA_TEMPERATURE} | search))
 
 
-async def generate_data(out: Path, problems, method: str = "amcs", **search) -> RunCounters:
-    """Label `problems` with `method` (:func:`data_config`)."""
+async def generate_data(
+    out: Path, problems, method: str = "amcs", *, seed: int = DATA_SEED, backend=None, **search
+) -> RunCounters:
+    """Label `problems` with `method` (:func:`data_config`), search seed `seed`, on `backend`
+    (default: the tiny policy, opened and closed here; a caller's backend stays open)."""
     config = data_config(method, **search)
-    backend = HFBackend(TINY_POLICY, max_batch_size=128)
+    owned = backend is None
+    if owned:
+        backend = HFBackend(TINY_POLICY, max_batch_size=128)
     counters = RunCounters()
     try:
         async with Grader(max_workers=1) as grader:
@@ -96,12 +101,13 @@ async def generate_data(out: Path, problems, method: str = "amcs", **search) -> 
                 config,
                 out,
                 model_name=TINY_POLICY_NAME,
-                seed=DATA_SEED,
+                seed=seed,
                 concurrency=64,
                 counters=counters,
             )
     finally:
-        await backend.aclose()
+        if owned:
+            await backend.aclose()
     return counters
 
 
