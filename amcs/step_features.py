@@ -2,9 +2,11 @@
 training-free scorer.
 
 A policy that writes ``3 + 4 = 8`` is usually surprised by its own ``8``: the probability it
-gave that token is low. The models here read that signal from any causal LM (the base, best the
-policy that wrote the solutions) on the sequence the policy saw: its prompt
-(:func:`amcs.prompts.prompt_ids`), then each step followed by the separator.
+gave that token is low. The models here read that signal from any causal LM (the base) on the
+sequence the policy saw: its prompt (:func:`amcs.prompts.prompt_ids`), then each step followed
+by the separator. With the policy itself as the base they see the errors the policy doubts; an
+error it makes confidently (``50 + 165 = 115`` at p = 0.73) needs a base that knows better (a
+larger model, or the policy trained further: recipes/tiny-arith/train_base.py).
 
 Per token t (ids x, logits z_t predicting x_{t+1}; computed by :func:`token_statistics`)::
 

@@ -107,7 +107,9 @@ class PRMTrainingConfig(TrainingArguments):
         "token of the sequence the policy saw (its prompt, then the steps), and a small head "
         "trains on per-step features of those token probabilities (min, mean, separator, "
         "length, margin to the top token, entropy) plus a projection of the last hidden state "
-        "(amcs.step_features). Best with the policy that wrote the solutions as the base",
+        "(amcs.step_features). The base sees only what it knows: the policy itself finds the "
+        "errors the policy doubts; a base that knows the domain better than the policy (a "
+        "larger model, or the policy trained further) also finds the ones it makes confidently",
     )
     # Which weights train.
     freeze_layers: int = option(

@@ -1,20 +1,28 @@
-"""Build the bundled tiny PRM: AMCS data from the tiny policy, then a PRM trained on it.
+"""Build the bundled tiny PRM: AMCS data from the tiny policy, a base that knows arithmetic better
+than the policy, then a PRM trained on the data over that base.
 
     uv run python recipes/tiny-arith/train_prm.py --out amcs/assets/tiny-arith-prm
 
 1. Data: `amcs generate`'s AMCS search (recipes/tiny-arith/generate.yaml's settings, sampling at
    temperature DATA_TEMPERATURE) on DATA_PROBLEMS arithmetic problems, none of them in the
    held-out set. The data file is resumable: rerunning continues it.
-2. Training (`amcs train` with `policy_features` and `class_balance`, the settings in TRAIN):
-   the tiny policy stays frozen and reads each step of the sequence it wrote; a small head
-   learns from the AMCS labels which of its token-probability features and hidden state mark a
-   wrong step. Why: every PRM that had to learn to read the policy's surprise itself (fine-tuned
-   policy, frozen policy + new layers) stayed at F1 0.46-0.64 on the held-out set, while the
-   policy's own lowest token probability in a step finds first errors with F1 0.86 untrained.
-3. Evaluation: ProcessBench's step-level F1 on tiny-policy solutions of held-out problems,
+2. Base (recipes/tiny-arith/train_base.py): the policy, trained further on reference solutions
+   and packs of equations until it computes results the policy gets wrong. Why: a PRM reading
+   the policy's own probabilities cannot see a mistake the policy makes confidently, and those
+   are the mistakes majority voting cannot fix either (with the policy as base, best-of-16 stayed
+   below majority@16). Kept in WORK/base and reused on a rerun.
+3. Training (`amcs train --base WORK/base` with `policy_features` and `class_balance`, the
+   settings in TRAIN): the base stays frozen and reads each step of the sequence the policy
+   wrote; a small head learns from the AMCS labels which of its token-probability features and
+   hidden state mark a wrong step. Why a frozen base and a head: every PRM that had to learn to
+   read surprise itself (fine-tuned policy, frozen policy + new layers) stayed at F1 0.46-0.64
+   on the held-out set, while an LM's own lowest token probability in a step finds first errors
+   with F1 0.86 untrained.
+4. Evaluation: ProcessBench's step-level F1 on tiny-policy solutions of held-out problems,
    labelled by the exact checker (`amcs eval steps` computes the same), at the default threshold
    0.5 and at the threshold that is best on DEV solutions (other problems of the same kind), and
-   the training-free baseline (`--prm policy-confidence`) beside it; written to
+   the training-free baselines beside it (`--prm policy-confidence`: the policy's lowest token
+   probability per step; the same read from the base); written to
    benchmarks/results/tiny_prm.json.
 
 Set OMP_WAIT_POLICY=PASSIVE when other processes share the cores.
@@ -48,6 +56,10 @@ from amcs.training import PRM_CONFIG_FILE, make_training_config, train_prm
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+from train_base import train_base  # noqa: E402
+
+BASE_NAME = "amcs/tiny-arith-prm-base"  # the policy trained further by train_base.py
 
 DATA_PROBLEMS = 2000
 DATA_SEED = 0
@@ -111,16 +123,19 @@ async def generate_data(
     return counters
 
 
-def train(data_files: list[Path], out: Path, work: Path, **overrides) -> dict:
-    """Train the tiny PRM on amcs data files the recipe's way; returns train_prm's metrics."""
+def train(
+    data_files: list[Path], out: Path, work: Path, *, base: Path = TINY_POLICY, **overrides
+) -> dict:
+    """Train a tiny PRM on amcs data files the recipe's way, on ``base`` (default: the policy);
+    returns train_prm's metrics."""
     rows = [row for path in data_files for row in load_prm_rows(path, "amcs")]
     held_out = {p.question for p in held_out_problems()}
     rows = [r for r in rows if r["prompt"] not in held_out]
-    metrics = train_prm(rows, str(TINY_POLICY), out, make_training_config(TRAIN | overrides))
+    metrics = train_prm(rows, str(base), out, make_training_config(TRAIN | overrides))
     # Name the base for readers of amcs_prm.json instead of this install's path.
     config_path = Path(out) / PRM_CONFIG_FILE
     config = json.loads(config_path.read_text())
-    config["base_model"] = TINY_POLICY_NAME
+    config["base_model"] = TINY_POLICY_NAME if Path(base) == TINY_POLICY else BASE_NAME
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     return metrics
 
@@ -147,8 +162,13 @@ async def step_eval_examples(dev: bool = False):
 
 
 def step_scores(prm: Path | str, examples) -> list[list[float]]:
-    """Step scores from a PRM directory, or from the policy itself ("policy-confidence")."""
-    scorer = load_policy_confidence(TINY_POLICY) if prm == POLICY_CONFIDENCE else load_prm(prm)
+    """Step scores from a PRM directory, from the policy itself ("policy-confidence"), or from
+    another causal LM's confidence ("policy-confidence:PATH")."""
+    if prm == POLICY_CONFIDENCE or str(prm).startswith(POLICY_CONFIDENCE + ":"):
+        model = str(prm).partition(":")[2] or TINY_POLICY
+        scorer = load_policy_confidence(model)
+    else:
+        scorer = load_prm(prm)
     return scorer.score_batch([(e.problem, e.steps) for e in examples])
 
 
@@ -180,9 +200,10 @@ def main() -> None:
     ap.add_argument(
         "--results", type=Path, default=ROOT / "benchmarks" / "results" / "tiny_prm.json"
     )
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
 
     start = time.monotonic()
     data = args.work / "amcs-data.jsonl"
@@ -194,16 +215,33 @@ def main() -> None:
         file=sys.stderr,
     )
 
+    base, base_record = args.work / "base", "train_base.json"
+    if (base / base_record).exists():
+        base_metrics = json.loads((base / base_record).read_text()) | {"reused": True}
+    else:
+        staging_base = args.work / "base.partial"
+        base_metrics = train_base(staging_base)
+        (staging_base / base_record).write_text(json.dumps(base_metrics) + "\n")
+        if base.exists():
+            shutil.rmtree(base)
+        staging_base.rename(base)  # only a finished base is ever reused
+    print(f"base: {base_metrics}", file=sys.stderr)
+
     start = time.monotonic()
     staging = args.work / "prm"
-    metrics = train([data], staging, args.work)
+    metrics = train([data], staging, args.work, base=base)
     train_seconds = time.monotonic() - start
     print(f"trained in {train_seconds:.0f} s: {metrics}", file=sys.stderr)
 
     examples = asyncio.run(step_eval_examples())
     dev_examples = asyncio.run(step_eval_examples(dev=True))
     results = {}
-    for name, prm in (("prm", staging), ("policy_confidence", POLICY_CONFIDENCE)):
+    scorers = (
+        ("prm", staging),
+        ("policy_confidence", POLICY_CONFIDENCE),
+        ("base_confidence", f"{POLICY_CONFIDENCE}:{base}"),
+    )
+    for name, prm in scorers:
         results[name] = reported(prm, examples, dev_examples)
         at, dev_t = results[name]["at_default"], results[name]["at_dev_threshold"]
         print(
@@ -224,12 +262,14 @@ def main() -> None:
                     "paths": metrics["n_rows"],
                     "seconds": round(data_seconds, 1),
                 },
+                "base": base_metrics,
                 "train": TRAIN,
                 "train_metrics": metrics | {"seconds": round(train_seconds, 1)},
                 "step_eval": STEP_EVAL | {"solutions": len(examples)},
                 "dev_eval": DEV_EVAL | {"solutions": len(dev_examples)},
                 "f1": results["prm"],
                 "policy_confidence_f1": results["policy_confidence"],
+                "base_confidence_f1": results["base_confidence"],
             },
             indent=2,
         )
