@@ -12,7 +12,8 @@ best-of-16 / weighted-vote@16 accuracy on the same held-out problems.
    largest budget. Each budget cuts the same stream: the longest prefix of problems (file order)
    whose generated tokens fit the budget; failed problems cost their tokens and give no rows.
 2. Training: each cut trains a PRM with recipes/tiny-arith/train_prm.py's `train` (seed = the
-   stream's seed).
+   stream's seed) over the tiny policy as frozen base, or over --base (e.g. the bundled PRM's
+   base, tiny-prm-work/base: then the base's own confidence is a reference row too).
 3. Scoring, the same for every PRM: ProcessBench's step F1 (threshold 0.5) on train_prm's 500
    held-out tiny-policy solutions, and best-of-16 / weighted-vote@16 on one cached pool of 16
    tiny-policy samples per held-out problem (recipes/tiny-arith/eval.yaml's temperature,
@@ -21,7 +22,7 @@ best-of-16 / weighted-vote@16 accuracy on the same held-out problems.
    (any sample right), and the training-free policy-confidence scorer.
 
 Everything resumes: data files continue, the step-eval set and the pool are cached, and each
-finished cell (method, seed, budget) is a line of WORK/cells.jsonl that a rerun skips. A cell's
+finished cell (method, seed, budget, base) is a line of WORK/cells.jsonl that a rerun skips. A cell's
 PRM is deleted once scored unless --keep-prms. Writes RESULTS/prm_comparison.{json,md,png}.
 Set OMP_WAIT_POLICY=PASSIVE when other processes share the cores.
 """
@@ -70,6 +71,7 @@ CHUNK = 256  # most problems searched per generation call
 MIN_CHUNK = 64  # fewest (one batch of the recipe's concurrency)
 METRICS = ("f1", "best_of_16", "weighted_vote_16")
 POLICY_CONFIDENCE = "policy-confidence"
+BASE_CONFIDENCE = "base-confidence"  # the same, read from --base
 
 
 def log(message: str) -> None:
@@ -437,7 +439,8 @@ def _fmt(s: dict) -> str:
 def markdown(result: dict) -> str:
     setup = result["setup"]
     lines = [
-        f"PRMs trained the same way (recipes/tiny-arith/train_prm.py) on data cut from one "
+        f"PRMs trained the same way (recipes/tiny-arith/train_prm.py, frozen base: "
+        f"{setup.get('base', 'the tiny policy')}) on data cut from one "
         f"generation stream per (method, seed); seeds {setup['seeds']}. Step F1 (threshold 0.5) on "
         f"{setup['step_eval_solutions']} held-out tiny-policy solutions; best-of-16 and "
         f"weighted-vote@16 ({setup['aggregation']} aggregation) on {setup['pool_problems']} "
@@ -457,14 +460,15 @@ def markdown(result: dict) -> str:
     if "majority_16" in ref:
         lines.append(f"| majority@16 (no PRM) | – | – | – | {ref['majority_16']:.3f} | – |")
         lines.append(f"| pool oracle (any of 16 right) | – | – | – | {ref['oracle_16']:.3f} | – |")
-    pc = ref.get(POLICY_CONFIDENCE)
-    if isinstance(pc, dict) and "f1" in pc:
-        lines.append(
-            f"| {POLICY_CONFIDENCE} (no training) | – | – | {pc['f1']:.3f} "
-            f"| {pc['best_of_16']:.3f} | {pc['weighted_vote_16']:.3f} |"
-        )
-    elif pc:
-        lines.append(f"| {POLICY_CONFIDENCE} | skipped: {pc} | | | | |")
+    for name in (POLICY_CONFIDENCE, BASE_CONFIDENCE):
+        pc = ref.get(name)
+        if isinstance(pc, dict) and "f1" in pc:
+            lines.append(
+                f"| {name} (no training) | – | – | {pc['f1']:.3f} "
+                f"| {pc['best_of_16']:.3f} | {pc['weighted_vote_16']:.3f} |"
+            )
+        elif pc:
+            lines.append(f"| {name} | skipped: {pc} | | | | |")
     lines += [
         "",
         "Reference rows use no trained PRM; majority@16 and the oracle sit in the best-of-16 "
@@ -556,7 +560,14 @@ def append_cell(path: Path, cell: dict) -> None:
 
 
 def cell_key(cell: dict) -> tuple:
-    return (cell["method"], cell["seed"], cell["budget"], cell["pool_problems"], cell["step_eval"])
+    return (
+        cell["method"],
+        cell["seed"],
+        cell["budget"],
+        cell["pool_problems"],
+        cell["step_eval"],
+        cell.get("base"),  # None: the tiny policy
+    )
 
 
 def score_scorer(scorer, examples, pool, aggregation: str, report: dict | None = None) -> dict:
@@ -578,12 +589,22 @@ def score_scorer(scorer, examples, pool, aggregation: str, report: dict | None =
 
 
 def run_cell(
-    work: Path, method: str, seed: int, budget: int, examples, pool, settings, keep: bool
+    work: Path,
+    method: str,
+    seed: int,
+    budget: int,
+    examples,
+    pool,
+    settings,
+    keep: bool,
+    base: Path | None = None,
 ) -> dict:
+    """Cut the (method, seed) stream at ``budget``, train a PRM on the cut over ``base``
+    (default: the tiny policy) and score it."""
     from amcs.prm import load_prm
 
     data = work / f"{method}-s{seed}.jsonl"
-    name = f"{method}-s{seed}-b{budget}"
+    name = f"{method}-s{seed}-b{budget}" + (f"-{base.name}" if base else "")
     rows, spent, problems, failed = within_budget(data, budget)
     if not rows:
         raise SystemExit(f"{name}: the budget holds no labelled path of {data}; raise it")
@@ -594,7 +615,9 @@ def run_cell(
         shutil.rmtree(d, ignore_errors=True)
     train_dir.mkdir(parents=True)
     start = time.monotonic()
-    metrics = train_prm.train([cut], prm_dir, train_dir, seed=seed)
+    metrics = train_prm.train(
+        [cut], prm_dir, train_dir, seed=seed, **({"base": base} if base else {})
+    )
     train_seconds = time.monotonic() - start
     log(f"train {name}: {len(rows)} paths, {spent:,} tokens, {train_seconds:.0f} s")
     start = time.monotonic()
@@ -615,6 +638,7 @@ def run_cell(
         "budget": budget,
         "pool_problems": len(pool),
         "step_eval": len(examples),
+        "base": str(base) if base else None,
         "settings": METHODS[method],
         "tokens": spent,
         "problems": problems,
@@ -628,8 +652,9 @@ def run_cell(
     } | scores
 
 
-def policy_confidence(examples, pool, settings) -> dict | str:
-    """The training-free baseline's scores, or why it was skipped."""
+def policy_confidence(examples, pool, settings, model: Path | None = None) -> dict | str:
+    """The training-free baseline's scores (the policy's confidence, or ``model``'s), or why it
+    was skipped."""
     try:
         from amcs.prm import load_policy_confidence
     except ImportError:
@@ -638,9 +663,11 @@ def policy_confidence(examples, pool, settings) -> dict | str:
 
     start = time.monotonic()
     scores = score_scorer(
-        load_policy_confidence(TINY_POLICY), examples, pool, settings["aggregation"]
+        load_policy_confidence(model or TINY_POLICY), examples, pool, settings["aggregation"]
     )
-    log(f"score {POLICY_CONFIDENCE}: F1 {scores['f1']:.3f}, {time.monotonic() - start:.0f} s")
+    log(
+        f"score {POLICY_CONFIDENCE} of {model or 'the policy'}: F1 {scores['f1']:.3f}, {time.monotonic() - start:.0f} s"
+    )
     return scores | {"seconds": round(time.monotonic() - start, 1)}
 
 
@@ -669,6 +696,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         help="torch threads (default: up to 2); e.g. 1 each for two runs with disjoint --seeds "
         "or --methods in their own --work",
     )
+    ap.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="the PRMs' frozen base (default: the tiny policy), e.g. tiny-prm-work/base, the "
+        "bundled PRM's; its cells are kept apart from other bases' in --work",
+    )
     ap.add_argument("--keep-prms", action="store_true", help="keep each cell's PRM and cut data")
     ap.add_argument("--quick", action="store_true", help="tiny defaults: " + json.dumps(QUICK))
     args = ap.parse_args(argv)
@@ -693,7 +727,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cells_path, timing = work / "cells.jsonl", work / "generation.jsonl"
     done = {cell_key(c): c for c in read_cells(cells_path)}
 
-    ref_key = (POLICY_CONFIDENCE, None, None, len(pool), len(examples))
+    ref_key = (POLICY_CONFIDENCE, None, None, len(pool), len(examples), None)
     if ref_key not in done:
         pc = policy_confidence(examples, pool, settings)
         if isinstance(pc, str):
@@ -709,13 +743,28 @@ def main(argv: Sequence[str] | None = None) -> dict:
             append_cell(cells_path, cell)
             done[ref_key] = cell
     pc = done.get(ref_key, "amcs.prm.load_policy_confidence is not in this checkout")
+    base = str(args.base) if args.base else None
+    base_key = (BASE_CONFIDENCE, None, None, len(pool), len(examples), base)
+    if base and base_key not in done:
+        scores = policy_confidence(examples, pool, settings, args.base)
+        if isinstance(scores, dict):
+            cell = {
+                "method": BASE_CONFIDENCE,
+                "seed": None,
+                "budget": None,
+                "pool_problems": len(pool),
+                "step_eval": len(examples),
+                "base": base,
+            } | scores
+            append_cell(cells_path, cell)
+            done[base_key] = cell
 
     cells = []
     # Seed by seed, so an interrupted run has whole seeds (all methods) to report.
     for seed in seeds:
         for method in methods:
             data = work / f"{method}-s{seed}.jsonl"
-            keys = [(method, seed, b, len(pool), len(examples)) for b in budgets]
+            keys = [(method, seed, b, len(pool), len(examples), base) for b in budgets]
             if any(k not in done for k in keys):
                 asyncio.run(generate_stream(data, method, seed, budgets[-1], timing))
             stream_tokens, _ = committed_tokens(data)
@@ -723,7 +772,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
             for budget, key in zip(budgets, keys, strict=True):
                 if key not in done:
                     cell = run_cell(
-                        work, method, seed, budget, examples, pool, settings, args.keep_prms
+                        work,
+                        method,
+                        seed,
+                        budget,
+                        examples,
+                        pool,
+                        settings,
+                        args.keep_prms,
+                        args.base,
                     )
                     append_cell(cells_path, cell)
                     done[key] = cell
@@ -737,6 +794,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     aggregates = summarize(cells)
     reference = pool_accuracy(pool, None)
     reference[POLICY_CONFIDENCE] = pc
+    if base_key in done:
+        reference[BASE_CONFIDENCE] = done[base_key]
     result = {
         "setup": {
             "methods": {m: METHODS[m] for m in methods},
@@ -747,6 +806,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "step_eval_solutions": len(examples),
             "step_eval_erroneous": sum(e.label >= 0 for e in examples),
             "data_temperature": train_prm.DATA_TEMPERATURE,
+            "base": base or "the tiny policy",
         }
         | settings,
         "cells": cells,

@@ -4,12 +4,14 @@
 import asyncio
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from amcs.assets import TINY_POLICY
 from amcs.backends.base import Rollout
 from amcs.records import RecordWriter
 from amcs.verification import VerifyConfig, VerifyContext, run_strategy
@@ -282,3 +284,21 @@ def test_quick_end_to_end_and_resume(tmp_path):
     assert (
         json.loads((tmp_path / "r" / "prm_comparison.json").read_text())["cells"] == result["cells"]
     )
+    # Another base trains its own cells from the same streams (nothing generated) and reads the
+    # base's confidence as a reference; the first base's cells stay.
+    base = tmp_path / "base"
+    shutil.copytree(TINY_POLICY, base)
+    proc = subprocess.run(
+        cmd + ["--base", str(base)], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "generate " not in proc.stderr and proc.stderr.count("train ") == 2
+    other = json.loads((tmp_path / "r" / "prm_comparison.json").read_text())
+    assert [c["base"] for c in other["cells"]] == [str(base)] * 2
+    assert other["setup"]["base"] == str(base)
+    # The same weights as the policy: its confidence reads the same as the policy's.
+    assert other["reference"]["base-confidence"]["f1"] == pytest.approx(
+        other["reference"]["policy-confidence"]["f1"]
+    )
+    cells = [json.loads(line) for line in (tmp_path / "w" / "cells.jsonl").open()]
+    assert sum(c["method"] == "amcs" for c in cells) == 4

@@ -187,10 +187,15 @@ def test_policy_feature_prm_trains_saves_and_scores_the_same(tmp_path, policy):
     assert asyncio.run(scorer.score(QUESTION, STEPS)) == pytest.approx(right, abs=1e-5)
 
 
+F1_PROMISE = 0.9
+CONFIDENT_ERRORS_FLAGGED = 0.6
+
+
 @pytest.mark.slow
 def test_bundled_prm_finds_first_errors_on_held_out_solutions(tmp_path):
-    """The bundled PRM's promise (README): step F1 >= 0.8 at the default threshold on held-out
-    tiny-policy solutions (200 here; 0.859 on the 500 of the recipe)."""
+    """The bundled PRM's promise (README): step F1 >= 0.9 at the default threshold on held-out
+    tiny-policy solutions (200 here; 500 in the recipe), and it flags the errors the policy makes
+    confidently, which the policy's own probabilities cannot."""
     from amcs.backends.hf import HFBackend
 
     async def examples():
@@ -207,7 +212,19 @@ def test_bundled_prm_finds_first_errors_on_held_out_solutions(tmp_path):
     report = step_report(
         scorer.score_batch([(e.problem, e.steps) for e in data]), [e.label for e in data]
     )
-    assert report["f1"] >= 0.8, report
+    assert report["f1"] >= F1_PROMISE, report
+    # Confident errors: first wrong steps the policy itself gave >= 0.5 on its least likely token.
+    steps = [(e.problem, e.steps) for e in data]
+    policy = load_policy_confidence(TINY_POLICY).score_batch(steps)
+    prm = scorer.score_batch(steps)
+    confident = [
+        (prm_scores[e.label], e.steps[e.label])
+        for e, prm_scores, own in zip(data, prm, policy, strict=True)
+        if e.label >= 0 and own[e.label] >= 0.5
+    ]
+    assert len(confident) >= 5, confident
+    flagged = sum(score < 0.5 for score, _ in confident)
+    assert flagged >= CONFIDENT_ERRORS_FLAGGED * len(confident), confident
     # The CLI computes the same F1 from the same file, and the baseline from the policy.
     path = tmp_path / "steps.jsonl"
     write_step_examples(path, data)
