@@ -188,7 +188,7 @@ def test_policy_feature_prm_trains_saves_and_scores_the_same(tmp_path, policy):
 
 
 F1_PROMISE = 0.9
-CONFIDENT_ERRORS_FLAGGED = 0.6
+CONFIDENT_ERRORS_FLAGGED = 0.75
 
 
 @pytest.mark.slow

@@ -260,6 +260,10 @@ def main() -> None:
                     "problems": DATA_PROBLEMS,
                     "temperature": DATA_TEMPERATURE,
                     "paths": metrics["n_rows"],
+                    # This run's share: a rerun labels only what the data file lacks.
+                    "labelled_now": counters.done,
+                    "already_labelled": counters.skipped,
+                    "tokens_now": counters.tokens,
                     "seconds": round(data_seconds, 1),
                 },
                 "base": base_metrics,
