@@ -362,6 +362,26 @@ def test_beam_keeps_the_w_best_beams_and_respects_max_depth():
     assert result.chosen == 0 and result.answer is None
 
 
+def test_beam_ranks_by_the_aggregation_its_final_choice_uses():
+    """Width 2: A (0.9) and B (0.5) survive depth 1. At depth 2, B1's own step scores 0.95 but its
+    path's weakest step is B's 0.5: "last" keeps B1 and A1, "min" keeps A1 (0.6) and A2 (0.55)."""
+    ans = "The answer is \\boxed{1}."
+    tree = {"": [f"A{SEP}", f"B{SEP}"]}
+    for parent in "AB":
+        tree[f"{parent}{SEP}"] = [f"{parent}1{SEP}", f"{parent}2{SEP}"]
+        for child in "12":
+            tree[f"{parent}{SEP}{parent}{child}{SEP}"] = [ans, ans]
+    scores = {"A": 0.9, "B": 0.5, "A1": 0.6, "A2": 0.55, "B1": 0.95, "B2": 0.1, ans: 0.7}
+    for how, kept in (("last", ["B1", "A1"]), ("min", ["A1", "A2"])):
+        ctx, backend = scripted_ctx(
+            tree_script(tree), TableScorer(scores), expansions=2, dedupe=True, aggregation=how
+        )
+        result = run(run_strategy("beam", ctx, QUESTION, 4))
+        depth_3 = [p for p, _, _ in backend.requests if p.count(SEP) == 2]
+        assert depth_3 == [f"{c[0]}{SEP}{c}{SEP}" for c in kept], how
+        assert result.stats["open_per_depth"] == [2, 2, 2]
+
+
 def test_beam_stops_when_w_solutions_are_complete():
     ctx, backend = scripted_ctx(chain_script(depth=2), TableScorer(fn=seeded_score), expansions=4)
     result = run(run_strategy("beam", ctx, QUESTION, 8))

@@ -2,10 +2,11 @@
 
 With n candidate steps per depth and `expansions` per beam, the beam width is
 w = max(1, n // expansions). All w beams start at the prompt. At each depth every open beam
-samples min(expansions, n) next steps (one request each); a candidate's score is the PRM score of its
-new step given the whole prefix. Candidates that end the solution (end-of-sequence or a stated
-answer) or have no tokens left go to the completed pool; the w best of the rest (ties: earlier)
-are the next beams. The search stops when the pool holds w solutions, after max_depth steps, or
+samples min(expansions, n) next steps (one request each); a candidate's score is aggregate(its
+step scores), the rule the final choice uses (`aggregation`: with "last", the PRM score of its
+new step given the whole prefix; with "min", its weakest step so far). Candidates that end the
+solution (end-of-sequence or a stated answer) or have no tokens left go to the completed pool;
+the w best of the rest (ties: earlier) are the next beams. The search stops when the pool holds w solutions, after max_depth steps, or
 when no beams are left. The answer is the best completed solution by aggregate(step scores)
 (ties: earliest completed), else the best open beam.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 
-from amcs.verification.aggregation import best_index
+from amcs.verification.aggregation import aggregate, best_index
 from amcs.verification.base import StrategyResult
 from amcs.verification.context import Run, VerifyContext
 from amcs.verification.stepwise import StepPath, extend, tokens_left
@@ -24,6 +25,7 @@ async def beam_search(ctx: VerifyContext, question: str, n: int | None = None) -
     """Beam search with n candidate steps per depth; see the module docstring."""
     run = Run(ctx, "beam", question, n)
     cfg = run.config
+    how = cfg.aggregation
     width = cfg.beam_width
     beams = [StepPath() for _ in range(width)]
     completed: list[StepPath] = []
@@ -44,9 +46,9 @@ async def beam_search(ctx: VerifyContext, question: str, n: int | None = None) -
                 completed.append(path)
             else:
                 open_.append(path)
-        # sorted() is stable, so equal scores keep the earlier candidate first.
-        beams = sorted(open_, key=lambda p: -p.value)[:width]
-    how = cfg.aggregation
+        # Ranked by the same rule the final choice uses; sorted() is stable, so equal scores
+        # keep the earlier candidate first.
+        beams = sorted(open_, key=lambda p: -aggregate(p.step_scores, how))[:width]
     done = [p.candidate(how) for p in completed]
     still_open = [p.candidate(how) for p in beams]
     chosen = best_index(done)

@@ -38,7 +38,8 @@ class StepPath:
 
     @property
     def value(self) -> float:
-        """The PRM score of the last step: what beam search ranks by and MCTS backs up."""
+        """The PRM score of the last step: what MCTS backs up (beam search ranks by the
+        aggregate of all step scores, the rule its final choice uses)."""
         return self.step_scores[-1] if self.step_scores else 0.0
 
     def candidate(self, how: str) -> Candidate:
