@@ -472,7 +472,8 @@ def markdown(result: dict) -> str:
     lines += [
         "",
         "Reference rows use no trained PRM; majority@16 and the oracle sit in the best-of-16 "
-        "column. policy-confidence scores steps by the policy's own lowest token probability.",
+        "column. policy-confidence scores steps by the policy's own lowest token probability"
+        + (", base-confidence by the base's." if BASE_CONFIDENCE in ref else "."),
         "",
         "| method | budget | problems | paths | steps | negative steps | train s | generation s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -519,6 +520,8 @@ def plot(result: dict, path: Path) -> None:
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
         if pc is not None:
             ax.axhline(pc[metric], color="gray", ls=":", label=f"{POLICY_CONFIDENCE}")
+        if isinstance(ref.get(BASE_CONFIDENCE), dict):
+            ax.axhline(ref[BASE_CONFIDENCE][metric], color="purple", ls=":", label=BASE_CONFIDENCE)
         if metric == "best_of_16" and "majority_16" in ref:
             ax.axhline(ref["majority_16"], color="black", ls="--", label="majority@16")
             ax.axhline(ref["oracle_16"], color="black", ls="-.", label="pool oracle")
