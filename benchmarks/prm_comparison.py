@@ -55,7 +55,7 @@ METHODS = {"amcs": {}, "omegaprm": {"k": 16}, "shepherd": {"k": 16}}
 DEFAULTS = {
     "methods": "amcs,omegaprm,shepherd",
     "seeds": "0,1,2",
-    "budgets": "100000,750000,1500000",
+    "budgets": "100000,500000,750000,1000000,1500000",
     "pool_problems": 200,
     "step_problems": train_prm.STEP_EVAL["problems"],
 }
