@@ -359,9 +359,10 @@ class PRMScorer:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
+def resolve_checkpoint(path: str | Path, what: str = "PRM") -> Path:
     """A local directory as is; a hub id ("org/name") downloaded to the local cache (needs the
-    hub, or a cache that already holds it). Anything else: ValueError naming it."""
+    hub, or a cache that already holds it). Anything else: ValueError naming it (and ``what`` it
+    should have been)."""
     local = Path(path)
     if local.exists():
         return local
@@ -371,8 +372,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         try:
             return Path(snapshot_download(str(path)))
         except Exception as exc:  # noqa: BLE001 - offline, gated, missing: say which
-            raise ValueError(f"cannot fetch PRM {path} from the hub: {exc}") from exc
-    raise ValueError(f"{path}: no such PRM directory")
+            raise ValueError(f"cannot fetch {what} {path} from the hub: {exc}") from exc
+    raise ValueError(f"{path}: no such {what} directory")
 
 
 def _read_config(path: Path) -> dict:
@@ -494,7 +495,7 @@ def load_policy_confidence(
     """The training-free baseline scorer (:class:`amcs.step_features.PolicyConfidence`): a
     step's score is the policy's lowest probability for one of the step's own tokens, read from
     the causal LM ``policy`` (a directory or hub id) on the sequence it saw."""
-    path = resolve_checkpoint(policy)
+    path = resolve_checkpoint(policy, "model")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dtype is None:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32

@@ -54,6 +54,7 @@ FEATURES = (
 )
 FEATURE_SCALE = 5.0
 LOGPROB_FLOOR = -20.0  # a token the policy all but ruled out; keeps features finite
+STATISTICS_CHUNK = 256  # positions per float32 slice of the logits in token_statistics
 HEAD_FILE = "step_head.safetensors"
 # Extra per-token inputs (see amcs.training tokenization): the step a token belongs to (-1 for
 # prompt and padding) and whether it is one of that step's separator tokens.
@@ -113,18 +114,23 @@ def _step_piece(tokenizer, step: str, separator: str) -> tuple[list[int], list[i
 
 def token_statistics(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     """(batch, seq, 3): logprob_t, margin_t, entropy_t as in the module docstring (position 0,
-    which nothing predicts, gets zeros). Computed row by row in float32 so a large vocabulary
-    never needs a second full-size copy of the logits."""
+    which nothing predicts, gets zeros). Computed in float32 on STATISTICS_CHUNK positions at a
+    time, so a large vocabulary never needs a full-size float32 copy of the logits (a 2k-token
+    row at a 152k vocabulary would take 1.2 GB per copy; a chunk takes 156 MB)."""
     rows = []
     for row_logits, row_ids in zip(logits, input_ids, strict=True):
-        z = row_logits[:-1].float()
-        picked = z.gather(-1, row_ids[1:, None])[:, 0]
-        log_z = z.logsumexp(-1)
-        logprob = picked - log_z
-        margin = picked - z.max(-1).values
-        entropy = log_z - (z.softmax(-1) * z).sum(-1)
-        stats = torch.stack([logprob, margin, entropy], -1)
-        rows.append(torch.cat([stats.new_zeros(1, 3), stats], 0))
+        targets = row_ids[1:]
+        pieces = [row_logits.new_zeros(1, 3, dtype=torch.float32)]
+        for start in range(0, targets.shape[0], STATISTICS_CHUNK):
+            stop = min(start + STATISTICS_CHUNK, targets.shape[0])
+            z = row_logits[start:stop].float()
+            picked = z.gather(-1, targets[start:stop, None])[:, 0]
+            log_z = z.logsumexp(-1)
+            logprob = picked - log_z
+            margin = picked - z.max(-1).values
+            entropy = log_z - (z.softmax(-1) * z).sum(-1)
+            pieces.append(torch.stack([logprob, margin, entropy], -1))
+        rows.append(torch.cat(pieces, 0))
     return torch.stack(rows)
 
 

@@ -746,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             append_cell(cells_path, cell)
             done[ref_key] = cell
     pc = done.get(ref_key, "amcs.prm.load_policy_confidence is not in this checkout")
-    base = str(args.base) if args.base else None
+    base = str(args.base.resolve()) if args.base else None  # one key however it is spelled
     base_key = (BASE_CONFIDENCE, None, None, len(pool), len(examples), base)
     if base and base_key not in done:
         scores = policy_confidence(examples, pool, settings, args.base)
@@ -783,7 +783,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         pool,
                         settings,
                         args.keep_prms,
-                        args.base,
+                        Path(base) if base else None,
                     )
                     append_cell(cells_path, cell)
                     done[key] = cell

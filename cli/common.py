@@ -6,6 +6,7 @@ import importlib.util
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -118,8 +119,16 @@ def check_backend_options(opts: dict) -> None:
 async def open_backend(opts: dict, model_name: str):
     """The backend named by opts["backend"], started (servers checked), or a clear failure."""
     from amcs.backends import make_backend
+    from amcs.hub import looks_like_local_path
     from amcs.prompts import uses_chat_template
 
+    in_process = opts["backend"] in ("hf", "sglang")  # they load the model from disk or the hub
+    if (
+        in_process
+        and looks_like_local_path(model_name)
+        and not Path(model_name).expanduser().exists()
+    ):
+        fail(f"--model {model_name}: no such model directory (nor a hub id like org/name)")
     try:
         if opts["backend"] == "hf":
             options: dict[str, Any] = {"max_batch_size": int(opts["max_batch_size"])}

@@ -109,6 +109,8 @@ BAD_OPTIONS = [
     (["--shard", "abc"], "--shard: bad shard 'abc'"),
     (["--prompt-format", "fancy"], "--prompt-format must be auto, chat or plain"),
     (["--overwrite"], "--overwrite applies only with --no-resume"),
+    (["--model", "/nonexistent/policy"], "--model /nonexistent/policy: no such model directory"),
+    (["--model", "./nope"], "--model ./nope: no such model directory"),
 ]
 
 

@@ -294,8 +294,8 @@ def test_quick_end_to_end_and_resume(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "generate " not in proc.stderr and proc.stderr.count("train ") == 2
     other = json.loads((tmp_path / "r" / "prm_comparison.json").read_text())
-    assert [c["base"] for c in other["cells"]] == [str(base)] * 2
-    assert other["setup"]["base"] == str(base)
+    assert [c["base"] for c in other["cells"]] == [str(base.resolve())] * 2
+    assert other["setup"]["base"] == str(base.resolve())
     # The same weights as the policy: its confidence reads the same as the policy's.
     assert other["reference"]["base-confidence"]["f1"] == pytest.approx(
         other["reference"]["policy-confidence"]["f1"]

@@ -99,6 +99,26 @@ def test_token_statistics_match_the_softmax(policy, tokenizer):
     assert stats[0, 0].abs().sum() == 0
 
 
+def test_policy_confidence_names_a_missing_model(tmp_path):
+    with pytest.raises(ValueError, match="no such model directory"):
+        load_policy_confidence(tmp_path / "absent")
+
+
+def test_token_statistics_are_the_same_in_chunks(policy, tokenizer, monkeypatch):
+    """Chunks over positions (for large vocabularies) change nothing, at any chunk size, and a
+    chunk boundary on the last position loses nothing."""
+    from amcs import step_features
+
+    ids = torch.tensor([encode_steps(tokenizer, QUESTION, STEPS, "\n\n")["input_ids"]] * 2)
+    with torch.no_grad():
+        logits = policy(ids).logits
+    whole = token_statistics(logits, ids)
+    assert whole.shape == (2, ids.shape[1], 3) and whole[:, 1:].abs().sum() > 0
+    for chunk in (1, 3, ids.shape[1] - 1):
+        monkeypatch.setattr(step_features, "STATISTICS_CHUNK", chunk)
+        assert torch.allclose(token_statistics(logits, ids), whole, atol=1e-6), chunk
+
+
 def test_policy_confidence_scores_the_lowest_own_token_probability(policy, tokenizer):
     scorer = load_policy_confidence(TINY_POLICY)
     scores = scorer.score_batch([(QUESTION, STEPS), (QUESTION, ["4 * 5 = 21"])])

@@ -6,9 +6,9 @@ samples min(expansions, n) next steps (one request each); a candidate's score is
 step scores), the rule the final choice uses (`aggregation`: with "last", the PRM score of its
 new step given the whole prefix; with "min", its weakest step so far). Candidates that end the
 solution (end-of-sequence or a stated answer) or have no tokens left go to the completed pool;
-the w best of the rest (ties: earlier) are the next beams. The search stops when the pool holds w solutions, after max_depth steps, or
-when no beams are left. The answer is the best completed solution by aggregate(step scores)
-(ties: earliest completed), else the best open beam.
+the w best of the rest (ties: earlier) are the next beams. The search stops when the pool holds
+w solutions, after max_depth steps, or when no beams are left. The answer is the best completed
+solution by aggregate(step scores) (ties: earliest completed), else the best open beam.
 """
 
 from __future__ import annotations
