@@ -573,15 +573,11 @@ def cell_key(cell: dict) -> tuple:
     )
 
 
-def score_scorer(scorer, examples, pool, aggregation: str, report: dict | None = None) -> dict:
-    """F1 (report, or computed from the scorer), best-of-16 and weighted-vote@16."""
+def score_scorer(scorer, examples, pool, aggregation: str) -> dict:
+    """Step F1 on ``examples``, best-of-16 and weighted-vote@16 on ``pool``."""
     from amcs.stepeval import step_report
 
-    if report is None:
-        report = step_report(
-            scorer.score_batch([(e.problem, e.steps) for e in examples]),
-            [e.label for e in examples],
-        )
+    report = step_report(train_prm.step_scores(scorer, examples), [e.label for e in examples])
     accuracy = pool_accuracy(pool, score_pool(scorer, pool), aggregation)
     return {
         "f1": report["f1"],
@@ -624,8 +620,7 @@ def run_cell(
     train_seconds = time.monotonic() - start
     log(f"train {name}: {len(rows)} paths, {spent:,} tokens, {train_seconds:.0f} s")
     start = time.monotonic()
-    report = train_prm.step_f1(prm_dir, examples)
-    scores = score_scorer(load_prm(prm_dir), examples, pool, settings["aggregation"], report)
+    scores = score_scorer(load_prm(prm_dir), examples, pool, settings["aggregation"])
     score_seconds = time.monotonic() - start
     log(
         f"score {name}: F1 {scores['f1']:.3f}, best-of-16 {scores['best_of_16']:.3f}, "

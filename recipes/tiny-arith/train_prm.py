@@ -161,27 +161,21 @@ async def step_eval_examples(dev: bool = False):
         await backend.aclose()
 
 
-def step_scores(prm: Path | str, examples) -> list[list[float]]:
-    """Step scores from a PRM directory, from the policy itself ("policy-confidence"), or from
-    another causal LM's confidence ("policy-confidence:PATH")."""
-    if prm == POLICY_CONFIDENCE or str(prm).startswith(POLICY_CONFIDENCE + ":"):
-        model = str(prm).partition(":")[2] or TINY_POLICY
-        scorer = load_policy_confidence(model)
-    else:
-        scorer = load_prm(prm)
+def load_scorer(prm: Path | str):
+    """A PRM directory's scorer, or the policy's own confidence ("policy-confidence")."""
+    return load_policy_confidence(TINY_POLICY) if prm == POLICY_CONFIDENCE else load_prm(prm)
+
+
+def step_scores(scorer, examples) -> list[list[float]]:
     return scorer.score_batch([(e.problem, e.steps) for e in examples])
 
 
-def step_f1(prm: Path | str, examples) -> dict:
-    return step_report(step_scores(prm, examples), [e.label for e in examples])
-
-
-def reported(prm: Path | str, examples, dev_examples) -> dict:
+def reported(scorer, examples, dev_examples) -> dict:
     """F1 on ``examples`` at 0.5 and at the threshold best on ``dev_examples`` (never chosen on
     the data it is reported on)."""
-    dev = step_f1(prm, dev_examples)
+    dev = step_report(step_scores(scorer, dev_examples), [e.label for e in dev_examples])
     chosen = dev["best_threshold"]["threshold"]
-    test_scores = step_scores(prm, examples)
+    test_scores = step_scores(scorer, examples)
     labels = [e.label for e in examples]
     report = step_report(test_scores, labels)
     return {
@@ -237,12 +231,12 @@ def main() -> None:
     dev_examples = asyncio.run(step_eval_examples(dev=True))
     results = {}
     scorers = (
-        ("prm", staging),
-        ("policy_confidence", POLICY_CONFIDENCE),
-        ("base_confidence", f"{POLICY_CONFIDENCE}:{base}"),
+        ("prm", load_scorer(staging)),
+        ("policy_confidence", load_scorer(POLICY_CONFIDENCE)),
+        ("base_confidence", load_policy_confidence(base)),
     )
-    for name, prm in scorers:
-        results[name] = reported(prm, examples, dev_examples)
+    for name, scorer in scorers:
+        results[name] = reported(scorer, examples, dev_examples)
         at, dev_t = results[name]["at_default"], results[name]["at_dev_threshold"]
         print(
             f"{name}: step-level F1 {at['f1']:.3f} at 0.5 (a1 {at['a1_erroneous']:.3f}, a2 "
