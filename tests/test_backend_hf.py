@@ -10,7 +10,7 @@ from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from amcs.assets import TINY_POLICY
 from amcs.backends.base import Backend, SamplingParams
-from amcs.backends.hf import COLUMN_BLOCK, HFBackend
+from amcs.backends.hf import HFBackend
 from amcs.domains.arith import generate_problems
 from amcs.engine import generate_to_file
 from amcs.grading import Grader
@@ -87,7 +87,7 @@ def test_seeded_rollouts_do_not_depend_on_batch_company(backend, prompts):
     decoded alone or among rows of other lengths, joining before it, with it and mid-decode (so
     the batch's cache width changes under it). logprob_sum feeds AMCS's clustering, so its last
     bits decide labels: this is what makes a resumed run equal an uninterrupted one."""
-    assert backend.batch_invariant  # the CPU default
+    assert backend.deterministic  # the CPU default
     params = SamplingParams(temperature=1.0, max_new_tokens=80, seed=123)
     alone = run(backend.sample(prompts[0], 3, params))
     # Longer prompts (a prompt plus 150 tokens of a solution) push the width past 128 columns.
@@ -123,36 +123,41 @@ def test_seeded_rollouts_do_not_depend_on_batch_company(backend, prompts):
     assert [r.token_ids for r in other_seed] != [r.token_ids for r in alone]
 
 
-def test_attention_is_exact_at_block_widths(backend):
-    """Rule 3 of amcs.backends.hf, on the model's own eager attention: a row's attention output
-    has the same bits at every cache width that is a multiple of COLUMN_BLOCK, whatever the batch
-    (at other widths it would not be; that is why the width is kept on the block grid)."""
+def test_rowwise_attention_and_products_are_exact_whatever_the_company(backend):
+    """Rules 2 and 3 of amcs.backends.hf on the model's own layers: a row's attention output has
+    the same bits alone (unpadded) and inside a left-padded batch of any width with other rows,
+    and a row's nn.Linear product the same alone and among 40 rows (and it is the layer's
+    product)."""
+    from amcs.backends.hf import _rowwise_attention
+
     attention = backend.model.model.layers[0].self_attn
-    heads, dim = backend.model.config.num_attention_heads, attention.head_dim
+    heads = backend.model.config.num_attention_heads
+    kv_heads = backend.model.config.num_key_value_heads
+    dim = attention.head_dim
     gen = torch.Generator().manual_seed(0)
     for length in (1, 37, 64, 150):
         q = torch.randn(1, heads, 1, dim, generator=gen)
-        k, v = (torch.randn(1, heads, length, dim, generator=gen) for _ in range(2))
-        outputs = []
-        for extra, company in ((0, 0), (COLUMN_BLOCK, 3), (3 * COLUMN_BLOCK, 20)):
-            width = -(-length // COLUMN_BLOCK) * COLUMN_BLOCK + extra
+        k, v = (torch.randn(1, kv_heads, length, dim, generator=gen) for _ in range(2))
+        alone, _ = _rowwise_attention(attention, q, k, v, None, amcs_row_lengths=[length])
+        for extra, company in ((5, 1), (64, 3), (131, 20)):
+            width = length + extra
             rows = 1 + company
-            kk, vv = (torch.randn(rows, heads, width, dim, generator=gen) for _ in range(2))
-            kk[0], vv[0] = 0, 0
-            kk[0, :, width - length :], vv[0, :, width - length :] = k[0], v[0]
-            mask = torch.zeros(rows, 1, 1, width)
-            mask[0, ..., : width - length] = torch.finfo(torch.float32).min
+            kk, vv = (torch.randn(rows, kv_heads, width, dim, generator=gen) for _ in range(2))
+            kk[0, :, extra:], vv[0, :, extra:] = k[0], v[0]
             qq = torch.cat([q, torch.randn(company, heads, 1, dim, generator=gen)])
-            out, _ = eager_attention_forward(attention, qq, kk, vv, mask, attention.scaling)
-            outputs.append(out[0])
-        assert all(torch.equal(o, outputs[0]) for o in outputs[1:])
-    # The per-row product behind every nn.Linear: a row's result is the same alone and in any
-    # batch, and it is the layer's own product.
+            lengths = [length] + [width] * company
+            out, _ = _rowwise_attention(attention, qq, kk, vv, None, amcs_row_lengths=lengths)
+            assert torch.equal(out[0], alone[0])
+        # and it is attention: the same as eager attention over the row's own columns
+        reference, _ = eager_attention_forward(attention, q, k, v, None, attention.scaling)
+        torch.testing.assert_close(alone, reference)
+    assert backend.row_block is not None  # calibrated: rows padded to a block, not one by one
     proj = backend.model.model.layers[0].mlp.up_proj
     x = torch.randn(40, 1, proj.in_features, generator=gen)
     with torch.inference_mode():
         together = proj(x)
         assert all(torch.equal(proj(x[i : i + 1])[0], together[i]) for i in range(40))
+        assert all(torch.equal(proj(x[i : i + 7])[0], together[i]) for i in range(0, 33, 3))
         torch.testing.assert_close(together, x @ proj.weight.T)
 
 

@@ -3,36 +3,43 @@
 Concurrent ``sample`` calls become rows (one per requested rollout) that a single worker thread
 decodes together with a KV cache, by continuous batching: rows that arrive while others are being
 decoded are prefilled and join the running batch at the next step, and finished rows leave it at
-once, so many searches share every forward pass and the event loop never blocks.
+once, so many searches share every forward pass and the event loop never blocks. Rows of one
+request share one prefill of their prompt. The cache grows in place (``_GrowingLayer``: spare
+columns, no copy of the whole cache per generated token).
 
-A seeded rollout does not depend on which other rows shared its batch, down to the last bit of its
-logprob_sum: each row draws its random numbers from its own seed, and (batch_invariant, the CPU
-default) every number computed for a row is a function of that row alone. Plain batched kernels
+Deterministic decoding (``deterministic``, the CPU default): a seeded rollout does not depend on
+which other rows shared its batch, down to the last bit of its logprob_sum, so a resumed or sharded
+run writes the same bytes as an uninterrupted one. Each row draws its random numbers from its own
+seed, and every number computed for a row is a function of that row alone. Plain batched kernels
 break that: a float32 matrix product gives a row different last bits depending on how many rows
-it is multiplied with (BLAS picks its blocking by shape), and attention sums a row's cache in an
+it is multiplied with (BLAS picks its kernels by shape), and attention sums a row's cache in an
 order set by its left padding, which its company decides. Three rules make the row's arithmetic
 its own:
 
 1. Prefill runs per distinct prompt, alone and unpadded (the rows of one request share it); a
-   padded multi-prompt prefill changed a row's bits in 3 of 30 random trials even at block widths.
-2. Every ``nn.Linear`` multiplies as a batched product with one matrix per row (``torch.bmm`` of
-   (1, K) by (K, N) for each row in decode), whose per-row result does not change with the batch.
-   Models whose products are not ``nn.Linear`` (GPT-2's Conv1D) are not covered.
-3. Attention is eager (a ``bmm`` per row and head, softmax over the cache) over a left-padded
-   cache whose width is always a multiple of COLUMN_BLOCK (64): a row's entries then sit at the
-   same offsets modulo 64 whatever the width, and the kernels give the same bits for it (checked
-   in tests/test_backend_hf.py); at arbitrary widths 257 of 300 random cases differed.
+   padded multi-prompt prefill changed a row's bits in 3 of 30 random trials.
+2. Every ``nn.Linear`` multiplies a row count padded to a multiple of ``row_block``: BLAS then
+   runs every row through full micro-tiles and a row's bits do not depend on the row count or its
+   position (MKL on x86, measured: at 2 threads rows differ only for counts below 12 that are not
+   a multiple of 4). The block is not assumed: ``calibrate_row_block`` checks candidate blocks on
+   the model's own weight shapes at start-up (random rows at every multiple of the block up to 64,
+   then 96 to 256, shifted by a block, against a reference); if none holds, each row is multiplied
+   alone (one (1, K) x (K, N) product per row, the slow and always-exact fallback). Models whose
+   products are not ``nn.Linear`` (GPT-2's Conv1D) are not covered.
+3. Attention runs per row over exactly that row's cache columns (``_rowwise_attention``, PyTorch's
+   scaled_dot_product_attention on the unpadded slice), so padding and company never enter it.
 
-The price is a forward pass per prompt, eager attention and up to 63 padding columns per row.
-Measured (tiny policy, 2 shared cores): ``benchmarks/backend_hf.py`` (one-rollout requests, 200
-tokens, 32 distinct prompts) gives 0.19 to 0.24 of the plain throughput on a quiet machine (0.57
-to 0.83 under load); ``benchmarks/hf_batch_invariance.py`` (``amcs generate``, 20 problems) gives
-1.23 to 1.39, the same tokens in both modes. The first gap is not yet explained.
+The price is one forward per distinct prompt, up to row_block - 1 padding rows per product and a
+small attention call per row and layer. Off (``deterministic=False``, ``--no-deterministic``):
+padded multi-prompt prefill, batched SDPA attention, plain products; a resumed run is then a valid
+continuation but not byte-identical. ``benchmarks/generate_speed.py`` measures both against vLLM's
+CPU server on a real instruct model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import threading
 import types
@@ -42,13 +49,26 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import (
+    AttentionInterface,
+    AttentionMaskInterface,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DynamicCache,
+)
+from transformers.cache_utils import DynamicLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
 
 from amcs.assets import TINY_POLICY
 from amcs.backends.base import Rollout, SamplingParams
 from amcs.threads import hand_over
 
-COLUMN_BLOCK = 64  # batch_invariant: the cache width is always a multiple of this
+log = logging.getLogger("amcs.backends.hf")
+
+ROWWISE_ATTENTION = "amcs_rowwise"  # rule 3's attention, registered with transformers
+ROW_BLOCKS = (4, 8, 16, 32)  # rule 2: the row blocks calibrate_row_block tries, smallest first
+SPARE_COLUMNS = 64  # the cache grows by this many columns at a time
 
 
 def row_seed(seed: int, index: int) -> int:
@@ -86,24 +106,152 @@ class _Batch:
     logits: torch.Tensor
 
 
-def _row_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """nn.Linear as one (T, K) x (K, N) product per row of x (B, T, K): the row's result does not
-    depend on how many rows are multiplied with it, unlike a (B*T, K) x (K, N) product."""
-    shape = x.shape
-    x3 = x.reshape(-1, shape[-2], shape[-1]) if x.dim() > 2 else x[:, None, :]
-    out = torch.bmm(x3, self.weight.T.expand(x3.shape[0], -1, -1))
-    if self.bias is not None:
-        out = out + self.bias
-    return out.reshape(*shape[:-1], out.shape[-1])
+class _GrowingLayer(DynamicLayer):
+    """A cache layer that appends in place: keys/values are views of a buffer with spare columns
+    on the right, so a decode step writes one column instead of copying the whole cache (the
+    DynamicLayer's torch.cat, ~20% of a step at 32 rows x 300 columns). Code that replaces
+    ``keys``/``values`` (padding, stacking, dropping rows) simply gets a new buffer at the next
+    update."""
+
+    _key_buffer: torch.Tensor | None = None
+    _value_buffer: torch.Tensor | None = None
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            empty = key_states.shape[:-2] + (0, key_states.shape[-1])
+            self.keys, self.values = key_states.new_empty(empty), value_states.new_empty(empty)
+        used, new = self.keys.shape[-2], key_states.shape[-2]
+        kb, vb = self._key_buffer, self._value_buffer
+        if (
+            kb is None
+            or kb.data_ptr() != self.keys.data_ptr()
+            or vb.data_ptr() != self.values.data_ptr()
+            or kb.shape[:-2] != key_states.shape[:-2]
+            or kb.shape[-2] < used + new
+        ):
+            shape = key_states.shape[:-2] + (used + new + SPARE_COLUMNS, key_states.shape[-1])
+            kb, vb = key_states.new_empty(shape), value_states.new_empty(shape)
+            kb[..., :used, :] = self.keys
+            vb[..., :used, :] = self.values
+            self._key_buffer, self._value_buffer = kb, vb
+        kb[..., used : used + new, :] = key_states
+        vb[..., used : used + new, :] = value_states
+        self.keys, self.values = kb[..., : used + new, :], vb[..., : used + new, :]
+        return self.keys, self.values
+
+
+def _new_cache(config) -> DynamicCache:
+    cache = DynamicCache(config=config)
+    cache.layers = [_GrowingLayer() if type(x) is DynamicLayer else x for x in cache.layers]
+    return cache
+
+
+def _rowwise_attention(
+    module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs
+):
+    """Rule 3: attention of each row over its own cache columns only (the last
+    ``amcs_row_lengths[b]`` of row b; the rest is left padding), one SDPA call per row, so neither
+    the padding nor the other rows can change a row's bits. A prefill (several query positions)
+    runs alone and unpadded, causally. Without row lengths (a plain forward outside the backend)
+    it is ordinary SDPA with the mask."""
+    lengths = kwargs.pop("amcs_row_lengths", None)
+    if lengths is None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    rows, heads, steps, dim = query.shape
+    out = query.new_empty(rows, steps, heads, dim)
+    gqa = key.shape[1] != heads
+    for b, n in enumerate(lengths):
+        o = F.scaled_dot_product_attention(
+            query[b : b + 1],
+            key[b : b + 1, :, -n:],
+            value[b : b + 1, :, -n:],
+            is_causal=steps > 1,
+            scale=scaling,
+            enable_gqa=gqa,
+        )
+        out[b] = o[0].transpose(0, 1)
+    return out, None
+
+
+AttentionInterface.register(ROWWISE_ATTENTION, _rowwise_attention)
+AttentionMaskInterface.register(ROWWISE_ATTENTION, sdpa_mask)
+
+
+def _blocked_product(x: torch.Tensor, weight_t: torch.Tensor, block: int) -> torch.Tensor:
+    """x (M, K) @ weight_t (K, N) with M padded to a multiple of ``block`` (rule 2)."""
+    pad = -x.shape[0] % block
+    if pad:
+        return (F.pad(x, (0, 0, 0, pad)) @ weight_t)[: x.shape[0]]
+    return x @ weight_t
+
+
+def _block_is_exact(in_features: int, out_features: int, block: int, dtype, device) -> bool:
+    """Whether products padded to ``block`` rows give every row the same bits at any row count
+    and position: random rows at counts block, 2 block, ... 64, then 96 to 256, and shifted by one
+    block, against the rows of one 256-row product."""
+    gen = torch.Generator(device="cpu").manual_seed(block)
+    w = torch.randn(in_features, out_features, generator=gen).to(device, dtype)
+    x = torch.randn(256 + block, in_features, generator=gen).to(device, dtype)
+    reference = _blocked_product(x[:256], w, block)
+    counts = [*range(block, 65, block), 96, 128, 192, 256]
+    for m in counts:
+        if not torch.equal(_blocked_product(x[:m], w, block), reference[:m]):
+            return False
+    shifted = _blocked_product(x[block : block + 64], w, block)
+    return torch.equal(shifted[: 64 - block], reference[block:64])
+
+
+_CALIBRATED: dict[tuple, int | None] = {}
+
+
+def calibrate_row_block(model: torch.nn.Module) -> int | None:
+    """The smallest block of ROW_BLOCKS for which every ``nn.Linear`` shape of the model gives
+    exact per-row products (rule 2), or None when none does. Cached per shape set, dtype, device
+    and thread count."""
+    shapes = sorted(
+        {(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    )
+    weight = next(model.parameters())
+    key = (tuple(shapes), weight.dtype, str(weight.device), torch.get_num_threads())
+    if key not in _CALIBRATED:
+        _CALIBRATED[key] = next(
+            (
+                block
+                for block in ROW_BLOCKS
+                if all(_block_is_exact(i, o, block, weight.dtype, weight.device) for i, o in shapes)
+            ),
+            None,
+        )
+    return _CALIBRATED[key]
+
+
+def _exact_linear(block: int | None):
+    """nn.Linear's forward under rule 2: rows padded to ``block``, or with block None one
+    (1, K) x (K, N) product per row."""
+
+    def forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        if block is None:
+            out = torch.bmm(flat[:, None, :], self.weight.T.expand(flat.shape[0], -1, -1))[:, 0]
+        else:
+            out = _blocked_product(flat, self.weight.T, block)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    return forward
 
 
 class HFBackend:
     """Sample from any local or hub causal LM with transformers.
 
     max_batch_size bounds the rows decoded together; a request for n rollouts adds n rows.
-    batch_invariant (default: on CPU) makes a seeded rollout bit-identical whatever its batch
-    company (see the module docstring). It is verified on CPU in float32; on CUDA it is off by
-    default, as it is unmeasured there.
+    deterministic (default: on CPU) makes a seeded rollout bit-identical whatever its batch
+    company (see the module docstring); it is verified on CPU in float32 and off by default on
+    CUDA, where it is unmeasured. ``batch_invariant`` is its former name.
     """
 
     def __init__(
@@ -114,6 +262,7 @@ class HFBackend:
         dtype: torch.dtype | None = None,
         max_batch_size: int = 128,
         seed: int = 0,
+        deterministic: bool | None = None,
         batch_invariant: bool | None = None,
     ) -> None:
         self.model_name = str(model)
@@ -121,22 +270,31 @@ class HFBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        if batch_invariant is None:
-            batch_invariant = self.device.type == "cpu"
-        self.batch_invariant = batch_invariant
+        if deterministic is None:
+            deterministic = batch_invariant
+        if deterministic is None:
+            deterministic = self.device.type == "cpu"
+        self.deterministic = bool(deterministic)
+        attention = {"attn_implementation": ROWWISE_ATTENTION} if deterministic else {}
         self.model = (
-            AutoModelForCausalLM.from_pretrained(
-                model, dtype=dtype, **({"attn_implementation": "eager"} if batch_invariant else {})
-            )
+            AutoModelForCausalLM.from_pretrained(model, dtype=dtype, **attention)
             .to(self.device)
             .eval()
         )
         self.max_batch_size = max_batch_size
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
-        if batch_invariant:
+        self.row_block: int | None = None
+        if deterministic:
+            self.row_block = calibrate_row_block(self.model)
+            if self.row_block is None:
+                log.warning(
+                    "deterministic decoding: no row block gives exact products here; every row "
+                    "is multiplied alone (slow)"
+                )
+            forward = _exact_linear(self.row_block)
             for module in self.model.modules():
                 if isinstance(module, torch.nn.Linear):
-                    module.forward = types.MethodType(_row_linear, module)
+                    module.forward = types.MethodType(forward, module)
         eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self._eos = torch.tensor(sorted(self.eos_ids), device=self.device)
@@ -151,6 +309,11 @@ class HFBackend:
         # How much batching happens: forward passes run, and the most rows in one.
         self.forward_passes = 0
         self.peak_rows = 0
+
+    @property
+    def batch_invariant(self) -> bool:
+        """The former name of ``deterministic``."""
+        return self.deterministic
 
     # --- the protocol -----------------------------------------------------------------------
 
@@ -234,6 +397,8 @@ class HFBackend:
     def _forward(self, ids, mask, positions, cache, **kw) -> torch.Tensor:
         self.forward_passes += 1
         self.peak_rows = max(self.peak_rows, ids.shape[0])
+        if self.deterministic:
+            kw["amcs_row_lengths"] = mask.sum(-1).tolist()
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -245,51 +410,44 @@ class HFBackend:
         return out.logits[:, -1, :].float()
 
     def _prefill(self, rows: list[_Row]) -> _Batch:
+        """One prefill per distinct prompt, its cache repeated for every row that asked for it:
+        alone and unpadded (rule 1) when deterministic, else all prompts in one padded forward."""
         for row in rows:
             gen = torch.Generator().manual_seed(row.seed)
             row.uniforms = torch.rand(row.budget, generator=gen, dtype=torch.float64).tolist()
-        if self.batch_invariant:
-            return self._prefill_alone(rows)
-        dev = self.device
-        width = max(len(r.prompt_ids) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
-            mask[i, width - len(row.prompt_ids) :] = 1
-        ids, mask = ids.to(dev), mask.to(dev)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        logits = self._forward(ids, mask, positions, cache, logits_to_keep=1)
-        return _Batch(rows, cache, mask, positions[:, -1:], logits)
-
-    def _prefill_alone(self, rows: list[_Row]) -> _Batch:
-        """Rule 1: one unpadded forward per distinct prompt, its cache repeated for each row that
-        asked for that prompt."""
-        dev = self.device
         groups: dict[tuple[int, ...], list[_Row]] = {}
         for row in rows:
             groups.setdefault(tuple(row.prompt_ids), []).append(row)
-        parts = []
-        for prompt, members in groups.items():
-            n, length = len(members), len(prompt)
-            ids = torch.tensor([prompt], device=dev)
-            positions = torch.arange(length, device=dev)[None, :]
-            cache = DynamicCache(config=self.model.config)
-            logits = self._forward(ids, torch.ones_like(ids), positions, cache, logits_to_keep=1)
+        prompts = list(groups)
+        if self.deterministic:
+            parts = [self._prefill_prompts([p], [groups[p]]) for p in prompts]
+            return self._stack(parts)
+        return self._prefill_prompts(prompts, [groups[p] for p in prompts])
+
+    def _prefill_prompts(self, prompts: list[tuple[int, ...]], members: list[list[_Row]]) -> _Batch:
+        """Prefill ``prompts`` (left-padded to the longest) in one forward; the batch holds one row
+        per member, each prompt's cache, mask, position and logits repeated for its members."""
+        dev = self.device
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            ids[i, width - len(prompt) :] = torch.tensor(prompt)
+            mask[i, width - len(prompt) :] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = _new_cache(self.model.config)
+        logits = self._forward(ids, mask, positions, cache, logits_to_keep=1)
+        counts = torch.tensor([len(m) for m in members], device=dev)
+        if int(counts.max()) > 1:
             for layer in cache.layers:
-                layer.keys = layer.keys.repeat(n, 1, 1, 1)
-                layer.values = layer.values.repeat(n, 1, 1, 1)
-            parts.append(
-                _Batch(
-                    members,
-                    cache,
-                    torch.ones((n, length), dtype=torch.long, device=dev),
-                    positions[:, -1:].repeat(n, 1),
-                    logits.repeat(n, 1),
-                )
-            )
-        return self._stack(parts)
+                layer.keys = layer.keys.repeat_interleave(counts, dim=0)
+                layer.values = layer.values.repeat_interleave(counts, dim=0)
+            mask = mask.repeat_interleave(counts, dim=0)
+            positions = positions.repeat_interleave(counts, dim=0)
+            logits = logits.repeat_interleave(counts, dim=0)
+        rows = [row for group in members for row in group]
+        return _Batch(rows, cache, mask, positions[:, -1:], logits)
 
     @staticmethod
     def _merge(a: _Batch | None, b: _Batch) -> _Batch:
@@ -370,15 +528,8 @@ class HFBackend:
             batch.cache.reorder_cache(sel)
             batch.rows = [rows[j] for j in keep]
             batch.mask, batch.positions, tokens = batch.mask[sel], batch.positions[sel], tokens[sel]
-            if not self.batch_invariant:
-                # Drop leading columns that are padding for every remaining row.
-                self._pad_columns(batch, -int((batch.mask.cumsum(-1) == 0).sum(-1).min()))
-        if self.batch_invariant:
-            # Rule 3: with the new column, the width becomes the least multiple of COLUMN_BLOCK
-            # that holds every row.
-            longest = int(batch.mask.sum(-1).max()) + 1
-            width = -(-longest // COLUMN_BLOCK) * COLUMN_BLOCK
-            self._pad_columns(batch, width - 1 - batch.mask.shape[1])
+            # Drop leading columns that are padding for every remaining row.
+            self._pad_columns(batch, -int((batch.mask.cumsum(-1) == 0).sum(-1).min()))
         batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
         batch.positions = batch.positions + 1
         batch.logits = self._forward(tokens[:, None], batch.mask, batch.positions, batch.cache)
@@ -412,16 +563,30 @@ def _choose(
     u: torch.Tensor,
 ) -> torch.Tensor:
     """Pick one token per row: argmax where temperature is 0, else inverse-CDF sampling of the
-    tempered, top-k and top-p filtered distribution with the row's own uniform number u."""
+    tempered, top-k and top-p filtered distribution with the row's own uniform number u.
+
+    The CDF runs over the tokens by descending probability when a row filters (top_k > 0 or
+    top_p < 1), and in vocabulary order when it does not: the same distribution without a sort of
+    the vocabulary per row and step (at 32 rows x 49k tokens the sort cost a third of a step)."""
     greedy = logprobs.argmax(-1)
     temp = temperature.clamp(min=1e-5)[:, None]
     probs = torch.softmax(logprobs / temp, dim=-1).double()
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    rank = torch.arange(probs.shape[-1], device=probs.device)[None, :]
-    k = torch.where(top_k > 0, top_k, probs.shape[-1])[:, None]
-    before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the higher-ranked tokens
-    keep = (rank < k) & ((before < top_p[:, None]) | (rank == 0))
-    cdf = (sorted_probs * keep).cumsum(-1)
-    index = (cdf <= u[:, None] * cdf[:, -1:]).sum(-1).clamp(max=probs.shape[-1] - 1)
-    sampled = order.gather(1, index[:, None]).squeeze(1)
+    vocab = probs.shape[-1]
+    filters = (top_k > 0) | (top_p < 1)
+    sampled = torch.empty_like(greedy)
+    plain = (~filters).nonzero().flatten()
+    if len(plain):
+        cdf = probs[plain].cumsum(-1)
+        index = (cdf <= u[plain, None] * cdf[:, -1:]).sum(-1).clamp(max=vocab - 1)
+        sampled[plain] = index
+    filtered = filters.nonzero().flatten()
+    if len(filtered):
+        sorted_probs, order = probs[filtered].sort(dim=-1, descending=True)
+        rank = torch.arange(vocab, device=probs.device)[None, :]
+        k = torch.where(top_k[filtered] > 0, top_k[filtered], vocab)[:, None]
+        before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the higher-ranked tokens
+        keep = (rank < k) & ((before < top_p[filtered, None]) | (rank == 0))
+        cdf = (sorted_probs * keep).cumsum(-1)
+        index = (cdf <= u[filtered, None] * cdf[:, -1:]).sum(-1).clamp(max=vocab - 1)
+        sampled[filtered] = order.gather(1, index[:, None]).squeeze(1)
     return torch.where(temperature > 0, sampled, greedy)
