@@ -390,6 +390,21 @@ class RecordWriter:
                     f"problem {p.id!r} in {self.meta_path} has another question than in this "
                     "run's problems (did the problem file change?); " + HOW_TO_PROCEED
                 )
+        # A committed question that this run names by another id: resuming would search it again
+        # under the new id. Runs of amcs before stable ids named problems by position (p0, p1).
+        ids = {p.id for p in problems}
+        by_question = {m.get("question"): m["problem_id"] for m in self.completed}
+        for p in problems:
+            old = by_question.get(p.question)
+            if p.id not in committed and old is not None and old not in ids:
+                raise OutputMismatchError(
+                    f"{self.meta_path} has this run's problem {p.id!r} as {old!r}: the run was "
+                    "written when problems without an id field were named by position (p0, "
+                    "p1, ...); now they are named by their question's hash (q-...), so resuming "
+                    "would search every problem again under a new id. Start a new run (another "
+                    "--out, or --no-resume --overwrite), or continue this one by giving each "
+                    "problem its old name in an id field of the problem file"
+                )
 
     def close(self) -> None:
         for f in (self._data, self._meta):
