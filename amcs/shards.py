@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from amcs.jsonl import JSONLinesError, read_json_lines
-from amcs.records import RecordFormatError, committed_end, meta_path_for, read_run_header
+from amcs.records import committed_end, meta_path_for, read_run_header
 
 _GLOB_CHARS = set("*?[")
 
@@ -56,8 +56,6 @@ def _run_key(path: Path) -> str | None:
         return None
     try:
         fingerprint = (read_run_header(meta) or {}).get("fingerprint")
-    except RecordFormatError as exc:
-        raise ShardError(str(exc)) from None
     except OSError as exc:
         raise ShardError(f"{meta}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(fingerprint, dict):
@@ -67,14 +65,15 @@ def _run_key(path: Path) -> str | None:
 
 def _id_questions(path: Path) -> Iterator[tuple[str, str, str]]:
     """(problem id, question, FILE:LINE) of every committed data line that has a problem id; the
-    question is the line's ``prompt`` (TRL's convention: the bare question)."""
+    question is the line's ``prompt`` (TRL's convention: the bare question). A line that is not
+    JSON is a ShardError, a bad meta file a RecordFormatError, both naming file and line."""
     try:
         for line_no, record in read_json_lines(path, committed_end(path)):
             if isinstance(record, dict):
                 pid, prompt = record.get("problem_id"), record.get("prompt")
                 if isinstance(pid, str) and isinstance(prompt, str):
                     yield pid, prompt, f"{path}:{line_no}"
-    except (JSONLinesError, RecordFormatError) as exc:
+    except JSONLinesError as exc:
         raise ShardError(str(exc)) from None
     except OSError as exc:
         raise ShardError(f"{path}: cannot read ({exc.strerror or exc})") from None
