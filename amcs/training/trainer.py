@@ -115,8 +115,8 @@ def split_features(
     row's prompt; a feature without one is a problem of its own) stay on one side, so runs over
     the same problems pooled for training never score a problem the PRM trained on. Problems
     are shuffled with ``random.Random(seed)`` and held out one by one until the held-out side
-    has ``round(eval_fraction * n)`` features (at least 1 when ``eval_fraction`` > 0 and at least
-    2 features exist); never every problem."""
+    has ``round(eval_fraction * n)`` features (at least 1 when ``eval_fraction`` > 0), but never
+    every problem: data of one problem is all for training."""
     groups: dict[object, list[int]] = {}
     for i, feature in enumerate(features):
         groups.setdefault(feature.get("problem", ("row", i)), []).append(i)
