@@ -2,6 +2,10 @@
 
 trl: prompt/completions/labels. shepherd: Math-Shepherd's "ки"-tagged input and +/- label.
 tree: one OpenR math-aps-tree line per ok problem with a tree, read from the meta file.
+processbench: one ProcessBench line per labelled path (id, problem, steps, label = first "-" or
+-1, final_answer_correct when known, generator = the run's model), by ``amcs.stepeval``'s rule:
+all-"+" paths that stop before a final answer are prefixes, left out and counted; ``amcs eval
+steps`` reads the file back.
 
 Nothing is trusted: data rows are read through ``amcs.prm_data``, the same loader and row checks
 ``amcs train`` applies (labels booleans or 0/1, completions strings, equal lengths; so any file
@@ -13,17 +17,20 @@ complete, so a failed or interrupted export leaves the previous output byte for 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from amcs.prm_data import SHEPHERD_TAG, iter_prm_rows
 from amcs.records import meta_path_for, read_meta
-from amcs.shards import check_disjoint
+from amcs.shards import check_combinable
 
-EXPORT_FORMATS = ("trl", "shepherd", "tree")
+log = logging.getLogger(__name__)
+EXPORT_FORMATS = ("trl", "shepherd", "tree", "processbench")
 
 
 class ExportError(ValueError):
@@ -37,11 +44,11 @@ def _dump(record: dict) -> bytes:
 def export_records(
     data_path: str | Path | Sequence[str | Path], fmt: str, out_path: str | Path
 ) -> int:
-    """Write ``data_path`` (one file, or several: the shards of a run, which must not share a
-    problem id) in format ``fmt`` to ``out_path``; return the number of lines written.
+    """Write ``data_path`` (one file, or several: shards of a run, runs over the same problems;
+    ``amcs.shards.check_combinable`` refuses an id with two questions and overlapping shards) in
+    format ``fmt`` to ``out_path``; return the number of lines written. The formats are in the
+    module docstring.
 
-    trl: prompt/completions/labels. shepherd: Math-Shepherd's "ки"-tagged input and +/- label.
-    tree: one OpenR math-aps-tree line per ok problem with a tree, read from the meta file.
     Raises ExportError (or PRMDataError / RecordFormatError / ShardError for bad input, all
     ValueErrors) with one line naming the file; ``out_path`` is then as it was before.
     """
@@ -55,12 +62,13 @@ def export_records(
     out_path = Path(out_path)
     for path in paths:
         _check_paths(path, meta_path_for(path), out_path, fmt)
-    if len(paths) > 1:
-        check_disjoint(paths)
+    check_combinable(paths)
     if fmt == "tree":
         lines: Iterable[dict] = (
             line for path in paths for line in _tree_lines(meta_path_for(path))
         )
+    elif fmt == "processbench":
+        lines = (line for path in paths for line in _processbench_lines(path))
     else:
         convert = _trl_line if fmt == "trl" else _shepherd_line
         lines = (convert(row) for path in paths for _, row in iter_prm_rows(path))
@@ -138,6 +146,24 @@ def _fsync_dir(path: Path) -> None:
 
 def _trl_line(row: dict) -> dict:
     return {k: row[k] for k in ("prompt", "completions", "labels")}
+
+
+def _processbench_lines(path: Path) -> Iterator[dict]:
+    """ProcessBench lines of one data file (``amcs.stepeval.path_examples``); the count of
+    prefixes left out goes to the log. A field that is not known (None) is left out."""
+    from amcs.stepeval import path_examples
+
+    rows = iter_prm_rows(path, keep=("problem_id", "answer", "model"))
+    examples, prefixes = path_examples(rows)
+    if prefixes:
+        log.warning(
+            "%s: left out %d all-'+' path(s) that stop before a final answer (prefixes, not "
+            "full solutions)",
+            path,
+            prefixes,
+        )
+    for example in examples:
+        yield {k: v for k, v in asdict(example).items() if v is not None}
 
 
 def _shepherd_line(row: dict) -> dict:

@@ -65,10 +65,16 @@ def load_prm_rows(
 
 
 def iter_prm_rows(
-    source: str | Path, fmt: str = "auto", *, neutral_is_positive: bool = True
+    source: str | Path,
+    fmt: str = "auto",
+    *,
+    neutral_is_positive: bool = True,
+    keep: tuple[str, ...] = (),
 ) -> Iterator[tuple[str, dict]]:
     """(location, row) for each row of ``source``, checked and converted as ``load_prm_rows``
     does; the location is ``FILE:LINE`` (or ``NAME[train]:INDEX``) for messages about the row.
+    The source keys named in ``keep`` (e.g. an amcs line's problem_id, answer, model) are copied
+    into the row where present.
 
     Every problem with the input is a PRMDataError (a ValueError) naming the file and line, or
     the source when it cannot be opened at all.
@@ -84,7 +90,7 @@ def iter_prm_rows(
             convert = _CONVERTERS[detect_format(record, where) if fmt == "auto" else fmt]
         row = convert(record, where, neutral_is_positive)
         if row is not None:
-            yield where, row
+            yield where, row | {k: record[k] for k in keep if k in record}
 
 
 def _open_source(source: str | Path) -> Iterator[tuple[str, Any]]:

@@ -6,15 +6,22 @@ A source is a JSONL, JSON or Parquet file, a Hugging Face dataset name (``name``
 Common field names are mapped: question | problem | query | prompt, and answer | final_answer
 (GSM8K's "... #### 42" keeps what follows ``####``).
 
+A problem's id is its record's id field (id | unique_id | problem_id | idx) when it has one, else
+``q-`` + the first 12 hex digits of the SHA-256 of the exact question text (:func:`question_id`):
+the same question has the same id in every file and every run, so runs over several problem files
+train together, and one id never names two questions. The bundled domain keeps its own ids.
+
 Bad input fails before any work starts, as one ProblemError line naming the file and line: text
-that is not UTF-8, malformed JSON, a missing question or answer, a duplicate id, a directory, a
-corrupt Parquet file, a source with no problems at all. A missing path is "no such file" when it
+that is not UTF-8, malformed JSON, a missing question or answer, a duplicate id, the same question
+twice without id fields (both would get one hashed id), a directory, a corrupt Parquet file, a
+source with no problems at all. A missing path is "no such file" when it
 ends in .jsonl/.json/.parquet or could not be a hub dataset id (``amcs.hub.looks_like_local_path``);
 other names go to the hub, or to the local datasets cache when the hub cannot be reached.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -28,6 +35,8 @@ from amcs.jsonl import JSONLinesError, decode_utf8, read_json_lines
 QUESTION_FIELDS = ("question", "problem", "query", "prompt")
 ANSWER_FIELDS = ("answer", "final_answer", "expected_answer", "ground_truth")
 ID_FIELDS = ("id", "unique_id", "problem_id", "idx")
+QUESTION_ID_PREFIX = "q-"
+QUESTION_ID_DIGITS = 12  # 48 bits: a collision is a duplicate-id error, never a silent merge
 DEFAULT_ARITH_COUNT = 200
 _ARITH_RE = re.compile(r"^arith(-heldout)?(?::(\d+))?$")
 _ARITH_PREFIX_RE = re.compile(r"^arith(-heldout)?:")  # meant the bundled domain, maybe mistyped
@@ -43,6 +52,13 @@ class Problem:
     question: str
     answer: str
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def question_id(question: str) -> str:
+    """The id of a problem without an id field: ``q-`` + the first 12 hex digits of
+    sha256(question as UTF-8). The exact text counts: any change to it is another problem."""
+    digest = hashlib.sha256(question.encode("utf-8")).hexdigest()
+    return QUESTION_ID_PREFIX + digest[:QUESTION_ID_DIGITS]
 
 
 def arith_problems(
@@ -170,7 +186,8 @@ def _to_problems(
     records: list[tuple[str, dict]], question_field: str | None, answer_field: str | None
 ) -> list[Problem]:
     problems = []
-    seen: dict[str, str] = {}
+    seen: dict[str, str] = {}  # id -> where it was first
+    hashed: set[str] = set()  # ids that are their own question's hash
     for where, record in records:
         if not isinstance(record, dict):
             raise ProblemError(f"{where}: expected a JSON object, got {type(record).__name__}")
@@ -186,10 +203,20 @@ def _to_problems(
         if "####" in answer:  # GSM8K: the final answer follows "####"
             answer = answer.rsplit("####", 1)[1].strip().replace(",", "")
         _, pid = _pick(record, ID_FIELDS, None)
-        pid = str(pid) if pid is not None else f"p{len(problems)}"
+        if pid is None:
+            pid = question_id(question)
+            if pid in hashed:
+                raise ProblemError(
+                    f"{where}: no id field, and the same question as {seen[pid]}: a problem "
+                    f"without an id is named by its question's hash ({pid}), which is taken; "
+                    f"remove the duplicate or give each an id field ({' | '.join(ID_FIELDS)})"
+                )
+        pid = str(pid)
         if pid in seen:
             raise ProblemError(f"{where}: duplicate id {pid!r} (first at {seen[pid]})")
         seen[pid] = where
+        if pid == question_id(question):
+            hashed.add(pid)
         meta = {k: v for k, v in record.items() if k not in {q_name, a_name}}
         problems.append(Problem(id=pid, question=question, answer=answer, meta=meta))
     return problems

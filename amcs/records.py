@@ -48,6 +48,7 @@ STATUSES = ("ok", "failed")
 PATH_KEYS = ("completions", "labels", "values", "rollouts", "method", "model")
 META_FORMAT = "amcs-meta"
 META_VERSION = 1
+_POSITIONAL_ID = re.compile(r"^p\d+$")  # how amcs named problems without an id field before
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 HOW_TO_PROCEED = "pass --no-resume --overwrite to replace it, or choose another --out"
 
@@ -389,6 +390,25 @@ class RecordWriter:
                 raise OutputMismatchError(
                     f"problem {p.id!r} in {self.meta_path} has another question than in this "
                     "run's problems (did the problem file change?); " + HOW_TO_PROCEED
+                )
+        # A committed question that this run names by another id: resuming would search it again
+        # under the new id. Runs of amcs before stable ids named problems by position (p0, p1).
+        ids = {p.id for p in problems}
+        by_question = {m.get("question"): m["problem_id"] for m in self.completed}
+        for p in problems:
+            old = by_question.get(p.question)
+            if p.id not in committed and old is not None and old not in ids:
+                why = (
+                    "the run was written when problems without an id field were named by "
+                    "position (p0, p1, ...); now they are named by their question's hash (q-...)"
+                    if _POSITIONAL_ID.match(old)
+                    else "the problem file renamed it"
+                )
+                raise OutputMismatchError(
+                    f"{self.meta_path} has this run's problem {p.id!r} as {old!r}: {why}, so "
+                    "resuming would search it again under a new id. Start a new run (another "
+                    "--out, or --no-resume --overwrite), or continue this one by giving each "
+                    "problem its old name in an id field of the problem file"
                 )
 
     def close(self) -> None:

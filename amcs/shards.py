@@ -1,19 +1,21 @@
 """Several output files as one data set: the shards of a run spread over machines.
 
 ``amcs generate --shard i/n`` on n machines writes n files; ``amcs train`` and ``amcs export``
-take them all (repeated, or as a glob such as ``'part*.jsonl'``) and refuse a problem id present
-in two of them — overlapping shards (the same shard run twice, or two runs with different n)
-would count a problem twice.
+take them all (repeated, or as a glob such as ``'part*.jsonl'``). Files of different runs over the
+same problems (two methods, two models) combine too. ``check_combinable`` refuses what would
+corrupt the data set: a problem id that names two questions, and a problem in two shards of one
+run (the same shard run twice, or two runs with different n would count it twice).
 """
 
 from __future__ import annotations
 
 import glob
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from amcs.records import meta_path_for, read_meta
+from amcs.jsonl import JSONLinesError, read_json_lines
+from amcs.records import committed_end, meta_path_for, read_run_header
 
 _GLOB_CHARS = set("*?[")
 
@@ -46,36 +48,73 @@ def expand_sources(specs: Iterable[str | Path]) -> list[str]:
     return out
 
 
-def problem_ids(path: Path) -> set[str]:
-    """The problems whose lines a file holds: the ok records of its meta file when it has one,
-    else the problem_id of every data line (files without problem ids give an empty set)."""
+def _run_key(path: Path) -> str | None:
+    """What names the run that wrote ``path``: its fingerprint less the shard (the shards of one
+    run differ only there), or None when it has no meta file or no fingerprint."""
     meta = meta_path_for(path)
-    if meta.exists():
-        last = {m["problem_id"]: m["status"] for m in read_meta(meta)}
-        return {pid for pid, status in last.items() if status == "ok"}
-    ids: set[str] = set()
-    with open(path, "rb") as f:
-        for line in f:
-            try:
-                pid = json.loads(line).get("problem_id")
-            except (ValueError, AttributeError):
-                continue  # the data loader reports bad lines with their file and line
-            if isinstance(pid, str):
-                ids.add(pid)
-    return ids
+    if not meta.is_file():
+        return None
+    try:
+        fingerprint = (read_run_header(meta) or {}).get("fingerprint")
+    except OSError as exc:
+        raise ShardError(f"{meta}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(fingerprint, dict):
+        return None
+    return json.dumps({k: v for k, v in fingerprint.items() if k != "shard"}, sort_keys=True)
 
 
-def check_disjoint(sources: Iterable[str | Path]) -> None:
-    """Refuse sources that share a problem id (ShardError naming both files and the id)."""
-    owner: dict[str, str] = {}
-    for source in sources:
+def _id_questions(path: Path) -> Iterator[tuple[str, str, str]]:
+    """(problem id, question, FILE:LINE) of every committed data line that has a problem id; the
+    question is the line's ``prompt`` (TRL's convention: the bare question). A line that is not
+    JSON is a ShardError, a bad meta file a RecordFormatError, both naming file and line."""
+    try:
+        for line_no, record in read_json_lines(path, committed_end(path)):
+            if isinstance(record, dict):
+                pid, prompt = record.get("problem_id"), record.get("prompt")
+                if isinstance(pid, str) and isinstance(prompt, str):
+                    yield pid, prompt, f"{path}:{line_no}"
+    except JSONLinesError as exc:
+        raise ShardError(str(exc)) from None
+    except OSError as exc:
+        raise ShardError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def check_combinable(sources: Iterable[str | Path]) -> None:
+    """Refuse data files that cannot be used as one data set (ShardError naming both files and
+    lines, and the id):
+
+    - one problem id with two questions, in one file or in two (problem files whose ids were
+      positions, or two problem files concatenated): the data would mix two problems under
+      one name;
+    - one problem in two files written by the same run (equal fingerprints but for the shard):
+      overlapping shards, which would count the problem twice.
+
+    The same problem with the same question in runs that differ otherwise (two methods, two
+    models, two seeds) is fine: that is what comparing and pooling runs means. Lines without a
+    problem id (plain TRL data) and dataset names are not checked.
+    """
+    first: dict[str, tuple[str, str, int]] = {}  # id -> question, where, index of its file
+    runs: list[str | None] = []
+    for index, source in enumerate(sources):
         path = Path(source)
         if not path.is_file():
+            runs.append(None)
             continue  # a dataset name: its loader reports what is wrong
-        for pid in sorted(problem_ids(path)):
-            if pid in owner:
+        runs.append(_run_key(path))
+        for pid, question, where in _id_questions(path):
+            if pid not in first:
+                first[pid] = (question, where, index)
+                continue
+            seen_question, seen_where, seen_index = first[pid]
+            if question != seen_question:
                 raise ShardError(
-                    f"problem {pid!r} is in both {owner[pid]} and {source}: shards must not "
-                    "overlap (the same --shard run twice, or runs with different shard counts?)"
+                    f"problem {pid!r} names two questions: {seen_where} and {where} (ids from "
+                    "positions in a problem file, or problem files concatenated?); an id must "
+                    "name one question wherever runs are combined"
                 )
-            owner[pid] = str(source)
+            if seen_index != index and runs[index] is not None and runs[index] == runs[seen_index]:
+                raise ShardError(
+                    f"problem {pid!r} is in both {seen_where} and {where}, written by the same "
+                    "run: shards must not overlap (the same --shard run twice, or runs with "
+                    "different shard counts?)"
+                )

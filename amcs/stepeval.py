@@ -13,20 +13,36 @@ everything right (a1 = 0) or everything wrong (a2 = 0) scores 0.
 
 The bundled arithmetic domain writes such files with exact truth (:func:`arith_step_examples`):
 solutions sampled from a policy, each step judged by :func:`amcs.domains.arith.check_steps`.
+
+:func:`read_step_file` also reads labelled paths: an ``amcs generate`` run (or any TRL PRM rows:
+``prompt``, ``completions``, ``labels``), told apart per file by the keys of its first line. Each
+path is one example whose reference ``label`` is the index of its first "-" step, -1 when all
+are "+" (:func:`path_examples`): the reference is then the run's Monte Carlo labels, not human
+labels. A path that has a "-" is kept whole (the search cuts it after its first "-", which
+changes nothing: a prediction matches only when it finds exactly that step). A path that is all
+"+" is a correct full solution only when it states a final answer (``amcs.grading.
+extract_answer`` finds one in a step); otherwise it is a prefix (a search stopped by its budget,
+a Math-Shepherd path cut at max_new_tokens) and is left out and counted: ProcessBench's a2
+measures correct *full* solutions, and a prefix whose later steps nobody judged is not one.
+``final_answer_correct`` is the stated answer against the line's ``answer`` where both are plain
+numbers (``answers_match_fast``), else unknown (None).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amcs.backends.base import Backend, SamplingParams
 from amcs.domains.arith import check_steps, evaluate, parse_expression
 from amcs.grading import answers_match_fast, extract_answer
+from amcs.jsonl import JSONLinesError, read_json_lines
 from amcs.prompts import prompt_ids
+from amcs.records import RecordFormatError
 from amcs.search.context import derive_seed
 from amcs.steps import split_steps
 
@@ -48,44 +64,128 @@ class StepExample:
     generator: str | None = None
 
 
+PROCESSBENCH = "processbench"
+PATHS = "paths"  # amcs run / TRL PRM rows: prompt, completions, labels
+MC_REFERENCE = "reference = the run's Monte Carlo labels, not human labels"
+_PATH_KEYS = ("problem_id", "answer", "model")  # what a path example takes from an amcs line
+
+
+@dataclass(frozen=True)
+class StepFile:
+    """The examples of a step-evaluation file; ``layout`` is PROCESSBENCH or PATHS, and
+    ``prefixes`` counts the all-"+" paths left out because they stop before a final answer."""
+
+    examples: list[StepExample]
+    layout: str
+    prefixes: int = 0
+
+
 def read_step_examples(path: str | Path) -> list[StepExample]:
-    """Read a ProcessBench-layout JSONL file; errors name the file and line."""
+    """The examples of a ProcessBench-layout file or of labelled paths (:func:`read_step_file`)."""
+    return read_step_file(path).examples
+
+
+def read_step_file(path: str | Path) -> StepFile:
+    """Read a step-evaluation file, its layout told by the keys of its first line: ``prompt`` or
+    ``completions`` (an amcs run, TRL rows) -> labelled paths (:func:`path_examples`), else
+    ProcessBench (problem, steps, label). Errors name the file and line."""
     path = Path(path)
+    if path.is_dir():
+        raise StepDataError(f"{path}: is a directory, not a data file")
     if not path.exists():
         raise StepDataError(f"{path}: no such file")
+    try:
+        first = next(iter(read_json_lines(path)), (0, None))[1]
+        if isinstance(first, dict) and ({"prompt", "completions"} & set(first)):
+            from amcs.prm_data import iter_prm_rows
+
+            examples, prefixes = path_examples(iter_prm_rows(path, "trl", keep=_PATH_KEYS))
+            return StepFile(examples, PATHS, prefixes)
+        return StepFile(_processbench_examples(path), PROCESSBENCH)
+    except (JSONLinesError, RecordFormatError) as exc:  # PRMDataError is a RecordFormatError
+        raise StepDataError(str(exc)) from None
+    except OSError as exc:
+        raise StepDataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _processbench_examples(path: Path) -> list[StepExample]:
     examples = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise StepDataError(f"{where}: malformed JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise StepDataError(f"{where}: expected a JSON object")
-            missing = [k for k in ("problem", "steps", "label") if k not in record]
-            if missing:
-                raise StepDataError(f"{where}: missing {', '.join(missing)}")
-            steps, label = record["steps"], record["label"]
-            if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
-                raise StepDataError(f"{where}: 'steps' must be a list of strings")
-            if not isinstance(label, int) or not -1 <= label < len(steps):
-                raise StepDataError(
-                    f"{where}: 'label' must be -1 or a step index below {len(steps)}, got {label!r}"
-                )
-            examples.append(
-                StepExample(
-                    id=str(record.get("id", line_no)),
-                    problem=str(record["problem"]),
-                    steps=steps,
-                    label=label,
-                    final_answer_correct=record.get("final_answer_correct"),
-                    generator=record.get("generator"),
-                )
+    for line_no, record in read_json_lines(path):
+        where = f"{path}:{line_no}"
+        if not isinstance(record, dict):
+            raise StepDataError(f"{where}: expected a JSON object")
+        missing = [k for k in ("problem", "steps", "label") if k not in record]
+        if missing:
+            raise StepDataError(f"{where}: missing {', '.join(missing)}")
+        steps, label = record["steps"], record["label"]
+        if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+            raise StepDataError(f"{where}: 'steps' must be a list of strings")
+        if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < len(steps):
+            raise StepDataError(
+                f"{where}: 'label' must be -1 or a step index below {len(steps)}, got {label!r}"
             )
+        examples.append(
+            StepExample(
+                id=str(record.get("id", line_no)),
+                problem=str(record["problem"]),
+                steps=steps,
+                label=label,
+                final_answer_correct=record.get("final_answer_correct"),
+                generator=record.get("generator"),
+            )
+        )
     return examples
+
+
+def first_minus(labels: Sequence[bool]) -> int:
+    """The index of the first "-" (False) label, -1 when every label is "+"."""
+    return next((i for i, label in enumerate(labels) if not label), -1)
+
+
+def stated_answer(steps: Sequence[str]) -> str | None:
+    """The final answer a path states: ``extract_answer`` of its last step that has one."""
+    return next((a for a in map(extract_answer, reversed(steps)) if a is not None), None)
+
+
+def path_examples(rows: Iterable[tuple[str, dict]]) -> tuple[list[StepExample], int]:
+    """(examples, prefixes left out) from labelled paths, (location, row) pairs as
+    ``amcs.prm_data.iter_prm_rows`` yields them (with ``problem_id``, ``answer``, ``model`` kept
+    where the line has them); see the module docstring for the rule.
+
+    id = ``<problem_id>-<k>`` for the k-th path of a problem (from 0), else the line number;
+    problem = prompt; steps = completions; label = first "-" or -1; generator = the line's model.
+    """
+    examples: list[StepExample] = []
+    prefixes = 0
+    paths_of: Counter[str] = Counter()
+    for where, row in rows:
+        steps, label = list(row["completions"]), first_minus(row["labels"])
+        answer = stated_answer(steps)
+        if label < 0 and answer is None:
+            prefixes += 1
+            continue
+        reference = row.get("answer")
+        correct = None
+        if answer is not None and isinstance(reference, str | int | float):
+            correct = answers_match_fast(answer, str(reference))
+        pid = row.get("problem_id")
+        if isinstance(pid, str):
+            example_id = f"{pid}-{paths_of[pid]}"
+            paths_of[pid] += 1
+        else:
+            example_id = where.rsplit(":", 1)[-1]
+        model = row.get("model")
+        examples.append(
+            StepExample(
+                id=example_id,
+                problem=row["prompt"],
+                steps=steps,
+                label=label,
+                final_answer_correct=correct,
+                generator=model if isinstance(model, str) else None,
+            )
+        )
+    return examples, prefixes
 
 
 def write_step_examples(path: str | Path, examples: Sequence[StepExample]) -> None:

@@ -339,7 +339,9 @@ def steps_command(
     data: str = typer.Option(
         "arith-heldout:500",
         help="A ProcessBench-layout JSONL file (problem, steps, label = earliest wrong step or "
-        "-1), or arith-heldout[:N] / arith[:N]: sample the policy and label with exact truth.",
+        "-1); an amcs run or TRL PRM rows (prompt, completions, labels: label = first '-' "
+        "step, the run's Monte Carlo labels); or arith-heldout[:N] / arith[:N]: sample the "
+        "policy and label with exact truth.",
     ),
     prm: str | None = typer.Option(
         None,
@@ -374,22 +376,39 @@ def steps_command(
 
     from amcs.problems import is_arith_source
     from amcs.stepeval import (
+        MC_REFERENCE,
+        PATHS,
         StepDataError,
-        read_step_examples,
+        read_step_file,
         score_examples,
         step_report,
         write_step_examples,
     )
 
+    reference = None
     if is_arith_source(data):
         examples = asyncio.run(_arith_examples(data, model, temperature, seed))
         if write_data:
             write_step_examples(write_data, examples)
     else:
         try:
-            examples = read_step_examples(data)
+            step_file = read_step_file(data)
         except StepDataError as exc:
             fail(str(exc))
+        examples = step_file.examples
+        if step_file.layout == PATHS:
+            reference = MC_REFERENCE
+            err.print(
+                f"{data}: labelled paths, one example each (label = first '-' step, -1 when "
+                f"all '+'); {MC_REFERENCE}",
+                markup=False,
+            )
+            if step_file.prefixes:
+                err.print(
+                    f"left out {step_file.prefixes:,} all-'+' path(s) that stop before a final "
+                    "answer (prefixes, not full solutions)",
+                    markup=False,
+                )
     if not examples:
         fail(f"no solutions in {data}")
     scorer = _scorer(prm, prm_format, 32, model)
@@ -403,6 +422,8 @@ def steps_command(
     scores = asyncio.run(score_all())
     report = step_report(scores, [e.label for e in examples], threshold)
     report |= {"data": data, "prm": str(prm or "amcs/tiny-arith-prm"), "n": len(examples)}
+    if reference:
+        report["reference"] = reference
     best = report["best_threshold"]
     console = Console()
     console.print(

@@ -14,14 +14,17 @@ def export_command(
     data: list[str] = typer.Argument(
         ...,
         help="Data file(s) written by `amcs generate`: several files or a quoted glob "
-        "('part*.jsonl') export as one (shards must not share a problem).",
+        "('part*.jsonl') export as one (shards, or runs over the same problems; an id must "
+        "name one question).",
     ),
     fmt: str = typer.Option(..., "--format", "-f", help=f"One of: {', '.join(EXPORT_FORMATS)}."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the converted JSONL."),
 ) -> None:
     """Export labelled steps: trl (prompt/completions/labels, TRL's stepwise format), shepherd
-    (Math-Shepherd's "ки"-tagged text with +/- labels) or tree (OpenR's math-aps-tree layout,
-    from the run's meta file).
+    (Math-Shepherd's "ки"-tagged text with +/- labels), tree (OpenR's math-aps-tree layout,
+    from the run's meta file) or processbench (one line per path: problem, steps, label = first
+    "-" step or -1; all-"+" paths that stop before a final answer are left out; `amcs eval
+    steps --data` reads it).
 
     The data rows get the same checks as in `amcs train` (any file it reads can be exported);
     a bad row stops the export naming its file and line. The output appears only when complete:
@@ -32,6 +35,8 @@ def export_command(
       amcs export amcs-data.jsonl --format shepherd --out shepherd.jsonl
 
       amcs export 'part*.jsonl' --format trl --out all.jsonl
+
+      amcs export amcs-data.jsonl --format processbench --out steps.jsonl
     """
     from amcs.shards import expand_sources
 

@@ -101,9 +101,12 @@ def filter_command(
         fail(f"--judge-model is for --judge {INSTRUCT}")
     if mode not in MODES:
         fail(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    from amcs.shards import check_combinable
+
     try:
         check_paths(data, out)
-    except FilterError as exc:
+        check_combinable([data])  # a concatenated file may name two questions by one id
+    except ValueError as exc:  # FilterError, ShardError
         fail(str(exc))
     scorer = None if judge == INSTRUCT else _judge(judge, prm_format, opts["batch_size"])
 

@@ -85,8 +85,9 @@ def train_command(
     data: list[str] = typer.Option(
         [],
         "--data",
-        help="Training data, repeatable or a quoted glob (shards of one run: no problem may be "
-        "in two): amcs/TRL/Math-Shepherd/PRM800K JSONL or a HF dataset.",
+        help="Training data, repeatable or a quoted glob (shards, or runs over the same "
+        "problems; an id must name one question): amcs/TRL/Math-Shepherd/PRM800K JSONL or a "
+        "HF dataset.",
     ),
     fmt: str | None = typer.Option(
         None, "--format", help="auto | trl | amcs | shepherd | prm800k. [default: auto]"
@@ -176,12 +177,12 @@ def train_command(
         fail("no training data: pass --data FILE (or set data: in the recipe)")
 
     from amcs.prm_data import load_prm_rows
-    from amcs.shards import ShardError, check_disjoint, expand_sources
+    from amcs.shards import ShardError, check_combinable, expand_sources
 
     sources = [opts["data"]] if isinstance(opts["data"], str) else list(opts["data"])
     try:
         sources = expand_sources(sources)
-        check_disjoint(sources)
+        check_combinable(sources)
     except (ShardError, OSError, ValueError) as exc:
         fail(str(exc))
     rows = []

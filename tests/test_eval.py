@@ -13,12 +13,15 @@ from amcs.backends.hf import HFBackend
 from amcs.evaluation import Cell, evaluate, make_cells, markdown_table, summarize
 from amcs.grading import Grader
 from amcs.problems import load_problems
+from amcs.records import RecordWriter
 from amcs.stepeval import (
+    PATHS,
     StepDataError,
     StepExample,
     first_error_f1,
     predict_first_error,
     read_step_examples,
+    read_step_file,
     step_report,
     write_step_examples,
 )
@@ -246,6 +249,109 @@ def test_cli_eval_steps_on_a_processbench_file(tmp_path):
     report = json.loads(out.read_text())
     assert report["f1"] == 1.0 and report["n_erroneous"] == 2 and report["n_correct"] == 1
     assert "step-level F1 1.000" in result.stdout
+
+
+def _path(steps, labels, model="tiny"):
+    return {
+        "completions": steps,
+        "labels": labels,
+        "values": [1.0 if label else 0.0 for label in labels],
+        "rollouts": [6] * len(steps),
+        "method": "amcs",
+        "model": model,
+    }
+
+
+def mc_run(folder):
+    """A hand-written amcs run of one problem: five paths, one of them an all-"+" prefix, and one
+    whose MC labels call a right step wrong (the oracle disagrees)."""
+    data = folder / "run.jsonl"
+    with RecordWriter(data) as w:
+        w.write_problem(
+            "q-1",
+            "What is 2 + 3 * 4?",
+            "14",
+            [
+                _path(["3 * 4 = 12", "2 + 12 = 14", "The answer is \\boxed{14}."], [True] * 3),
+                _path(["3 * 4 = 12", "2 + 12 = 15"], [True, False]),
+                _path(["3 * 4 = 12"], [True]),  # a prefix: stops before a final answer
+                _path(["3 * 4 = 13"], [False]),
+                _path(["3 * 4 = 12", "2 + 12 = 14"], [True, False]),  # MC wrong, not the step
+            ],
+        )
+    return data
+
+
+def test_an_amcs_run_is_read_as_step_examples_with_the_first_minus_as_label(tmp_path):
+    step_file = read_step_file(mc_run(tmp_path))
+    assert step_file.layout == PATHS and step_file.prefixes == 1
+    assert [(e.id, e.label, e.final_answer_correct) for e in step_file.examples] == [
+        ("q-1-0", -1, True),
+        ("q-1-1", 1, None),
+        ("q-1-2", 0, None),
+        ("q-1-3", 1, None),
+    ]
+    assert step_file.examples[1].steps == ["3 * 4 = 12", "2 + 12 = 15"]
+    assert {(e.problem, e.generator) for e in step_file.examples} == {
+        ("What is 2 + 3 * 4?", "tiny")
+    }
+
+
+def test_plain_trl_rows_are_step_examples_too(tmp_path):
+    rows = [
+        {
+            "prompt": "What is 1 + 1?",
+            "completions": ["1 + 1 = 3", "The answer is 3"],
+            "labels": [0, 0],
+        },
+        {
+            "prompt": "What is 1 + 1?",
+            "completions": ["1 + 1 = 2", "The answer is 2"],
+            "labels": [1, 1],
+        },
+        {"prompt": "What is 1 + 1?", "completions": ["1 + 1 = 2"], "labels": [True]},
+    ]
+    data = tmp_path / "trl.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    step_file = read_step_file(data)
+    assert step_file.prefixes == 1
+    assert [(e.id, e.label, e.steps, e.generator) for e in step_file.examples] == [
+        ("1", 0, rows[0]["completions"], None),
+        ("2", -1, rows[1]["completions"], None),
+    ]
+    data.write_text(
+        json.dumps(rows[0]) + "\n" + json.dumps(dict(rows[1], labels=["yes", 1])) + "\n"
+    )
+    with pytest.raises(StepDataError) as info:
+        read_step_file(data)
+    assert str(info.value) == f"{data}:2: labels must be booleans (or 0/1), label 1 is 'yes'"
+
+
+def test_cli_eval_steps_on_an_amcs_run_scores_against_its_mc_labels(tmp_path):
+    out = tmp_path / "f1.json"
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "steps",
+            "--data",
+            str(mc_run(tmp_path)),
+            "--prm",
+            "arith-oracle",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    # The oracle predicts -1, 1, 0, -1; the references are -1, 1, 0, 1: a1 = 2/3 (it calls the
+    # last path right where MC says step 1 is wrong), a2 = 1/1, F1 = 2 a1 a2 / (a1 + a2) = 0.8.
+    assert (report["n"], report["n_erroneous"], report["n_correct"]) == (4, 3, 1)
+    assert report["a1_erroneous"] == pytest.approx(2 / 3) and report["a2_correct"] == 1.0
+    assert report["f1"] == pytest.approx(0.8)
+    assert report["reference"] == "reference = the run's Monte Carlo labels, not human labels"
+    assert "reference = the run's Monte Carlo labels, not human labels" in result.stderr
+    assert "left out 1 all-'+' path(s) that stop before a final answer" in result.stderr
 
 
 def test_shared_samples_draw_repeated_seeded_requests_once():

@@ -1,4 +1,4 @@
-"""amcs export: the three formats on a real run's files, and hostile input.
+"""amcs export: the four formats on a real run's files, and hostile input.
 
 Hostile cases go through the real command line: exit status 2, one line on stderr naming the file
 and line (or the option), and the previous output file byte for byte unchanged, with no temporary
@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from amcs.export import ExportError, export_records
 from amcs.prm_data import PRMDataError
 from amcs.records import RecordFormatError, RecordWriter, meta_path_for
+from amcs.stepeval import PROCESSBENCH, read_step_examples, read_step_file
 from cli.main import app
 
 OLD_OUTPUT = b'{"an earlier export": "must survive a failed one"}\n'
@@ -106,6 +107,58 @@ def test_export_tree(two_step, tmp_path):
     }
 
 
+def test_export_processbench_and_read_it_back(tmp_path, caplog):
+    data = tmp_path / "data.jsonl"
+    with RecordWriter(data) as w:
+        w.write_problem(
+            "q-a",
+            "What is 2 + 2?",
+            "4",
+            [
+                path(["2 + 2 = 4.", "The answer is: 4"], [True, True], [1.0, 1.0]),
+                path(["2 + 2 = 5."], [False], [0.0]),
+                path(["2 + 2 = 4."], [True], [1.0]),  # a prefix: left out
+            ],
+        )
+        w.write_problem("q-b", "What is 1 + 1?", "2", [path(["The answer is: 3"], [False], [0.0])])
+    out = tmp_path / "pb.jsonl"
+    with caplog.at_level("WARNING", logger="amcs.export"):
+        assert export_records(data, "processbench", out) == 3
+    assert caplog.messages == [
+        f"{data}: left out 1 all-'+' path(s) that stop before a final answer (prefixes, not full "
+        "solutions)"
+    ]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines == [
+        {
+            "id": "q-a-0",
+            "problem": "What is 2 + 2?",
+            "steps": ["2 + 2 = 4.", "The answer is: 4"],
+            "label": -1,
+            "final_answer_correct": True,
+            "generator": "tiny",
+        },
+        {
+            "id": "q-a-1",
+            "problem": "What is 2 + 2?",
+            "steps": ["2 + 2 = 5."],
+            "label": 0,
+            "generator": "tiny",
+        },
+        {
+            "id": "q-b-0",
+            "problem": "What is 1 + 1?",
+            "steps": ["The answer is: 3"],
+            "label": 0,
+            "final_answer_correct": False,
+            "generator": "tiny",
+        },
+    ]
+    # The round trip: eval steps reads the export as ProcessBench, with the run's own examples.
+    assert read_step_file(out).layout == PROCESSBENCH
+    assert read_step_examples(out) == read_step_examples(data)
+
+
 def test_zero_one_labels_export_as_booleans(tmp_path):
     # amcs train accepts 0/1 labels, so export does, and writes them as booleans.
     data = tmp_path / "d.jsonl"
@@ -157,7 +210,7 @@ GOOD_ROW = {"prompt": "q", "completions": ["a", "b"], "labels": [True, False]}
         ('{"prompt": "q", "completions": ["a"], "lab', "malformed JSON"),
     ],
 )
-@pytest.mark.parametrize("fmt", ["trl", "shepherd"])
+@pytest.mark.parametrize("fmt", ["trl", "shepherd", "processbench"])
 def test_bad_row_fails_naming_the_line_and_keeps_the_old_output(tmp_path, line, message, fmt):
     data = tmp_path / "data.jsonl"
     # Two good lines first, so the failure comes after output has been written.
@@ -246,7 +299,7 @@ def test_missing_inputs_and_unknown_format(two_step, tmp_path):
     )
     assert export(two_step, "-f", "csv", "-o", out) == (
         2,
-        "error: unknown export format 'csv': choose one of trl, shepherd, tree\n",
+        "error: unknown export format 'csv': choose one of trl, shepherd, tree, processbench\n",
     )
     assert not out.exists()
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import shared_data
 from typer.testing import CliRunner
 
-from amcs.problems import Problem, ProblemError, load_problems
+from amcs.problems import Problem, ProblemError, load_problems, question_id
 from cli.main import app
 
 
@@ -45,6 +45,51 @@ def test_field_mapping_and_gsm8k_answers(tmp_path):
     assert ps[0].id == "a" and ps[1].meta == {"level": 5}
 
 
+def test_ids_without_an_id_field_are_the_question_hash_not_a_position(tmp_path):
+    questions = ["What is 2 + 3?", "What is 2 + 3? ", "Tom has 3 apples."]
+    a = write(
+        tmp_path / "a.jsonl",
+        "".join(json.dumps({"question": q, "answer": "5"}) + "\n" for q in questions),
+    )
+    b = write(
+        tmp_path / "b.json",
+        json.dumps(
+            [{"problem": q, "answer": 1} for q in reversed(questions)]
+            + [{"problem": "x", "answer": 1, "id": 7}]
+        ),
+    )
+    ids = [p.id for p in load_problems(a)]
+    # sha256("What is 2 + 3?") = 1ea26256ebae...: q- and its first 12 hex digits.
+    assert ids[0] == "q-1ea26256ebae" == question_id("What is 2 + 3?")
+    assert len(set(ids)) == 3  # one trailing space is another question
+    assert all(len(i) == 14 and i.startswith("q-") and int(i[2:], 16) >= 0 for i in ids)
+    # Another file, another order, another field name: the same question keeps its id.
+    from_b = {p.question: p.id for p in load_problems(b)}
+    assert {q: from_b[q] for q in questions} == dict(zip(questions, ids, strict=True))
+    assert from_b["x"] == "7"  # an id field wins
+    assert [p.id for p in load_problems("arith:2")] == ["arith-0-0", "arith-0-1"]  # its own
+
+
+def test_the_same_question_twice_without_ids_is_refused_naming_both_lines(tmp_path):
+    line = json.dumps({"question": "What is 2 + 3?", "answer": "5"}) + "\n"
+    f = write(
+        tmp_path / "p.jsonl", line + json.dumps({"question": "q", "answer": "1"}) + "\n" + line
+    )
+    with pytest.raises(ProblemError) as info:
+        load_problems(f)
+    assert str(info.value) == (
+        f"{f}:3: no id field, and the same question as {f}:1: a problem without an id is named "
+        "by its question's hash (q-1ea26256ebae), which is taken; remove the duplicate or give "
+        "each an id field (id | unique_id | problem_id | idx)"
+    )
+    # With id fields the same question may appear twice (datasets do have repeats).
+    f = write(
+        tmp_path / "ids.jsonl",
+        line.replace("{", '{"id": "a", ') + line.replace("{", '{"id": "b", '),
+    )
+    assert [p.id for p in load_problems(f)] == ["a", "b"]
+
+
 def test_json_and_parquet(tmp_path):
     rows = [{"question": f"q{i}", "answer": str(i), "id": f"x{i}"} for i in range(3)]
     j = write(tmp_path / "p.json", json.dumps(rows))
@@ -60,7 +105,7 @@ def test_explicit_fields(tmp_path):
     with pytest.raises(ProblemError, match="missing question"):
         load_problems(f)
     assert load_problems(f, question_field="input", answer_field="target") == [
-        Problem(id="p0", question="q", answer="7")
+        Problem(id=question_id("q"), question="q", answer="7")
     ]
 
 
@@ -135,7 +180,7 @@ def test_non_utf8_json_names_the_line(tmp_path):
 def test_utf8_with_byte_order_mark_loads(tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_bytes(b'\xef\xbb\xbf{"question": "q", "answer": "1"}\n')
-    assert load_problems(f) == [Problem(id="p0", question="q", answer="1")]
+    assert load_problems(f) == [Problem(id=question_id("q"), question="q", answer="1")]
 
 
 def test_directory_is_not_a_problem_file(tmp_path):

@@ -1,12 +1,13 @@
 """Shards of one run, written on several machines, combine into one data set for export and
-training; overlapping shards are refused."""
+training, and so do runs over the same problems; overlapping shards of one run, and an id that
+names two questions, are refused."""
 
 import json
 
 from typer.testing import CliRunner
 
 from amcs.records import RecordWriter, shard_problems
-from amcs.shards import ShardError, check_disjoint, expand_sources
+from amcs.shards import ShardError, check_combinable, expand_sources
 from cli.main import app
 
 runner = CliRunner()
@@ -28,12 +29,15 @@ class P:
         self.id, self.question = f"p{i}", f"What is {i} + {i}?"
 
 
-def _write_shards(folder, n_problems=12, count=3):
+def _write_shards(folder, n_problems=12, count=3, method="amcs", name="part"):
+    """The files of one run sharded ``count`` ways (the fingerprint is what `amcs generate`
+    stores: the same for every shard but for the shard itself)."""
     problems = [P(i) for i in range(n_problems)]
     files = []
     for index in range(count):
-        out = folder / f"part{index}.jsonl"
-        with RecordWriter(out) as w:
+        out = folder / f"{name}{index}.jsonl"
+        fingerprint = {"method": method, "seed": 0, "shard": f"{index}/{count}"}
+        with RecordWriter(out, fingerprint=fingerprint) as w:
             for p in shard_problems(problems, index, count):
                 w.write_problem(p.id, p.question, "2", [_path([f"{p.id} step", "The answer"])])
         files.append(out)
@@ -54,22 +58,49 @@ def test_shards_export_as_one_file_from_a_glob(tmp_path):
 
 def test_overlapping_shards_are_refused_naming_both_files(tmp_path):
     _, files = _write_shards(tmp_path)
-    with RecordWriter(tmp_path / "again.jsonl") as w:  # p0 written a second time elsewhere
-        w.write_problem("p0", "What is 0 + 0?", "0", [_path(["p0 step", "The answer"])])
-    out = tmp_path / "all.jsonl"
+    # The same run sharded 2 ways as well: problem p0 is in part0.jsonl and in again0/1.
+    _, again = _write_shards(tmp_path, count=2, name="again")
+    owner = next(f for f in again if '"p0"' in f.read_text())
+    out = tmp_path / "exports" / "all.jsonl"
+    out.parent.mkdir()
     out.write_text("an older export\n")
-    r = runner.invoke(
-        app,
-        ["export", *map(str, files), str(tmp_path / "again.jsonl"), "-f", "trl", "-o", str(out)],
-    )
+    r = runner.invoke(app, ["export", *map(str, files), str(owner), "-f", "trl", "-o", str(out)])
     assert r.exit_code == 2
-    assert "problem 'p0' is in both" in r.output and "again.jsonl" in r.output
+    first = next(f for f in files if '"p0"' in f.read_text())
+    assert f"problem 'p0' is in both {first}:1 and {owner}:" in r.output
+    assert "written by the same run: shards must not overlap" in r.output
     assert out.read_text() == "an older export\n"  # untouched
     r = runner.invoke(
         app, ["train", "--data", str(tmp_path / "*.jsonl"), "--out", str(tmp_path / "prm")]
     )
-    assert r.exit_code == 2 and "problem 'p0' is in both" in r.output
+    assert r.exit_code == 2 and "is in both" in r.output and "by the same run" in r.output
     assert not (tmp_path / "prm").exists()
+
+
+def test_runs_of_two_methods_combine_but_not_two_questions_under_one_id(tmp_path):
+    _, amcs_files = _write_shards(tmp_path, count=2)
+    _, other = _write_shards(tmp_path, count=1, method="shepherd", name="shepherd")
+    check_combinable([*amcs_files, *other])  # the same problems, another method: one data set
+    out = tmp_path / "all.jsonl"
+    r = runner.invoke(
+        app, ["export", *map(str, amcs_files), *map(str, other), "-f", "trl", "-o", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    assert len(out.read_text().splitlines()) == 24  # 12 problems, each from both runs
+    renamed = tmp_path / "renamed.jsonl"
+    with RecordWriter(renamed) as w:  # an older run: p3 was the 4th line of another problem file
+        w.write_problem("p3", "What is 7 + 7?", "14", [_path(["7 + 7 = 14", "The answer"])])
+    first = next(f for f in amcs_files if '"p3"' in f.read_text())
+    line = 1 + [json.loads(x)["problem_id"] for x in first.open()].index("p3")
+    try:
+        check_combinable([*amcs_files, renamed])
+        raise AssertionError("one id naming two questions must be refused")
+    except ShardError as exc:
+        assert str(exc) == (
+            f"problem 'p3' names two questions: {first}:{line} and {renamed}:1 (ids from positions "
+            "in a problem file, or problem files concatenated?); an id must name one question "
+            "wherever runs are combined"
+        )
 
 
 def test_sources_expand_and_a_retried_problem_counts_once(tmp_path):
@@ -90,4 +121,4 @@ def test_sources_expand_and_a_retried_problem_counts_once(tmp_path):
         w.write_problem("x", "q", "1", [], status="failed", reason="RuntimeError: down")
     with RecordWriter(retried) as w:
         w.write_problem("x", "q", "1", [_path(["s", "t"])])
-    check_disjoint([retried, *files])  # one file, one problem x: no overlap
+    check_combinable([retried, *files])  # one file, one problem x: no overlap

@@ -174,7 +174,8 @@ def _policy_sequence(prompt, steps, hard, values, tokenizer, separator, max_leng
 def tokenize_rows(rows: list[dict], tokenizer, config) -> tuple[list[dict], dict[str, int]]:
     """Features of ``rows`` for training with ``config`` (a PRMTrainingConfig): labels
     re-derived at ``config.threshold`` (:func:`relabel`), then :func:`tokenize_prm_row` with its
-    separator, max_length and label kind. Returns the features and the truncation counts
+    separator, max_length and label kind; each feature's ``problem`` is its row's prompt.
+    Returns the features and the truncation counts
     (rows_dropped: not even the first step fit; rows_truncated; steps_dropped). A bad row is a
     ValueError naming its index."""
     features: list[dict] = []
@@ -198,5 +199,6 @@ def tokenize_rows(rows: list[dict], tokenizer, config) -> tuple[list[dict], dict
         if feature["n_steps_kept"] < feature["n_steps"]:
             counts["rows_truncated"] += 1
             counts["steps_dropped"] += feature["n_steps"] - feature["n_steps_kept"]
+        feature["problem"] = row["prompt"]  # the train/eval split keeps a problem on one side
         features.append(feature)
     return features, counts

@@ -111,15 +111,26 @@ def _trainer_args(config: PRMTrainingConfig) -> Iterator[PRMTrainingConfig]:
 def split_features(
     features: list[dict], eval_fraction: float, seed: int
 ) -> tuple[list[dict], list[dict]]:
-    """(train, eval): ``round(eval_fraction * n)`` features held out (at least 1 when
-    ``eval_fraction`` > 0 and at least 2 features exist, never all), drawn with
-    ``random.Random(seed)``."""
-    order = list(range(len(features)))
+    """(train, eval), split by problem: the features of one problem (one ``problem`` key, the
+    row's prompt; a feature without one is a problem of its own) stay on one side, so runs over
+    the same problems pooled for training never score a problem the PRM trained on. Problems
+    are shuffled with ``random.Random(seed)`` and held out one by one until the held-out side
+    has ``round(eval_fraction * n)`` features (at least 1 when ``eval_fraction`` > 0), but never
+    every problem: data of one problem is all for training."""
+    groups: dict[object, list[int]] = {}
+    for i, feature in enumerate(features):
+        groups.setdefault(feature.get("problem", ("row", i)), []).append(i)
+    order = list(groups.values())
     random.Random(seed).shuffle(order)
-    n_eval = 0
+    held: set[int] = set()
     if eval_fraction > 0 and len(features) >= 2:
-        n_eval = min(len(features) - 1, max(1, round(eval_fraction * len(features))))
-    return [features[i] for i in order[n_eval:]], [features[i] for i in order[:n_eval]]
+        wanted = max(1, round(eval_fraction * len(features)))
+        for group in order[:-1]:  # never every problem
+            if len(held) >= wanted:
+                break
+            held.update(group)
+    train = [f for i, f in enumerate(features) if i not in held]
+    return train, [f for i, f in enumerate(features) if i in held]
 
 
 def train_prm(
