@@ -155,11 +155,13 @@ def start_vllm(
     extra_args: tuple[str, ...] = (),
     timeout: float = 600,
     port: int | None = None,
+    threads: int = 1,
+    max_num_seqs: int = 8,
 ) -> VLLMServer:
     """vLLM's OpenAI-compatible server (CPU) on a free loopback port, ready for completions.
 
     Prefix caching and per-request cached-token counts are on, with ``block_size`` tokens per KV
-    block. Start-up takes ~75 s on a free 2-core machine, the first completion ~14 s more."""
+    block; ``threads`` CPU threads (OMP), at most ``max_num_seqs`` sequences decoded together. Start-up takes ~75 s on a free 2-core machine, the first completion ~14 s more."""
     py = require_server_env()
     port = port or free_port()
     name = served_model_names[0] if served_model_names else str(model)
@@ -178,7 +180,7 @@ def start_vllm(
         "--max-model-len",
         str(max_model_len),
         "--max-num-seqs",
-        "8",
+        str(max_num_seqs),
         "--enforce-eager",
         "-O0",
         "--enable-prefix-caching",
@@ -193,7 +195,7 @@ def start_vllm(
     env = os.environ | {
         "VLLM_CPU_OMP_THREADS_BIND": "nobind",
         "VLLM_CPU_KVCACHE_SPACE": "1",
-        "OMP_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": str(threads),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "VLLM_NO_USAGE_STATS": "1",
