@@ -330,9 +330,12 @@ from amcs.grading import Grader
 
 async def main():
     async with Grader(max_workers=2) as grader:
-        await grader.equivalent(r"\\frac{{1}}{{2}}", "0.5")
-        print("ready", flush=True)
-        await grader.equivalent(r"{UNFINISHABLE}", "1")
+        try:
+            await grader.equivalent(r"\\frac{{1}}{{2}}", "0.5")
+            print("ready", flush=True)
+            await grader.equivalent(r"{UNFINISHABLE}", "1")
+        finally:
+            await asyncio.sleep(1)  # other cleanup first, as `amcs generate` closes its backend
 
 if __name__ == "__main__":
     try:
