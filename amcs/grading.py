@@ -199,8 +199,9 @@ def _verify_in_worker(predicted: str, reference: str, cpu_limit: float) -> bool 
         return None
 
 
-# Checks run once per new worker, outside any deadline: the first polynomial comparison and the
-# first use of pi cost ~1 s of CPU (lazy imports and caches), 10 times a warm check.
+# Checks run once per new worker, outside any deadline: a fresh worker's first polynomial
+# comparison and first use of pi cost ~1 s of CPU together (lazy imports and caches); warm, such
+# checks take ~0.1 s.
 _WARM_UP = (
     ("\\frac{1}{2}", "0.5"),
     ("(y-1)^2", "y^2-2y+1"),
@@ -245,8 +246,8 @@ class Grader:
     parent (default 5, 15, 45 s), ``attempts`` attempts (default 3). CPU time is what a check
     costs whatever the load: a warm check of the math500 answers (each against its reference and
     against the next problem's) takes at most ~0.5 s of it. The wall deadline is for work no
-    signal interrupts, and catches a worker so starved that it gets less than
-    ``cpu_limit / timeout`` (40%) of a core. A missed CPU deadline keeps the worker; a missed
+    signal interrupts, and for a worker so starved (below ``cpu_limit / timeout``, 40%, of a
+    core) that a check near its CPU limit would take longer. A missed CPU deadline keeps the worker; a missed
     wall deadline kills the pool (`restarts`). A check whose pool broke under it (another
     check's kill, a crash) is tried again with the same deadlines. What has no verdict after the
     last attempt is graded wrong and counted as unresolved: in `amcs generate` that is a rollout
