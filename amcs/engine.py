@@ -76,6 +76,8 @@ class RunCounters:
     labels_negative: int = 0
     paths: int = 0
     early_exits: int = 0
+    grading_retried: int = 0  # grading deadlines missed and tried again (amcs.grading.Grader)
+    grading_unresolved: int = 0  # checks with no verdict after the last attempt: graded wrong
     outages: int = 0  # times the server stopped answering and the run waited
     waiting_since: float | None = None  # monotonic time the current outage began
     waiting_reason: str = ""
@@ -355,6 +357,8 @@ async def generate(
         counters.labels_positive += r.labels_positive
         counters.labels_negative += r.labels_negative
         counters.early_exits += r.stats.early_exits
+        counters.grading_retried += r.stats.grading_retried
+        counters.grading_unresolved += r.stats.grading_unresolved
         return base | {"paths": paths, "stats": stats, "tree": r.tree}
 
     async def write_in_order() -> None:

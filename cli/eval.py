@@ -272,6 +272,7 @@ def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
     )
     task = progress.add_task("eval", total=total, status="")
     tallies = {"runs": 0, "tokens": 0}
+    grading: dict[str, int] = {}  # this invocation's Grader counts (checks, timeouts)
     log = logging.getLogger("amcs")
 
     def on_record(record: dict) -> None:
@@ -293,17 +294,20 @@ def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
         }
         try:
             async with Grader(max_workers=min(2, os.cpu_count() or 1)) as grader:
-                with progress:
-                    return await evaluate(
-                        todo,
-                        ctx,
-                        cells,
-                        grader,
-                        out_dir / "records.jsonl",
-                        concurrency=int(opts["concurrency"]),
-                        on_record=on_record,
-                        other_scorers=others,
-                    )
+                try:
+                    with progress:
+                        return await evaluate(
+                            todo,
+                            ctx,
+                            cells,
+                            grader,
+                            out_dir / "records.jsonl",
+                            concurrency=int(opts["concurrency"]),
+                            on_record=on_record,
+                            other_scorers=others,
+                        )
+                finally:
+                    grading.update(grader.counts())
         finally:
             await backend.aclose()
             for each in [scorer, *other_scorers.values()]:
@@ -326,7 +330,13 @@ def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
         "backend": opts["backend"],
         "prm": str(opts["prm"] or "amcs/tiny-arith-prm") if needs_prm else None,
         "verify": config.to_dict(),
+        "grading": grading,
     }
+    if grading.get("unresolved"):
+        err.print(
+            f"grading timeouts: {grading['unresolved']} answer(s) got no verdict after the "
+            "retries and count as wrong"
+        )
     title = opts["title"] or f"amcs eval: {opts['problems']}"
     paths = write_report(out_dir, rows, settings, title)
     console = Console()

@@ -32,6 +32,8 @@ def _rates(c: RunCounters) -> str:
         parts.append(f"cache hit {c.cache_hit_ratio:.0%}")
     if c.retries:
         parts.append(f"retries {c.retries}")
+    if c.grading_unresolved:
+        parts.append(f"grading timeouts unresolved {c.grading_unresolved}")
     return " · ".join(parts)
 
 
@@ -99,6 +101,10 @@ def summary_table(c: RunCounters, out) -> Table:
         ("rollouts", f"{c.rollouts:,}"),
         ("generated tokens", f"{c.tokens:,}"),
         ("early exits", f"{c.early_exits:,}"),
+        (
+            "grading timeouts (retried / unresolved)",
+            f"{c.grading_retried:,} / {c.grading_unresolved:,}",
+        ),
         ("wall time", f"{c.elapsed:,.1f} s"),
         ("rollouts/s", f"{c.rollouts / max(c.elapsed, 1e-9):,.1f}"),
         ("tokens/s", f"{c.tokens / max(c.elapsed, 1e-9):,.0f}"),

@@ -176,6 +176,9 @@ def test_cli_eval_writes_the_report(tmp_path):
     assert rows[("majority", 2)]["tokens_per_problem"] > rows[("greedy", 1)]["tokens_per_problem"]
     assert rows[baseline]["tokens_per_problem"] == rows[("weighted-vote", 2)]["tokens_per_problem"]
     assert results["settings"]["verify"]["max_new_tokens"] == 200
+    # one grading check per run; plain numbers, so no timeouts
+    grading = results["settings"]["grading"]
+    assert (grading["checks"], grading["retried"], grading["unresolved"]) == (12, 0, 0)
     assert (out / "results.md").read_text().count("\n") == 2 + 2 + 4
     assert (out / "accuracy_vs_tokens.png").stat().st_size > 1000
     assert len((out / "records.jsonl").read_text().splitlines()) == 12

@@ -1,8 +1,11 @@
 import asyncio
+import dataclasses
 import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -186,17 +189,33 @@ def test_grade_many():
     assert grade_many(pairs, max_workers=1) == [True, True, False, False]
 
 
-# --- pathological inputs and worker recycling ----------------------------------------------
+# --- pathological inputs, deadlines and worker recycling -----------------------------------
+
+# An answer sympy grinds on for well over a second of CPU time (it is interruptible: the CPU
+# deadline ends it, not a pool kill); as a reference it makes every check that reaches
+# math-verify miss its deadlines.
+UNFINISHABLE = r"10^{10^{10^{10}}}"
 
 
-def test_pathological_answers_are_rejected_safely(runner, grader, tmp_path):
+@pytest.fixture
+def tight(grader):
+    """The module's warm grader with short CPU deadlines (0.1 s, then 0.3 s), restored after."""
+    saved = grader.cpu_limit, grader.attempts
+    grader.cpu_limit, grader.attempts = 0.1, 2
+    yield grader
+    grader.cpu_limit, grader.attempts = saved
+
+
+def test_pathological_answers_are_rejected_safely(runner, tight, tmp_path):
     marker = tmp_path / "pwned"
     code = f"__import__('os').system('touch {marker}')"
-    cases = [
-        (r"10^{10^{10^{10}}}", "1"),
+    endless = [  # each needs far more than the 0.3 s of CPU of the last attempt
+        (UNFINISHABLE, "1"),
         (r"9^{9^{9}}!", r"10^{10^{10}}"),
         ("{" * 900 + "2" + "}" * 900, "1"),
         ("\\sqrt{" * 250 + "2" + "}" * 250, "1"),
+    ]
+    rejected = [
         ("{" * 5000 + "1" + "}" * 5000, "1"),
         ("1" * 1_000_000, "1"),
         (code, "0"),
@@ -207,46 +226,148 @@ def test_pathological_answers_are_rejected_safely(runner, grader, tmp_path):
         ("\\boxed{", "1"),
         ("1} \\boxed{1", "1"),  # would escape the worker's \boxed{} wrapper
     ]
-    start = time.perf_counter()
-    results = _gather(runner, grader, cases)
-    elapsed = time.perf_counter() - start
-    assert results == [False] * len(cases)
-    # Two workers; a check takes at most two deadlines (one retry) plus a pool restart.
-    assert elapsed < len(cases) * grader.timeout
+    before = tight.counts()
+    grades = runner.run(_grades(tight, endless + rejected))
+    assert [g.correct for g in grades] == [False] * len(grades)
+    # A deadline is never a verdict: the endless ones are retried once, then flagged.
+    assert [(g.unresolved, g.retried) for g in grades] == [(True, 1)] * len(endless) + [
+        (False, 0)
+    ] * len(rejected)
+    after = tight.counts()
+    assert after["unresolved"] - before["unresolved"] == len(endless)
+    assert after["retried"] - before["retried"] == len(endless)
+    assert after["restarts"] == before["restarts"]  # the CPU deadline ended them, no kill
     assert not marker.exists()
 
 
-def test_stuck_worker_is_replaced():
-    # math-verify's own alarms take whole seconds, so with a sub-second deadline this
-    # check is still running when the deadline passes and its worker must be killed.
+def test_a_missed_deadline_is_retried_with_a_longer_one(runner, grader):
+    # The first attempt gets 1 ms of CPU, too little for any math-verify check; the deadline
+    # grows x3 per attempt until the check fits and its real verdict comes back.
+    saved = grader.cpu_limit, grader.attempts
+    grader.cpu_limit, grader.attempts = 0.001, 9
+    before = grader.retried
+    try:
+        grades = runner.run(_grades(grader, [("(x+2)^3", "x^3+6x^2+12x+8"), ("(x+2)^3", "x^3+8")]))
+    finally:
+        grader.cpu_limit, grader.attempts = saved
+    assert [g.correct for g in grades] == [True, False]
+    assert all(g.retried >= 1 and not g.unresolved for g in grades), grades
+    assert grader.retried - before == sum(g.retried for g in grades)
+
+
+async def _grades(grader, pairs):
+    return await asyncio.gather(*(grader.grade(p, r) for p, r in pairs))
+
+
+# The checks a user saw graded False on a busy machine under math-verify's 1 s wall-clock alarm.
+LOAD_SENSITIVE = [
+    ("(x+1)^2", "x^2+2x+1"),
+    (r"\left(3, \frac{\pi}{2}\right)", r"(3,\frac{\pi}{2})"),
+]
+
+
+def test_equivalence_holds_on_a_busy_machine():
     async def scenario():
-        async with Grader(max_workers=1, timeout=0.5) as grader:
-            stuck = await grader.equivalent(r"10^{10^{10^{10}}}", "1")
+        async with Grader() as grader:
+            assert await grader.equivalent(r"\frac{1}{2}", "0.5")  # workers started and warm
+            # More busy loops than cores (2 here): every grading worker competes for CPU.
+            busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+            try:
+                grades = await _grades(grader, LOAD_SENSITIVE * 2)
+            finally:
+                for process in busy:
+                    process.kill()
+                    process.wait()
+            return grades, grader.counts()
+
+    grades, counts = asyncio.run(scenario())
+    assert [g.correct for g in grades] == [True] * 4
+    assert counts["unresolved"] == 0 and counts["checks"] == 5
+
+
+def test_stuck_worker_is_replaced():
+    # A CPU deadline the wall deadline always beats: the worker is still busy when the parent's
+    # deadline passes, as for work no signal interrupts, so each attempt kills the pool.
+    async def scenario():
+        async with Grader(max_workers=1, timeout=0.5, cpu_limit=600, attempts=2) as grader:
+            stuck = await grader.grade(UNFINISHABLE, "1")
             restarts = grader.restarts
             after = await grader.equivalent(r"\frac{3}{4}", "0.75")
-            return stuck, restarts, after
+            return stuck, restarts, after, grader.counts()
 
-    assert asyncio.run(scenario()) == (False, 1, True)
+    stuck, restarts, after, counts = asyncio.run(scenario())
+    assert (stuck.correct, stuck.retried, stuck.unresolved) == (False, 1, True)
+    assert restarts == 2 and after is True
+    assert counts["unresolved"] == 1 and counts["retried"] == 1
 
 
 def test_worker_crash_does_not_propagate():
     others = {process.pid for process in multiprocessing.active_children()}  # other graders
 
     async def scenario():
-        async with Grader(max_workers=1, timeout=2.0) as grader:
+        async with Grader(max_workers=1, timeout=60, cpu_limit=0.1, attempts=2) as grader:
             assert await grader.equivalent(r"\frac{3}{4}", "0.75")
-            # The worker dies mid-check: the check is retried once on a fresh pool (where it
-            # ends in math-verify's own timeout) and nothing is raised.
-            slow = asyncio.create_task(grader.equivalent(r"10^{10^{10^{10}}}", "1"))
+            # The worker dies mid-check (the check needs 0.4 s of CPU before it can end):
+            # the check goes on with the same deadline on a fresh pool, where it misses both
+            # deadlines, and ends unresolved; nothing is raised.
+            slow = asyncio.create_task(grader.grade(UNFINISHABLE, "1"))
             await asyncio.sleep(0.3)
             for process in multiprocessing.active_children():
                 if process.pid not in others:
                     os.kill(process.pid, signal.SIGKILL)
-            assert await slow is False
+            grade = await slow
+            assert (grade.correct, grade.retried, grade.unresolved) == (False, 1, True)
             assert grader.restarts == 1
             assert await grader.equivalent(r"\frac{2}{3}", r"\frac{4}{6}")
 
     asyncio.run(scenario())
+
+
+# A grader busy in a check and an idle one when Ctrl-C reaches the whole process group.
+_INTERRUPTED_SCRIPT = f"""
+import asyncio, sys
+from amcs.grading import Grader
+
+async def main():
+    async with Grader(max_workers=2) as grader:
+        try:
+            await grader.equivalent(r"\\frac{{1}}{{2}}", "0.5")
+            print("ready", flush=True)
+            await grader.equivalent(r"{UNFINISHABLE}", "1")
+        finally:
+            await asyncio.sleep(1)  # other cleanup first, as `amcs generate` closes its backend
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+"""
+
+
+def test_ctrl_c_leaves_no_worker_tracebacks(tmp_path):
+    script = tmp_path / "grade.py"
+    script.write_text(_INTERRUPTED_SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        assert process.stdout.readline() == "ready\n"
+        time.sleep(0.5)  # the unfinishable check is in a worker now
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)  # a hang guard, not a speed target
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
 
 
 def test_grader_rejects_use_after_close():
@@ -270,7 +391,11 @@ def test_math500_reference_solutions_grade_correct(runner, grader):
     # Each solution against the next problem's answer: a rough false-positive check.
     shifted = extracted[1:] + extracted[:1]
 
-    results = _gather(runner, grader, list(zip(extracted + shifted, references * 2, strict=True)))
+    grades = runner.run(
+        _grades(grader, list(zip(extracted + shifted, references * 2, strict=True)))
+    )
+    assert not [g for g in grades if g.unresolved]  # real answers all reach a verdict
+    results = [g.correct for g in grades]
     matched, false_positives = results[:500], results[500:]
     failures = [
         (rows[i].get("unique_id", i), extracted[i], references[i])
@@ -293,3 +418,58 @@ def test_gsm8k_answers_extract():
         if answer != expected or answers_match_fast(answer, expected) is not True:
             failures.append((i, answer, expected))
     assert not failures, failures
+
+
+# --- grading timeouts in a generate run -----------------------------------------------------
+
+
+def test_grading_timeouts_reach_the_run_files_and_summaries(tmp_path):
+    from amcs.backends.hf import HFBackend
+    from amcs.engine import generate_to_file
+    from amcs.problems import arith_problems
+    from amcs.records import meta_path_for, read_meta
+    from amcs.search import make_config
+    from amcs.view.run import Totals
+    from cli.progress import summary_table
+
+    problems = arith_problems(3)
+    # The first problem's reference cannot be finished: each of its checks that reaches
+    # math-verify misses both deadlines. The others' are plain numbers (the exact fast path).
+    problems[0] = dataclasses.replace(problems[0], answer=UNFINISHABLE)
+    config = make_config(
+        "amcs", max_new_tokens=120, rollout_budget=24, max_search_count=2, min_root_mc=0.0
+    )
+    out = tmp_path / "data.jsonl"
+
+    async def run():
+        backend = HFBackend(max_batch_size=64)
+        try:
+            # Three searches share one grader, as in `amcs generate`.
+            async with Grader(cpu_limit=0.05, attempts=2) as grader:
+                counters = await generate_to_file(
+                    problems, backend, grader, config, out, model_name="tiny", concurrency=3
+                )
+                return counters, grader.counts()
+        finally:
+            await backend.aclose()
+
+    counters, counts = asyncio.run(run())
+    meta = read_meta(meta_path_for(out))
+    assert [m["status"] for m in meta] == ["ok"] * 3
+    stats = [m["stats"] for m in meta]
+    # Every timeout is its own problem's: the unfinishable one's checks, each retried once.
+    assert stats[0]["grading_unresolved"] > 0
+    assert stats[0]["grading_retried"] == stats[0]["grading_unresolved"]
+    assert [(s["grading_retried"], s["grading_unresolved"]) for s in stats[1:]] == [(0, 0)] * 2
+    assert counts["unresolved"] == counters.grading_unresolved == stats[0]["grading_unresolved"]
+    assert counts["retried"] == counters.grading_retried == stats[0]["grading_retried"]
+    # The view's run totals and the end-of-run summary show them.
+    totals = Totals()
+    for m in meta:
+        totals.add(m)
+    assert totals.to_dict()["grading_unresolved"] == counters.grading_unresolved
+    assert totals.to_dict()["grading_retried"] == counters.grading_retried
+    table = summary_table(counters, out)
+    rows = dict(zip(table.columns[0].cells, table.columns[1].cells, strict=True))
+    shown = f"{counters.grading_retried:,} / {counters.grading_unresolved:,}"
+    assert rows["grading timeouts (retried / unresolved)"] == shown

@@ -174,6 +174,8 @@ def _expected_totals(data: Path) -> dict:
         "rollouts": sum(s.get("rollouts", 0) for s in stats),
         "tokens": sum(s.get("tokens", 0) for s in stats),
         "early_exits": sum(s.get("early_exits", 0) for s in stats),
+        "grading_retried": sum(s.get("grading_retried", 0) for s in stats),
+        "grading_unresolved": sum(s.get("grading_unresolved", 0) for s in stats),
     }
 
 

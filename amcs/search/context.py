@@ -44,6 +44,10 @@ class SearchStats:
     screened: int = 0
     overruled: int = 0
     unlabelled_steps: int = 0
+    # Grading deadlines (amcs.grading.Grader): attempts that missed one and were tried again, and
+    # checks with no verdict after the last attempt (graded wrong).
+    grading_retried: int = 0
+    grading_unresolved: int = 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -116,17 +120,25 @@ class SearchContext:
         rollouts = await self.backend.sample(self.prompt_ids + prefix, k, params)
         prefix_text = self.backend.tokenizer.decode(prefix) if prefix else ""
         # A rollout cut at max_new_tokens counts as wrong, whatever answer it may have written.
-        graded = [
-            not truncated(r)
-            and await self.checker.check_completion(prefix_text + r.text, self.problem.answer)
-            for r in rollouts
-        ]
+        graded = [not truncated(r) and await self._grade(prefix_text + r.text) for r in rollouts]
         self.stats.truncated += sum(map(truncated, rollouts))
         self.stats.rollouts += len(rollouts)
         self.stats.tokens += sum(r.num_tokens for r in rollouts)
         self.stats.prompt_tokens += (len(self.prompt_ids) + len(prefix)) * len(rollouts)
         self.stats.cached_tokens += sum(r.cached_tokens for r in rollouts)
         return list(zip(rollouts, graded, strict=True))
+
+    async def _grade(self, completion: str) -> bool:
+        """Grade one complete solution. A checker that reports its deadline misses
+        (amcs.grading.Grader.grade_completion) has them counted in this problem's stats; the
+        checker is shared by all searches, so it cannot attribute them itself."""
+        grade = getattr(self.checker, "grade_completion", None)
+        if grade is None:
+            return await self.checker.check_completion(completion, self.problem.answer)
+        result = await grade(completion, self.problem.answer)
+        self.stats.grading_retried += result.retried
+        self.stats.grading_unresolved += result.unresolved
+        return result.correct
 
     async def evaluate(self, node: Node) -> list[tuple[Rollout, bool]]:
         """Estimate MC(node) with the configured estimator; returns the rollouts it drew."""

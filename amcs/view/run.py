@@ -284,6 +284,8 @@ TOTAL_KEYS = (
     "searches",
     "prompt_tokens",
     "cached_tokens",
+    "grading_retried",
+    "grading_unresolved",
 )
 
 

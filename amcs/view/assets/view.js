@@ -73,6 +73,7 @@
     ["paths", "paths"], ["labels_positive", "“+” labels"], ["labels_negative", "“−” labels"],
     ["rollouts", "rollouts"], ["tokens", "generated tokens"], ["early_exits", "early exits"],
     ["cache_hit_ratio", "cache hit ratio"],
+    ["grading_retried", "grading timeouts retried"], ["grading_unresolved", "grading timeouts unresolved"],
   ];
 
   async function runView() {
