@@ -664,3 +664,25 @@ def test_a_60_problem_run_writes_one_label_per_prefix_and_none_on_a_cut_step(
             assert (r["problem_id"], prefix) not in only_cut, f"a cut step was labelled: {prefix}"
     two = {(pid, p) for pid, ls in by_problem.items() for p, s in ls.items() if len(s) > 1}
     assert not two, f"prefixes written with both labels: {sorted(two)[:3]}"
+
+
+def test_a_search_cut_by_the_budget_writes_no_negative_label_and_is_counted(tokenizer, grader):
+    """The rule behind "a prefix measured at MC 0 but no \"-\" written" (the root stops at k0:
+    eps_node 0.5): the error search on WRONG2
+    measures S0 S1 S2W 16-7=9 at MC 0 from k0 rollouts (the first error is at or before it), then
+    has 2 rollouts left for S0 S1 S2W: a short all-wrong estimate, so the first error is not
+    located. The search writes only the steps known to be fine and counts itself `unlocated`;
+    with budget for one more full estimate it locates the error and writes the "-"."""
+    late = S0 + S1 + S2W + "16 - 7 = 9\n\n"
+    table = {"": [out(RIGHT)] + [out(WRONG2)] * 5, late: [out(BAD_END)]}
+    ctx, _ = scripted(tokenizer, grader, table, rollout_budget=14, max_search_count=1, eps_node=0.5)
+    result = run(TreeSearch(ctx).run())
+    zero = ctx.lookup(ids_of(ctx, S0, S1, S2W, "16 - 7 = 9\n\n"))
+    assert zero is not None and (zero.mc, zero.rollouts) == (0.0, 6)
+    assert result.labels_negative == 0 and result.stats.unlocated == 1
+    assert result.stats.rollouts == 14 and result.stats.searches == 1
+    ctx, _ = scripted(tokenizer, grader, table, rollout_budget=18, max_search_count=1, eps_node=0.5)
+    result = run(TreeSearch(ctx).run())
+    assert result.labels_negative == 1 and result.stats.unlocated == 0
+    negatives = [p["completions"] for p in result.paths if not p["labels"][-1]]
+    assert negatives == [[S0.strip(), S1.strip(), S2W.strip()]]

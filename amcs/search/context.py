@@ -44,6 +44,10 @@ class SearchStats:
     screened: int = 0
     overruled: int = 0
     unlabelled_steps: int = 0
+    # Error searches stopped by the budget (or a short estimate) before they located the first
+    # error: they write only the steps known to be fine, so a prefix they measured at MC 0 gets
+    # no "-" label.
+    unlocated: int = 0
     # Grading deadlines (amcs.grading.Grader): attempts that missed one and were tried again, and
     # checks with no verdict after the last attempt (graded wrong).
     grading_retried: int = 0

@@ -174,6 +174,10 @@ class TreeSearch:
                 stopped = True
                 break
         if stopped:
+            # The first error lies in steps lo..hi, but the budget ran out (or left a short
+            # estimate) before it was located: only the steps known to be fine are kept, and no
+            # "-" comes from this search, even where it measured a prefix at MC 0.
+            ctx.stats.unlocated += 1
             return base + steps[:lo] if base or lo > 0 else None
         error = ctx.child(parent, steps[lo : lo + 1])
         if error.mc is None and lo == len(steps) - 1:
