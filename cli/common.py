@@ -83,7 +83,7 @@ def parse_set_value(key: str, value: str) -> Any:
         loaded = yaml.safe_load(value)
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "not valid YAML"
-        fail(f"--set {key}={value}: cannot read the value ({problem})")
+        fail(f"--set {key}={value!r}: cannot read the value ({problem})")
     if isinstance(loaded, str) and not value.lstrip().startswith(("'", '"')):
         return value
     return loaded
