@@ -6,8 +6,9 @@ prompt ids + the ids of its steps, never text tokenised again. The pieces then b
 :func:`group_pieces`, one rule set shared by the token splitter (:class:`StepSplitter`) and the
 text splitter (:func:`split_steps`):
 
-1. a blank piece (only whitespace, e.g. the second "\\n" of a blank line when the separator is
-   "\\n") joins the step before it; at the very start it joins the next one. No step is empty.
+1. a blank piece (only whitespace once its separator is taken out, e.g. the second "\\n" of a
+   blank line when the separator is "\\n") joins the step before it; at the very start it joins
+   the next one. No step is empty.
 2. ``min_step_chars``: a step whose text (its pieces stripped, concatenated) is shorter than this
    takes in the next piece, so a heading line ("Step 1:", "1.") joins the line it heads; a short
    last step joins the step before it.
@@ -17,9 +18,10 @@ text splitter (:func:`split_steps`):
 A real instruct model's numbered list with separator "\\n" and a small ``min_step_chars`` gives
 one step per item. A step ends at the token in which the separator completes: a token that went
 on past the separator would carry that text into the step it ends, while the text splitter puts
-it in the next step. SmolLM2's and Qwen2's byte-level BPE have no such token for a newline
-separator (their pre-tokenizers split whitespace from the text that follows, so "\\n" tokens
-hold at most more whitespace); the two splitters then give the same steps.
+it in the next step. SmolLM2's tokenizer has no such token for a newline separator (its
+pre-tokenizer splits whitespace from the text that follows, so a token with "\\n" holds at most
+more whitespace: tests/test_steps.py checks its whole vocabulary); the two splitters then give
+the same steps.
 
 A separator from a recipe or the command line may be written with escapes: ``\\n``, ``\\t``,
 ``\\r`` and ``\\\\`` are decoded (:func:`parse_separator`), so ``--set 'separator=\\n'``, a
@@ -104,12 +106,12 @@ def group_pieces(
     texts: Sequence[str], min_step_chars: int = 0, max_solution_steps: int = 0
 ) -> list[tuple[int, int]]:
     """Which consecutive pieces make each step: ``[start, end)`` index ranges, in order, that
-    cover every piece (rules 1-3 of the module docstring). Pieces that are all blank make no
-    step (``[]``).
+    cover every piece (rules 1-3 of the module docstring). ``texts``: each piece's text without
+    the separator that ends it. Pieces that are all blank make no step (``[]``).
 
     The length of a step is ``len("".join(t.strip() for t in its pieces))``."""
     need = max(min_step_chars, 1)  # a blank step is never one on its own
-    steps: list[list[int]] = []  # [start, end, length]
+    steps: list[list[int]] = []  # [start, end] of each step
     start, length = None, 0  # the step being gathered
     for i, text in enumerate(texts):
         size = len(text.strip())
@@ -120,17 +122,17 @@ def group_pieces(
             start, length = i, 0
         length += size
         if length >= need:  # rule 2: long enough to stand on its own
-            steps.append([start, i + 1, length])
+            steps.append([start, i + 1])
             start = None
     if start is not None:  # a short (or blank) tail
         if steps:
             steps[-1][1] = len(texts)
         elif length:
-            steps.append([start, len(texts), length])
+            steps.append([start, len(texts)])
     if max_solution_steps and len(steps) > max_solution_steps:  # rule 3
         steps[max_solution_steps - 1][1] = len(texts)
         del steps[max_solution_steps:]
-    return [(s, e) for s, e, _ in steps]
+    return [(s, e) for s, e in steps]
 
 
 class StepSplitter:
