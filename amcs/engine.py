@@ -304,7 +304,7 @@ async def generate(
     limited = LimitedBackend(
         backend, counters, max_inflight, retries, request_timeout, patience=patience
     )
-    splitter = StepSplitter(backend.tokenizer, config.separator)
+    splitter = StepSplitter.for_config(backend.tokenizer, config)
 
     finished: dict[int, _Outcome] = {}
     progressed = asyncio.Event()

@@ -599,6 +599,27 @@ def read_run_header(path: str | Path) -> dict | None:
     return _scan_meta(Path(path), with_header=True)[0]
 
 
+def recorded_search(data_path: str | Path) -> dict | None:
+    """The search settings (``SearchConfig.to_dict()``: separator, step rules, ...) that the run
+    which wrote ``data_path`` recorded in its meta file's header; None when there is no meta file
+    or its header has none. Reads the first line only (meta lines carry whole search trees)."""
+    meta = meta_path_for(data_path)
+    if not meta.is_file():
+        return None
+    with meta.open("rb") as f:
+        line = f.readline()
+    try:
+        header = json.loads(line)
+    except ValueError as e:
+        if not line.endswith(b"\n"):  # torn by a crash before the first commit finished
+            return None
+        raise RecordFormatError(f"{meta}:1: invalid JSON ({e})") from None
+    if not _is_header(header) or not isinstance(header.get("fingerprint"), dict):
+        return None
+    search = header["fingerprint"].get("search")
+    return search if isinstance(search, dict) else None
+
+
 def is_data_row(record: Any) -> bool:
     """Whether a parsed line has what every reader of data lines relies on: prompt (a string),
     and completions and labels lists of equal length."""

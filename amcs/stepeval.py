@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from amcs.backends.base import Backend, SamplingParams
 from amcs.domains.arith import check_steps, evaluate, parse_expression
@@ -257,10 +258,13 @@ async def arith_step_examples(
     max_new_tokens: int = 200,
     seed: int = 0,
     generator: str = "tiny-arith-policy",
+    rules: dict[str, Any] | None = None,
 ) -> list[StepExample]:
     """Sample ``samples`` solutions per arithmetic problem (``amcs.domains.arith.ArithProblem``
     or ``amcs.problems.Problem`` with the expression in meta) and label each with the exact
-    checker: ``label`` = first wrong step, -1 when every step is right."""
+    checker: ``label`` = first wrong step, -1 when every step is right. ``rules``: how a
+    solution splits into steps (keyword arguments of :func:`amcs.steps.split_steps`, e.g.
+    ``amcs.steps.step_rules(config)``; default: the "\\n\\n" separator)."""
 
     async def one(problem) -> list[StepExample]:
         expression = getattr(problem, "expression", None) or problem.meta["expression"]
@@ -274,7 +278,7 @@ async def arith_step_examples(
         rollouts = await backend.sample(ids, samples, params)
         out = []
         for j, rollout in enumerate(rollouts):
-            steps = split_steps(rollout.text)
+            steps = split_steps(rollout.text, **(rules or {}))
             if not steps:
                 continue
             check = check_steps(expression, steps)

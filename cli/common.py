@@ -67,13 +67,38 @@ def check_number(
         fail(str(exc))
 
 
+def parse_set_value(key: str, value: str) -> Any:
+    """One ``--set`` value: YAML for numbers, booleans, null and lists (``k0=8``,
+    ``top_k=null``, ``lora_target_modules=[q,v]``, a quoted ``'"text"'``); any other text is
+    kept exactly as typed, since YAML would strip or fold its whitespace (a real newline would
+    become null, i.e. "not given"). Escapes such as ``\\n`` are for the key's own field to decode
+    (:func:`amcs.steps.parse_separator`). An empty value is an error."""
+    if value == "":
+        fail(
+            f"--set {key}= has no value (write {key}=null for null, {key}='\"\"' for an empty text)"
+        )
+    if not value.strip():
+        return value
+    try:
+        loaded = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        fail(f"--set {key}={value!r}: cannot read the value ({problem})")
+    if isinstance(loaded, str) and not value.lstrip().startswith(("'", '"')):
+        return value
+    return loaded
+
+
 def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as a mapping (``-`` in keys read as ``_``); values as
+    :func:`parse_set_value` reads them."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             fail(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        key = key.strip().replace("-", "_")
+        out[key] = parse_set_value(key, value)
     return out
 
 

@@ -26,6 +26,7 @@ from cli.common import (
     open_backend,
     parse_sets,
     prompt_function,
+    say,
 )
 
 ORACLE = "arith-oracle"
@@ -67,19 +68,31 @@ def _split_list(value: Any) -> list[str]:
     return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
-def _scorer(prm: str | None, prm_format: str | None, batch_size: int, policy: str | None = None):
+def _scorer(
+    prm: str | None,
+    prm_format: str | None,
+    batch_size: int,
+    policy: str | None = None,
+    separator: str | None = None,
+):
     """The PRM the options name: a checkpoint directory, the exact arithmetic oracle, or the
-    policy's own confidence (the training-free baseline, read from ``policy``)."""
+    policy's own confidence (the training-free baseline, read from ``policy``, on steps joined
+    by ``separator`` as the policy wrote them; default "\\n\\n")."""
     if prm == ORACLE:
         from amcs.verification import ArithOracleScorer
 
         return ArithOracleScorer()
     from amcs.assets import TINY_POLICY, TINY_PRM
     from amcs.prm import POLICY_CONFIDENCE, load_policy_confidence, load_prm
+    from amcs.steps import DEFAULT_SEPARATOR
 
     if prm == POLICY_CONFIDENCE:
         try:
-            return load_policy_confidence(policy or TINY_POLICY, max_batch_size=batch_size)
+            return load_policy_confidence(
+                policy or TINY_POLICY,
+                max_batch_size=batch_size,
+                separator=separator or DEFAULT_SEPARATOR,
+            )
         except (OSError, ValueError) as exc:
             fail(
                 f"--prm {POLICY_CONFIDENCE} reads the policy's probabilities: cannot load the "
@@ -91,6 +104,31 @@ def _scorer(prm: str | None, prm_format: str | None, batch_size: int, policy: st
         return load_prm(path, prm_format, max_batch_size=batch_size)
     except (OSError, ValueError) as exc:
         fail(f"cannot load the PRM {path}: {exc} (a PRM from `amcs train`, a hub id, or {ORACLE})")
+
+
+def prm_separator(prm: str | None) -> tuple[str, Path] | None:
+    """The separator a PRM directory was trained with (its ``amcs_prm.json``, written by
+    ``amcs train``) and that file; None for the oracle, policy-confidence, a hub id or a PRM
+    without the file. A file that cannot be read is left to the PRM loader to report."""
+    from amcs.assets import TINY_PRM
+    from amcs.training.save import PRM_CONFIG_FILE, load_prm_config
+
+    path = Path(str(prm or TINY_PRM)).expanduser() / PRM_CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        separator = load_prm_config(path.parent).get("separator")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if separator is None:
+        return None
+    from amcs.fields import ConfigError
+    from amcs.steps import check_separator
+
+    try:
+        return check_separator(separator, f"{path}: separator"), path
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 @app.callback()
@@ -153,7 +191,10 @@ def eval_command(
         [],
         "--set",
         help="Strategy parameter KEY=VALUE, repeatable: temperature, top_p, max_new_tokens, "
-        "step_max_new_tokens, expansions, max_depth, c_puct, dedupe, separator.",
+        "step_max_new_tokens, expansions, max_depth, c_puct, dedupe, separator (escapes \\n, "
+        "\\t decoded; default: the one the PRM was trained with, from its amcs_prm.json, else "
+        "\\n\\n), min_step_chars, max_solution_steps (how samples split into steps, as for "
+        "generate).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log lines instead of a live bar."),
 ) -> None:
@@ -202,15 +243,23 @@ def eval_command(
 
     from amcs.evaluation import PRM_STRATEGIES, RESCORING_STRATEGIES, Cell, make_cells
     from amcs.prm import POLICY_CONFIDENCE
-    from amcs.verification import VerifyConfig
+    from amcs.steps import DEFAULT_SEPARATOR
+    from amcs.verification import VerifyConfig, make_verify_config
 
     check_backend_options(opts)
     known = {f.name for f in fields(VerifyConfig)} - {"n"}
     bad = set(verify) - known
     if bad:
         fail(f"unknown strategy parameter(s) {', '.join(sorted(bad))}; known: {sorted(known)}")
+    if verify.get("separator") is None:
+        verify.pop("separator", None)
+        recorded = prm_separator(opts["prm"])
+        if recorded is not None:
+            verify["separator"] = recorded[0]
+            if recorded[0] != DEFAULT_SEPARATOR:
+                say(f"steps end with separator {recorded[0]!r}, as {recorded[1]} records")
     try:
-        config = VerifyConfig(**verify)
+        config = make_verify_config(**verify)
         ns = [int(x) for x in _split_list(opts["n"])]
         if not ns or min(ns) < 1:
             raise ValueError(f"--n must list budgets >= 1, got {opts['n']!r}")
@@ -249,7 +298,13 @@ def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
     out_dir = Path(opts["out"])
     model_name = str(opts["model"] or TINY_POLICY)
     scorer = (
-        _scorer(opts["prm"], opts["prm_format"], int(opts["prm_batch_size"]), opts["model"])
+        _scorer(
+            opts["prm"],
+            opts["prm_format"],
+            int(opts["prm_batch_size"]),
+            opts["model"],
+            config.separator,
+        )
         if needs_prm
         else None
     )
@@ -258,7 +313,7 @@ def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
     other_scorers = {}
     if any(c.scorer == POLICY_CONFIDENCE for c in cells):
         other_scorers[POLICY_CONFIDENCE] = _scorer(
-            POLICY_CONFIDENCE, None, int(opts["prm_batch_size"]), opts["model"]
+            POLICY_CONFIDENCE, None, int(opts["prm_batch_size"]), opts["model"], config.separator
         )
     total = len(cells) * len(todo)
     progress = Progress(

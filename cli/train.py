@@ -25,8 +25,9 @@ from amcs.training.config import (
     canonical_settings,
     help_text,
     is_inherited,
+    make_training_config,
 )
-from cli.common import err, fail, parse_sets
+from cli.common import err, fail, parse_sets, say
 
 # The options that are not training settings: where the data comes from and where the PRM goes.
 COMMAND_DEFAULTS: dict[str, Any] = {
@@ -166,8 +167,6 @@ def train_command(
     except ConfigError as exc:
         fail(f"{recipe}: {exc}")
     # Checked now, before any data or model is loaded; TrainingArguments' own checks included.
-    from amcs.training import make_training_config
-
     try:
         settings = recipe_settings | canonical_settings(parse_sets(set_)) | flags
         config = make_training_config(settings)
@@ -185,6 +184,7 @@ def train_command(
         check_combinable(sources)
     except (ShardError, OSError, ValueError) as exc:
         fail(str(exc))
+    config, separator_note = data_separator(sources, settings, config)
     rows = []
     try:
         for source in sources:
@@ -198,7 +198,12 @@ def train_command(
 
     main_process = config.process_index == 0
     if main_process:
-        err.print(f"training on {len(rows):,} labelled paths from {', '.join(map(str, sources))}")
+        err.print(
+            f"training on {len(rows):,} labelled paths from {', '.join(map(str, sources))}; "
+            f"steps end with {separator_note}",
+            markup=False,
+            highlight=False,
+        )
     try:
         metrics = train_prm(
             rows, str(opts["base"] or TINY_POLICY), opts["out"], config, [TrainProgress()]
@@ -210,6 +215,45 @@ def train_command(
         for key, value in metrics.items():
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
         err.print(table)
+
+
+def data_separator(sources: list[str], settings: dict[str, Any], config: PRMTrainingConfig):
+    """The config with the separator the data was split with, and how it was chosen (for the
+    log line). A separator given in the recipe or with --set wins; otherwise the one that
+    ``amcs generate`` recorded in each source's meta file (``amcs.records.recorded_search``);
+    sources that recorded different ones are an error; no record leaves the default."""
+    from amcs.records import RecordFormatError, meta_path_for, recorded_search
+
+    recorded: dict[str, list[str]] = {}  # separator -> the meta files that record it
+    for source in sources:
+        try:
+            search = recorded_search(source)
+        except (RecordFormatError, OSError) as exc:
+            fail(str(exc))
+        separator = (search or {}).get("separator")
+        if isinstance(separator, str):
+            recorded.setdefault(separator, []).append(str(meta_path_for(source)))
+    given = settings.get("separator") is not None
+    if given:
+        note = f"separator {config.separator!r} (given)"
+        others = {sep: metas for sep, metas in recorded.items() if sep != config.separator}
+        for sep, metas in others.items():
+            say(f"warning: separator {config.separator!r} given, but {metas[0]} records {sep!r}")
+        return config, note
+    if len(recorded) > 1:
+        what = ", ".join(f"{sep!r} ({metas[0]})" for sep, metas in recorded.items())
+        fail(
+            f"the training data was split with different separators: {what}; train on one kind, "
+            "or choose one with --set separator=..."
+        )
+    if not recorded:
+        return config, f"separator {config.separator!r} (the default; no meta file records one)"
+    ((separator, metas),) = recorded.items()
+    try:
+        config = make_training_config(settings | {"separator": separator})
+    except ConfigError as exc:
+        fail(f"{metas[0]}: {exc}")
+    return config, f"separator {separator!r} (as {', '.join(metas)} records)"
 
 
 def command() -> click.Command:

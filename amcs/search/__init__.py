@@ -42,7 +42,7 @@ async def run_search(
         config=config,
         prompt_ids=prompt_ids,
         seed=seed,
-        splitter=splitter or StepSplitter(backend.tokenizer, config.separator),
+        splitter=splitter or StepSplitter.for_config(backend.tokenizer, config),
     )
     search = ShepherdSearch(ctx) if config.method == "shepherd" else TreeSearch(ctx)
     return await search.run()

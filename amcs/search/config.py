@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from amcs.fields import ConfigError, option, validate
-from amcs.steps import DEFAULT_SEPARATOR
+from amcs.steps import DEFAULT_SEPARATOR, check_separator, parse_separator
 
 METHODS = ("amcs", "omegaprm", "shepherd")
 
@@ -30,7 +30,23 @@ class SearchConfig:
     top_p: float = option(1.0, "nucleus sampling mass", above=0, max=1)
     top_k: int = option(0, "sample from the k most likely tokens (0 = all)", min=0)
     max_new_tokens: int = option(512, "tokens a rollout may generate", min=1)
-    separator: str = option(DEFAULT_SEPARATOR, "text that ends a step")
+    separator: str = option(
+        DEFAULT_SEPARATOR,
+        "text that ends a step; escapes \\n, \\t, \\r, \\\\ are decoded (separator=\\n: one "
+        "newline, for models that write one step per line)",
+    )
+    min_step_chars: int = option(
+        0,
+        "a step shorter than this (stripped) joins the next one: a heading line such as "
+        "'Step 1:' or '1.' joins what it heads; a short last step joins the one before",
+        min=0,
+    )
+    max_solution_steps: int = option(
+        0,
+        "most steps per solution: what follows step max_solution_steps - 1 is the last step "
+        "(0 = no cap)",
+        min=0,
+    )
     # Estimation of a node's Monte Carlo value.
     estimator: str = option(
         "adaptive", "adaptive (AMCS) or fixed (k rollouts per node)", choices=("adaptive", "fixed")
@@ -89,8 +105,7 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        if not self.separator:
-            raise ConfigError("separator must not be empty")
+        check_separator(self.separator)
         if self.k_max_node < self.k0:
             raise ConfigError(f"k_max_node ({self.k_max_node}) must be >= k0 ({self.k0})")
 
@@ -106,7 +121,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_config(method: str = "amcs", **overrides: Any) -> SearchConfig:
-    """The preset for `method` with `overrides` applied (None means "not given")."""
+    """The preset for `method` with `overrides` applied (None means "not given"). A separator
+    is read as a recipe or the command line writes it: escapes decoded
+    (:func:`amcs.steps.parse_separator`)."""
     if method not in PRESETS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     known = {f.name for f in fields(SearchConfig)}
@@ -117,4 +134,6 @@ def make_config(method: str = "amcs", **overrides: Any) -> SearchConfig:
             "(amcs generate --help lists them)"
         )
     given = {k: v for k, v in overrides.items() if v is not None}
+    if "separator" in given:
+        given["separator"] = parse_separator(given["separator"])
     return replace(SearchConfig(method=method, **PRESETS[method]), **given)

@@ -21,7 +21,7 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import SaveStrategy
 
 from amcs.fields import ConfigError, check, convert, field_types, is_option, option, validate
-from amcs.steps import DEFAULT_SEPARATOR
+from amcs.steps import DEFAULT_SEPARATOR, check_separator, parse_separator
 from amcs.training.tokenize import LABEL_KINDS
 
 # Old recipe keys -> field names. Only recipes (and the library's settings mappings) read these;
@@ -93,7 +93,8 @@ class PRMTrainingConfig(TrainingArguments):
     separator: str = option(
         DEFAULT_SEPARATOR,
         "text after each step; the step's label sits on its last token (saved in amcs_prm.json "
-        "for the scorer)",
+        "for the scorer). Escapes \\n, \\t, \\r, \\\\ are decoded. amcs train reads it from "
+        "the data's meta file (the separator amcs generate split with) unless given",
     )
     class_balance: bool = option(
         False,
@@ -171,6 +172,7 @@ class PRMTrainingConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         validate(self)
+        check_separator(self.separator)
         if self.lora_r and self.freeze_layers:
             raise ConfigError(
                 f"freeze_layers={self.freeze_layers} is for full fine-tuning, but lora_r="
@@ -248,11 +250,14 @@ def canonical_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 def make_training_config(settings: Mapping[str, Any] | None = None) -> PRMTrainingConfig:
     """A PRMTrainingConfig from a mapping of field names (or old recipe keys, :data:`ALIASES`)
     to values as a recipe or ``--set`` gives them: each value is converted by its field's type
-    and checked, and any problem is a one-line ConfigError naming the key."""
+    and checked, and any problem is a one-line ConfigError naming the key. A separator's
+    escapes are decoded (:func:`amcs.steps.parse_separator`)."""
     kinds = field_types(PRMTrainingConfig)
     values: dict[str, Any] = {}
     for name, value in canonical_settings(settings or {}).items():
         field = _FIELDS[name]
+        if name == "separator":
+            value = parse_separator(value)
         values[name] = convert(field, value, kinds[name])
         if not is_option(field) and values[name] is not None:
             check(field, values[name], kinds[name])

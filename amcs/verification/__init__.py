@@ -12,7 +12,7 @@ from amcs.steps import split_steps
 from amcs.verification.aggregation import AGGREGATIONS, aggregate, best_index
 from amcs.verification.base import Candidate, StepScorer, StrategyResult
 from amcs.verification.beam import beam_search
-from amcs.verification.config import VerifyConfig
+from amcs.verification.config import VerifyConfig, make_verify_config
 from amcs.verification.context import Run, VerifyContext, call_seed
 from amcs.verification.mcts import MCTS, mcts, puct
 from amcs.verification.oracle import ArithOracleScorer
@@ -39,6 +39,7 @@ __all__ = [
     "greedy",
     "group_answers",
     "majority",
+    "make_verify_config",
     "mcts",
     "puct",
     "run_strategy",

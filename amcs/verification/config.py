@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from amcs.steps import DEFAULT_SEPARATOR
+from amcs.steps import DEFAULT_SEPARATOR, check_separator, check_step_rules, parse_separator
 from amcs.verification.aggregation import AGGREGATIONS
 
 
@@ -21,6 +21,11 @@ class VerifyConfig:
     expansions: next steps sampled from each beam / each expanded MCTS leaf; beam width is
     max(1, n // expansions). max_depth: most steps in a beam or MCTS path.
     dedupe: beam search drops a candidate whose token ids equal an earlier one's at that depth.
+    separator, min_step_chars, max_solution_steps: how a solution splits into steps
+    (:mod:`amcs.steps`): beam search and MCTS sample one step at a time, stopping at the
+    separator, and every sample is split by these rules before the PRM scores it. Use the rules
+    the PRM's training data was split with (``amcs eval`` takes the separator from the PRM's
+    ``amcs_prm.json`` unless given).
     """
 
     n: int = 8
@@ -30,6 +35,8 @@ class VerifyConfig:
     max_new_tokens: int = 512
     step_max_new_tokens: int = 128
     separator: str = DEFAULT_SEPARATOR
+    min_step_chars: int = 0
+    max_solution_steps: int = 0
     seed: int = 0
     aggregation: str = "last"
     expansions: int = 4
@@ -52,8 +59,8 @@ class VerifyConfig:
             raise ValueError("expansions and max_depth must be >= 1")
         if self.c_puct < 0:
             raise ValueError("c_puct must be >= 0")
-        if not self.separator:
-            raise ValueError("separator must not be empty")
+        check_separator(self.separator)
+        check_step_rules(self.min_step_chars, self.max_solution_steps)
 
     @property
     def beam_width(self) -> int:
@@ -68,3 +75,11 @@ class VerifyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def make_verify_config(**settings: Any) -> VerifyConfig:
+    """A VerifyConfig from settings as a recipe's ``verify:`` or ``--set`` gives them: a
+    separator's escapes decoded (:func:`amcs.steps.parse_separator`)."""
+    if "separator" in settings:
+        settings["separator"] = parse_separator(settings["separator"])
+    return VerifyConfig(**settings)

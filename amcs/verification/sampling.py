@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from amcs.grading import extract_answer
-from amcs.steps import split_steps
+from amcs.steps import split_steps, step_rules
 from amcs.verification.aggregation import aggregate, best_index
 from amcs.verification.base import Candidate, StrategyResult
 from amcs.verification.context import Run, VerifyContext
@@ -31,8 +31,8 @@ async def _samples(run: Run) -> list[str]:
 async def _scored(run: Run, texts: list[str]) -> list[Candidate]:
     """Each text split into steps, scored by the PRM (one call per text with steps), and its
     score aggregated."""
-    sep, how = run.config.separator, run.config.aggregation
-    step_scores = await asyncio.gather(*(run.score(split_steps(t, sep)) for t in texts))
+    rules, how = step_rules(run.config), run.config.aggregation
+    step_scores = await asyncio.gather(*(run.score(split_steps(t, **rules)) for t in texts))
     return [
         Candidate(t, extract_answer(t), aggregate(s, how), s)
         for t, s in zip(texts, step_scores, strict=True)

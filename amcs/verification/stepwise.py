@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from amcs.backends.base import Rollout
 from amcs.grading import extract_answer
-from amcs.steps import split_steps
+from amcs.steps import split_steps, step_rules
 from amcs.verification.aggregation import aggregate
 from amcs.verification.base import Candidate
 from amcs.verification.context import Run
@@ -92,7 +92,7 @@ async def extend(run: Run, path: StepPath, k: int) -> list[StepPath]:
     for p in new:
         distinct.setdefault(p.ids, p)
     scores = await asyncio.gather(
-        *(run.score(split_steps(p.text, cfg.separator)) for p in distinct.values())
+        *(run.score(split_steps(p.text, **step_rules(cfg))) for p in distinct.values())
     )
     by_ids = {ids: tuple(s) for ids, s in zip(distinct, scores, strict=True)}
     return [replace(p, step_scores=by_ids[p.ids]) for p in new]

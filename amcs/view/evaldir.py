@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from amcs.domains import arith
 from amcs.grading import answers_match_fast
-from amcs.steps import split_steps
+from amcs.steps import DEFAULT_SEPARATOR, split_steps
 from amcs.view.run import ViewError, arith_expression
 
 RECORDS = "records.jsonl"
@@ -71,7 +72,7 @@ def load_eval(path: str | Path, limit: int | None = None) -> dict:
             settings, results = dict(report.get("settings") or {}), list(report["results"])
         except (ValueError, KeyError, TypeError, AttributeError):
             raise ViewError(f"{path / RESULTS}: not an amcs eval results file") from None
-    separator = (settings.get("verify") or {}).get("separator") or "\n\n"
+    rules = _step_rules(settings.get("verify"))
     problems: dict[str, dict] = {}
     cells: list[str] = []
     for record in _read_records(path / RECORDS):
@@ -89,7 +90,7 @@ def load_eval(path: str | Path, limit: int | None = None) -> dict:
         cell = f"{record['strategy']}@{record['n']}"
         if cell not in cells:
             cells.append(cell)
-        problem["runs"].append(_run(record, problem["expression"], separator))
+        problem["runs"].append(_run(record, problem["expression"], rules))
     order = {c: i for i, c in enumerate(_cell_order(results, cells))}
     listed = list(problems.values())
     for problem in listed:
@@ -110,10 +111,27 @@ def _cell_order(results: list[dict], cells: list[str]) -> list[str]:
     return ordered + [c for c in cells if c not in ordered]
 
 
-def _run(record: dict, expression: str | None, separator: str) -> dict:
+def _step_rules(verify: Any) -> dict:
+    """How the eval split its samples into steps (its verify settings; defaults for what an
+    older or damaged results file lacks)."""
+    verify = verify if isinstance(verify, dict) else {}
+    separator = verify.get("separator")
+
+    def count(key: str) -> int:
+        value = verify.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    return {
+        "separator": separator if isinstance(separator, str) and separator else DEFAULT_SEPARATOR,
+        "min_step_chars": count("min_step_chars"),
+        "max_solution_steps": count("max_solution_steps"),
+    }
+
+
+def _run(record: dict, expression: str | None, rules: dict) -> dict:
     candidates = []
     for c in record.get("candidates") or []:
-        steps = split_steps(str(c.get("text") or ""), separator)
+        steps = split_steps(str(c.get("text") or ""), **rules)
         truth = arith.check_steps(expression, steps).prefix_correct if expression else None
         candidates.append(
             {
