@@ -117,11 +117,18 @@ def run_fingerprint(
     }
 
 
+# Fingerprint keys added after runs were written without them, with the value that a run written
+# before the key existed behaved as: its absence equals that value, so such a run still resumes.
+ADDED_LATER: dict[str, Any] = {"search.min_step_chars": 0, "search.max_solution_steps": 0}
+
+
 def fingerprint_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """'key: old -> new' for every leaf that differs (nested dicts as dotted keys)."""
+    """'key: old -> new' for every leaf that differs (nested dicts as dotted keys); a key of
+    ADDED_LATER missing from ``old`` counts as its value there."""
     out = []
     for key in sorted(set(old) | set(new), key=str):
-        a, b = old.get(key), new.get(key)
+        b = new.get(key)
+        a = old.get(key, ADDED_LATER.get(f"{prefix}{key}"))
         if isinstance(a, dict) and isinstance(b, dict):
             out += fingerprint_differences(a, b, f"{prefix}{key}.")
         elif a != b:

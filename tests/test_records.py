@@ -342,6 +342,20 @@ def test_resume_with_another_configuration_is_refused_naming_it(tmp_path):
         assert w.done_ids == {"p0", "p1", "p2"}
 
 
+def test_a_run_written_before_a_fingerprint_key_existed_still_resumes(tmp_path):
+    """Runs written before min_step_chars / max_solution_steps existed split steps as their
+    neutral values do (0, 0): resuming them with those values works, with others it is refused."""
+    out, meta = _committed(tmp_path)  # FP has no min_step_chars / max_solution_steps
+    later = dict(FP, search={"k0": 6, "min_step_chars": 0, "max_solution_steps": 0})
+    with RecordWriter(out, fingerprint=later) as w:
+        assert w.done_ids == {"p0", "p1", "p2"}
+    before = _snapshot(out, meta)
+    other = dict(FP, search={"k0": 6, "min_step_chars": 8, "max_solution_steps": 0})
+    with pytest.raises(OutputMismatchError, match="search.min_step_chars: 0 -> 8"):
+        RecordWriter(out, fingerprint=other)
+    assert _snapshot(out, meta) == before
+
+
 def test_a_start_that_committed_nothing_leaves_no_header_behind(tmp_path):
     out = tmp_path / "data.jsonl"
     other = dict(FP, seed=9)
