@@ -151,7 +151,9 @@ def main() -> None:
                 f"load {row['load_average_at_start']}",
                 flush=True,
             )
-    best = {m: max((r for r in runs if r["mode"] == m), key=lambda r: r["tokens_per_s"]) for m in modes}
+    best = {
+        m: max((r for r in runs if r["mode"] == m), key=lambda r: r["tokens_per_s"]) for m in modes
+    }
     print(f"\nbest round per mode ({len(problems)} problems of {RECIPE.relative_to(ROOT)}):")
     print("| mode | tokens/s | ratio to vllm | seconds | tokens |")
     print("|---|---:|---:|---:|---:|")

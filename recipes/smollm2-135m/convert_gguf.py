@@ -47,13 +47,17 @@ def convert(gguf_path: Path, out: Path) -> None:
     again = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     reloaded_tokenizer = AutoTokenizer.from_pretrained(out)
     messages = [{"role": "user", "content": "What is 2 + 3?"}]
-    ids = reloaded_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = reloaded_tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True
+    )
     ids = torch.tensor([list(ids["input_ids"] if hasattr(ids, "keys") else ids)])
     with torch.no_grad():
         a, b = model(ids).logits[0, -1], again(ids).logits[0, -1]
     if not torch.equal(a, b):
         raise SystemExit(f"error: the saved model differs from the converted one ({out})")
-    print(f"converted {gguf_path.name} -> {out} ({sum(p.numel() for p in again.parameters()):,} parameters)")
+    print(
+        f"converted {gguf_path.name} -> {out} ({sum(p.numel() for p in again.parameters()):,} parameters)"
+    )
 
 
 if __name__ == "__main__":
