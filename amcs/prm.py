@@ -363,7 +363,7 @@ def resolve_checkpoint(path: str | Path, what: str = "PRM") -> Path:
     """A local directory as is; a hub id ("org/name") downloaded to the local cache (needs the
     hub, or a cache that already holds it). Anything else: ValueError naming it (and ``what`` it
     should have been)."""
-    local = Path(path)
+    local = Path(path).expanduser()
     if local.exists():
         return local
     if _HUB_ID.match(str(path)):

@@ -148,12 +148,10 @@ async def open_backend(opts: dict, model_name: str):
     from amcs.prompts import uses_chat_template
 
     in_process = opts["backend"] in ("hf", "sglang")  # they load the model from disk or the hub
-    if (
-        in_process
-        and looks_like_local_path(model_name)
-        and not Path(model_name).expanduser().exists()
-    ):
-        fail(f"--model {model_name}: no such model directory (nor a hub id like org/name)")
+    if looks_like_local_path(model_name):
+        given, model_name = model_name, str(Path(model_name).expanduser())  # "~/models/x" too
+        if in_process and not Path(model_name).exists():
+            fail(f"--model {given}: no such model directory (nor a hub id like org/name)")
     try:
         if opts["backend"] == "hf":
             options: dict[str, Any] = {"max_batch_size": int(opts["max_batch_size"])}

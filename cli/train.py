@@ -206,7 +206,11 @@ def train_command(
         )
     try:
         metrics = train_prm(
-            rows, str(opts["base"] or TINY_POLICY), opts["out"], config, [TrainProgress()]
+            rows,
+            str(Path(str(opts["base"])).expanduser() if opts["base"] else TINY_POLICY),
+            opts["out"],
+            config,
+            [TrainProgress()],
         )
     except ValueError as exc:
         fail(str(exc))
