@@ -299,4 +299,4 @@ def kept_rollout(rollout: Rollout, correct: bool) -> dict:
 
 def truncated(rollout: Rollout) -> bool:
     """A rollout cut at max_new_tokens: its last step may be cut mid-number."""
-    return rollout.finish_reason == "length"
+    return rollout.truncated
