@@ -26,7 +26,7 @@ from amcs.training.config import (
     help_text,
     is_inherited,
 )
-from cli.common import err, fail, parse_sets
+from cli.common import err, fail, parse_sets, say
 
 # The options that are not training settings: where the data comes from and where the PRM goes.
 COMMAND_DEFAULTS: dict[str, Any] = {
@@ -198,6 +198,9 @@ def train_command(
     main_process = config.process_index == 0
     if main_process:
         err.print(f"training on {len(rows):,} labelled paths from {', '.join(map(str, sources))}")
+        warning = one_class_warning(rows, config.threshold)
+        if warning:
+            say(f"warning: {warning}", style="yellow")
     try:
         metrics = train_prm(
             rows, str(opts["base"] or TINY_POLICY), opts["out"], config, [TrainProgress()]
@@ -209,6 +212,30 @@ def train_command(
         for key, value in metrics.items():
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
         err.print(table)
+
+
+def one_class_warning(rows: list[dict], threshold: float) -> str | None:
+    """What to say when the rows' step labels, as training derives them (hard label = MC value
+    > threshold, ``amcs.training.tokenize.relabel``), are all of one class; else None."""
+    from amcs.training.tokenize import relabel
+
+    pos = neg = 0
+    for row in rows:
+        try:
+            labels = [bool(x) for x in relabel(row, threshold)["labels"]]
+        except ValueError:
+            return None  # train_prm reports the row
+        pos += sum(labels)
+        neg += len(labels) - sum(labels)
+    if (pos and neg) or not (pos or neg):
+        return None
+    only, missing, unseen = ('"+"', '"-"', "wrong") if pos else ('"-"', '"+"', "right")
+    steps = f"{pos + neg:,} step{'s' * (pos + neg != 1)}"
+    return (
+        f"the training rows hold only {only} labels ({steps} at threshold {threshold:g}, no "
+        f"{missing}): the PRM never sees a {unseen} step; train on data with "
+        'both classes (amcs generate warns when it writes no "-" labels)'
+    )
 
 
 def command() -> click.Command:

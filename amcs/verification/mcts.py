@@ -131,9 +131,7 @@ class MCTS:
             (r,) = await self.run.sample(path.ids, 1, temperature=0.0, max_new_tokens=left)
             text += r.text
             finished = not r.truncated
-        return Candidate(
-            text, final_answer(text, finished), None, list(path.step_scores), finished
-        )
+        return Candidate(text, final_answer(text, finished), None, list(path.step_scores), finished)
 
 
 async def mcts(ctx: VerifyContext, question: str, n: int | None = None) -> StrategyResult:

@@ -40,9 +40,7 @@ async def _scored(run: Run, rollouts: list[Rollout]) -> list[Candidate]:
     its score aggregated."""
     sep, how = run.config.separator, run.config.aggregation
     step_scores = await asyncio.gather(*(run.score(split_steps(r.text, sep)) for r in rollouts))
-    return [
-        _candidate(r, aggregate(s, how), s) for r, s in zip(rollouts, step_scores, strict=True)
-    ]
+    return [_candidate(r, aggregate(s, how), s) for r, s in zip(rollouts, step_scores, strict=True)]
 
 
 async def majority(ctx: VerifyContext, question: str, n: int | None = None) -> StrategyResult:
