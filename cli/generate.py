@@ -148,7 +148,7 @@ def generate_command(
         "--keep-rollouts/--no-keep-rollouts",
         help="Keep every estimated node's rollouts (text, grade, tokens, finish reason, mean "
         "NLL) in the meta file's search tree, for amcs view; changes no label, may be toggled "
-        "on resume; makes the meta file several times larger. [default: off]",
+        "on resume; makes the meta file larger. [default: off]",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log lines instead of a live display."),
 ) -> None:
