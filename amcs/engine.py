@@ -268,6 +268,7 @@ class _Outcome:
     result: SearchResult | None
     reason: str | None
     seconds: float
+    policy_prompt: str | None = None  # the prompt ids decoded: what the policy was given
 
 
 async def generate(
@@ -286,11 +287,14 @@ async def generate(
     request_timeout: float | None = None,
     patience: float = 600.0,
     counters: RunCounters | None = None,
+    keep_rollouts: bool = False,
 ) -> RunCounters:
     """Label every problem not already committed in `writer`'s file; returns the run's totals.
 
     prompt_ids turns a problem into the model's prompt (default: amcs.prompts.prompt_ids, the
-    chat template when the tokenizer has one)."""
+    chat template when the tokenizer has one); its ids decoded are written as each problem's
+    ``policy_prompt``. keep_rollouts stores every estimated node's rollouts in the meta file's
+    search tree (``amcs.search.tree.Node.kept``); it changes no label."""
     counters = counters or RunCounters()
     if prompt_ids is None:
 
@@ -316,11 +320,19 @@ async def generate(
 
     async def search_one(index: int, problem: Problem) -> None:
         start = time.monotonic()
-        result, reason = None, None
+        result, reason, shown = None, None, None
         try:
             ids = prompt_ids(problem)
+            shown = backend.tokenizer.decode(ids)
             result = await run_search(
-                problem, limited, checker, config, ids, derive_seed(seed, problem.id), splitter
+                problem,
+                limited,
+                checker,
+                config,
+                ids,
+                derive_seed(seed, problem.id),
+                splitter,
+                keep_rollouts=keep_rollouts,
             )
         except (asyncio.CancelledError, *RUN_ERRORS):
             raise
@@ -329,12 +341,17 @@ async def generate(
             log.warning("problem %s failed: %s", problem.id, reason)
         finally:
             slots.release()
-        finished[index] = _Outcome(problem, result, reason, time.monotonic() - start)
+        finished[index] = _Outcome(problem, result, reason, time.monotonic() - start, shown)
         progressed.set()
 
     def record(outcome: _Outcome) -> dict:
         p, r = outcome.problem, outcome.result
-        base = {"problem_id": p.id, "question": p.question, "answer": p.answer}
+        base = {
+            "problem_id": p.id,
+            "question": p.question,
+            "answer": p.answer,
+            "policy_prompt": outcome.policy_prompt,
+        }
         if r is None:
             counters.failed += 1
             kind = failure_kind(outcome.reason or "")

@@ -3,7 +3,8 @@ never shortened unless they prove the bytes are theirs.
 
 ``--out data.jsonl`` writes two files:
 
-- ``data.jsonl``: one line per labelled path (TRL's PRM format plus soft MC values);
+- ``data.jsonl``: one line per labelled path (TRL's PRM format plus soft MC values; ``prompt`` is
+  the bare question, ``policy_prompt`` the text the policy was given);
 - ``data.meta.jsonl``: a header line with the run's fingerprint (method, model, seed, search
   config, problem source, shard, prompt), then one line per finished problem (status, stats,
   search tree) ending with ``data_end``, the byte offset in data.jsonl where that problem's data
@@ -43,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 STATUSES = ("ok", "failed")
-# Keys a path dict passed to write_problem must carry; prompt, problem_id and answer come from
-# write_problem's own arguments so every line of a problem agrees on them.
+# Keys a path dict passed to write_problem must carry; prompt, policy_prompt, problem_id and answer
+# come from write_problem's own arguments so every line of a problem agrees on them.
 PATH_KEYS = ("completions", "labels", "values", "rollouts", "method", "model")
 META_FORMAT = "amcs-meta"
 META_VERSION = 1
@@ -319,8 +320,11 @@ class RecordWriter:
         reason: str | None = None,
         stats: dict | None = None,
         tree: dict | None = None,
+        policy_prompt: str | None = None,
     ) -> None:
-        """Append one problem's data lines, then its meta line; it is done once this returns."""
+        """Append one problem's data lines, then its meta line; it is done once this returns.
+        ``policy_prompt``, the exact text the policy was given (chat template and system prompt
+        included), goes on the meta line and every data line when given."""
         self.write_problems(
             [
                 {
@@ -332,6 +336,7 @@ class RecordWriter:
                     "reason": reason,
                     "stats": stats,
                     "tree": tree,
+                    "policy_prompt": policy_prompt,
                 }
             ]
         )
@@ -357,13 +362,17 @@ class RecordWriter:
             if status not in STATUSES:
                 raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
             pid, paths = p["problem_id"], p["paths"]
-            data = b"".join(_dump(_data_line(pid, p["question"], p["answer"], x)) for x in paths)
+            shown = p.get("policy_prompt")
+            data = b"".join(
+                _dump(_data_line(pid, p["question"], p["answer"], x, shown)) for x in paths
+            )
             end += len(data)
             chunks.append(data)
             metas.append(
                 {
                     "problem_id": pid,
                     "question": p["question"],
+                    **({} if shown is None else {"policy_prompt": shown}),
                     "answer": p["answer"],
                     "status": status,
                     "reason": p.get("reason"),
@@ -500,7 +509,9 @@ def _line_problem_id(line: bytes) -> str | None:
     return pid if isinstance(pid, str) else None
 
 
-def _data_line(problem_id: str, question: str, answer: str, path: dict) -> dict:
+def _data_line(
+    problem_id: str, question: str, answer: str, path: dict, policy_prompt: str | None = None
+) -> dict:
     missing = [key for key in PATH_KEYS if key not in path]
     if missing:
         raise ValueError(f"path of problem {problem_id!r} lacks {missing}")
@@ -511,7 +522,8 @@ def _data_line(problem_id: str, question: str, answer: str, path: dict) -> dict:
             "must have the same length"
         )
     return {
-        "prompt": question,
+        "prompt": question,  # the bare question: TRL's PRM convention, read by train and filter
+        **({} if policy_prompt is None else {"policy_prompt": policy_prompt}),
         "completions": list(path["completions"]),
         "labels": [bool(label) for label in path["labels"]],
         "values": [None if value is None else float(value) for value in path["values"]],

@@ -24,7 +24,7 @@ from cli.common import (
     prompt_function,
     say,
 )
-from cli.progress import RunDisplay, summary_table
+from cli.progress import RunDisplay, run_warnings, summary_table
 
 DEFAULTS: dict[str, Any] = {
     "problems": "arith",
@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "retry_failed": True,
     "served_model_name": None,
     "max_batch_size": 128,
+    "keep_rollouts": False,
 }
 
 
@@ -142,6 +143,13 @@ def generate_command(
     request_timeout: float | None = typer.Option(
         None, help="Seconds one backend request may take. [default: no limit]"
     ),
+    keep_rollouts: bool | None = typer.Option(
+        None,
+        "--keep-rollouts/--no-keep-rollouts",
+        help="Keep every estimated node's rollouts (text, grade, tokens, finish reason, mean "
+        "NLL) in the meta file's search tree, for amcs view; changes no label, may be toggled "
+        "on resume; makes the meta file larger. [default: off]",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log lines instead of a live display."),
 ) -> None:
     """Label solution steps with Monte Carlo search and stream them to a JSONL file.
@@ -183,6 +191,7 @@ def generate_command(
         "retries": retries,
         "request_timeout": request_timeout,
         "served_model_name": served_model_name,
+        "keep_rollouts": keep_rollouts,
     }
     opts, search_overrides = merge_options(recipe, DEFAULTS, given, "search")
     search_overrides |= parse_sets(set_)
@@ -202,6 +211,8 @@ def generate_command(
     check_number(opts, "patience", float, min=0)
     check_number(opts, "request_timeout", float, above=0)
     check_backend_options(opts)
+    if not isinstance(opts["keep_rollouts"], bool):
+        fail(f"keep_rollouts must be true or false, got {opts['keep_rollouts']!r}")
     try:
         config = make_config(opts["method"], **search_overrides)
     except ConfigError as exc:
@@ -264,6 +275,9 @@ def generate_command(
     console = Console(stderr=True)
     console.print()
     console.print(summary_table(counters, opts["out"]))
+    last = {m["problem_id"]: m for m in writer.completed}  # a retried problem: its last record
+    for warning in run_warnings(last.values(), config, out):
+        say(f"warning: {warning}", style="yellow")
     if counters.failed:
         reasons = ", ".join(f"{n} {kind}" for kind, n in counters.failure_reasons.items())
         fail(
@@ -344,6 +358,7 @@ def _run(opts: dict, config, todo, writer, quiet: bool, model_name: str):
                         request_timeout=opts["request_timeout"],
                         patience=opts["patience"],
                         counters=counters,
+                        keep_rollouts=opts["keep_rollouts"],
                     )
             finally:
                 await backend.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -14,6 +15,9 @@ from rich.table import Table
 from amcs.engine import RunCounters
 
 log = logging.getLogger("amcs")
+
+# run_warnings: warn when more than this fraction of a run's rollouts were cut at max_new_tokens.
+TRUNCATED_WARNING = 0.5
 
 
 def _rates(c: RunCounters) -> str:
@@ -122,3 +126,62 @@ def summary_table(c: RunCounters, out) -> Table:
     for k, v in rows:
         table.add_row(k, v)
     return table
+
+
+def run_warnings(records: Iterable[dict], config, out) -> list[str]:
+    """What a finished run's output says about its setup, as sentences that point at the fix;
+    `records` are the meta records of the output file (the last one per problem), `config` the
+    run's SearchConfig.
+
+    - No "-" label in the file: a PRM trained on it never sees a wrong step. The likely causes,
+      counted over the problems that finished ok: root MC 0 (no root rollout right: a weak
+      policy, or answers graded wrong), root MC below min_root_mc (screened, never searched),
+      root MC 1 (every rollout right: nothing wrong to locate).
+    - More than TRUNCATED_WARNING of the rollouts cut at max_new_tokens: a cut rollout counts
+      as wrong and is never searched, so MC values come out too low.
+    """
+    ok = [r for r in records if r.get("status") == "ok"]
+    if not ok:
+        return []
+
+    def total(key: str) -> int:
+        return sum(int((r.get("stats") or {}).get(key) or 0) for r in ok)
+
+    warnings = []
+    roots = [(r.get("tree") or {}).get("mc") for r in ok]
+    if total("labels_negative") == 0:
+        n = len(ok)
+        causes = []
+        zero = sum(mc == 0 for mc in roots)
+        if zero:
+            causes.append(
+                f"root MC 0 on {zero} of {n} problems (no root rollout right: the policy is too "
+                "weak for them, or its answers are graded wrong; --keep-rollouts and amcs view "
+                "show the rollouts)"
+            )
+        screened = total("screened")
+        if screened:
+            causes.append(
+                f"{screened} of {n} screened out with root MC below min_root_mc="
+                f"{config.min_root_mc:g} (--set min_root_mc=0 searches them)"
+            )
+        one = sum(mc == 1 for mc in roots)
+        if one:
+            causes.append(
+                f"root MC 1 on {one} of {n} (every rollout right, nothing wrong to locate: "
+                "harder problems or a higher temperature)"
+            )
+        warnings.append(
+            f'no "-" labels in {out}: a PRM trained on it never sees a wrong step'
+            + (f"; {'; '.join(causes)}" if causes else "")
+        )
+    rollouts, cut = total("rollouts"), total("truncated")
+    if rollouts and cut > TRUNCATED_WARNING * rollouts:
+        default = type(config).__dataclass_fields__["max_new_tokens"].default
+        warnings.append(
+            f"{cut:,} of {rollouts:,} rollouts ({cut / rollouts:.0%}) were cut at "
+            f"max_new_tokens={config.max_new_tokens}: a cut rollout counts as wrong and is never "
+            f"searched, so MC values come out too low; raise it (e.g. --set "
+            f"max_new_tokens={max(2 * config.max_new_tokens, default)})"
+        )
+    return warnings

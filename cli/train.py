@@ -204,6 +204,9 @@ def train_command(
             markup=False,
             highlight=False,
         )
+        warning = one_class_warning(rows, config.threshold)
+        if warning:
+            say(f"warning: {warning}", style="yellow")
     try:
         metrics = train_prm(
             rows,
@@ -258,6 +261,30 @@ def data_separator(sources: list[str], settings: dict[str, Any], config: PRMTrai
     except ConfigError as exc:
         fail(f"{metas[0]}: {exc}")
     return config, f"separator {separator!r} (as {', '.join(metas)} records)"
+
+
+def one_class_warning(rows: list[dict], threshold: float) -> str | None:
+    """What to say when the rows' step labels, as training derives them (hard label = MC value
+    > threshold, ``amcs.training.tokenize.relabel``), are all of one class; else None."""
+    from amcs.training.tokenize import relabel
+
+    pos = neg = 0
+    for row in rows:
+        try:
+            labels = [bool(x) for x in relabel(row, threshold)["labels"]]
+        except ValueError:
+            return None  # train_prm reports the row
+        pos += sum(labels)
+        neg += len(labels) - sum(labels)
+    if (pos and neg) or not (pos or neg):
+        return None
+    only, missing, unseen = ('"+"', '"-"', "wrong") if pos else ('"-"', '"+"', "right")
+    steps = f"{pos + neg:,} step{'s' * (pos + neg != 1)}"
+    return (
+        f"the training rows hold only {only} labels ({steps} at threshold {threshold:g}, no "
+        f"{missing}): the PRM never sees a {unseen} step; train on data with "
+        'both classes (amcs generate warns when it writes no "-" labels)'
+    )
 
 
 def command() -> click.Command:

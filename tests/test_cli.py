@@ -160,3 +160,96 @@ def test_train_recipes_are_valid():
         settings = {k: v for k, v in recipe.items() if k not in COMMAND_DEFAULTS}
         assert set(settings) <= set(fields), path
         make_training_config(settings)
+
+
+def _warnings(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("warning: ")]
+
+
+def test_generate_warnings_point_at_the_fix_and_keep_rollouts_may_be_toggled_on_resume(tmp_path):
+    from amcs.records import meta_path_for, read_meta
+
+    out = tmp_path / "cut.jsonl"
+    args = ["generate", "--out", str(out), "-q", "--set", "max_new_tokens=8"]
+    r = runner.invoke(app, [*args, "--problems", "arith:2"])
+    assert r.exit_code == 0, r.output
+    meta = read_meta(meta_path_for(out))
+    cut = sum(m["stats"]["truncated"] for m in meta)
+    rollouts = sum(m["stats"]["rollouts"] for m in meta)
+    assert cut > rollouts / 2  # 8 tokens hold no tiny-policy solution
+    warnings = _warnings(r.output)
+    assert len(warnings) == 2, r.output
+    assert 'no "-" labels' in warnings[0] and "root MC 0 on 2 of 2 problems" in warnings[0]
+    assert f"{cut} of {rollouts} rollouts" in warnings[1]
+    assert "max_new_tokens=8" in warnings[1] and "--set max_new_tokens=512" in warnings[1]
+    assert all("policy_prompt" in m and "kept_rollouts" not in m["tree"] for m in meta)
+
+    # --keep-rollouts is no part of the run's identity: resuming with it is accepted, and only
+    # the problems searched now keep their rollouts.
+    r = runner.invoke(app, [*args, "--problems", "arith:3", "--keep-rollouts"])
+    assert r.exit_code == 0, r.output
+    meta = read_meta(meta_path_for(out))
+    assert [("kept_rollouts" in m["tree"]) for m in meta] == [False, False, True]
+    kept = meta[2]["tree"]["kept_rollouts"]
+    assert len(kept) == meta[2]["tree"]["rollouts"] > 0
+    assert all(x["finish_reason"] == "length" and not x["correct"] for x in kept)
+    assert "root MC 0 on 3 of 3 problems" in _warnings(r.output)[0]  # the whole file counts
+    # A recipe's keep_rollouts must be a boolean.
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("keep_rollouts: sometimes\n")
+    r = runner.invoke(app, ["generate", "--recipe", str(recipe), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "keep_rollouts must be true or false" in r.output
+
+
+def test_screening_and_all_right_problems_are_named_as_causes():
+    from amcs.search import make_config
+    from cli.progress import run_warnings
+
+    def record(root_mc, screened=0, status="ok"):
+        stats = {"rollouts": 6, "truncated": 0, "labels_negative": 0, "screened": screened}
+        return {"status": status, "stats": stats, "tree": {"mc": root_mc}}
+
+    config = make_config("amcs", min_root_mc=0.4)
+    records = [record(0.0), record(1 / 6, screened=1), record(1.0), record(1.0)]
+    (warning,) = run_warnings(records, config, "d.jsonl")
+    assert warning.startswith('no "-" labels in d.jsonl')
+    assert "root MC 0 on 1 of 4 problems" in warning
+    assert "1 of 4 screened out with root MC below min_root_mc=0.4" in warning
+    assert "--set min_root_mc=0" in warning and "root MC 1 on 2 of 4" in warning
+    # One "-" label anywhere, or nothing finished ok: nothing to say.
+    records[2]["stats"]["labels_negative"] = 1
+    assert run_warnings(records, config, "d.jsonl") == []
+    assert run_warnings([record(0.0, status="failed")], config, "d.jsonl") == []
+    # Truncation: more than half of the rollouts, not half.
+    half = [record(0.5) | {"stats": {"rollouts": 6, "truncated": 3, "labels_negative": 1}}]
+    assert run_warnings(half, config, "d.jsonl") == []
+    half[0]["stats"]["truncated"] = 4
+    (warning,) = run_warnings(half, config, "d.jsonl")
+    assert "4 of 6 rollouts (67%) were cut at max_new_tokens=512" in warning
+    assert "--set max_new_tokens=1024" in warning
+
+
+def test_train_warns_when_the_rows_hold_one_label_class(tmp_path):
+    from cli.train import one_class_warning
+
+    rows = [
+        {"prompt": "q", "completions": ["a", "b"], "labels": [True, False], "values": [0.5, 0.0]}
+    ]
+    assert one_class_warning(rows, 0.0) is None
+    # At threshold 0.6 the 0.5 step is "-" too: only "-" labels.
+    warning = one_class_warning(rows, 0.6)
+    assert warning.startswith('the training rows hold only "-" labels (2 steps at threshold 0.6')
+    assert "never sees a right step" in warning
+
+    data = tmp_path / "plus.jsonl"
+    data.write_text(
+        json.dumps({"prompt": "What is 1 + 1?", "completions": ["1 + 1 = 2"], "labels": [True]})
+        + "\n"
+    )
+    r = runner.invoke(
+        app, ["train", "--data", str(data), "--out", str(tmp_path / "prm"), "--max-steps", "1"]
+    )
+    assert r.exit_code == 0, r.output  # a warning, not an error
+    (warning,) = _warnings(r.output)
+    assert 'only "+" labels (1 step at threshold 0, no "-")' in warning
+    assert "never sees a wrong step" in warning

@@ -328,3 +328,74 @@ def test_ctrl_c_finishes_writes_and_leaves_a_resumable_file(tmp_path):
     _, stderr = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stderr[-3000:]
     assert len(read_meta(meta)) == 40
+
+
+def _tree_nodes(tree):
+    nodes, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        todo.extend(node["children"])
+    return nodes
+
+
+@pytest.mark.parametrize("method", ["amcs", "shepherd"])
+def test_kept_rollouts_are_the_rollouts_of_each_estimate_and_change_no_label(
+    backend, tmp_path, method
+):
+    problems = arith_problems(3, seed=11)
+    plain, kept = tmp_path / "plain.jsonl", tmp_path / "kept.jsonl"
+    asyncio.run(_run(backend, problems, plain, method=method))
+    asyncio.run(_run(backend, problems, kept, method=method, keep_rollouts=True))
+    assert kept.read_bytes() == plain.read_bytes()  # the same labels, byte for byte
+    plain_meta = read_meta(meta_path_for(plain))
+    assert all("kept_rollouts" not in n for m in plain_meta for n in _tree_nodes(m["tree"]))
+    estimated = 0
+    for m in read_meta(meta_path_for(kept)):
+        assert m["status"] == "ok"
+        every = [r for n in _tree_nodes(m["tree"]) for r in n.get("kept_rollouts", [])]
+        # Each rollout the problem drew is kept once, on the node it estimated.
+        assert len(every) == m["stats"]["rollouts"]
+        assert sum(r["tokens"] for r in every) == m["stats"]["tokens"]
+        assert sum(r["finish_reason"] == "length" for r in every) == m["stats"]["truncated"]
+        for node in _tree_nodes(m["tree"]):
+            if not node["rollouts"] or node.get("exact"):
+                assert "kept_rollouts" not in node  # never estimated, or a graded solution
+                continue
+            estimated += 1
+            rollouts = node["kept_rollouts"]
+            assert len(rollouts) == node["rollouts"]
+            right = sum(r["correct"] for r in rollouts)
+            assert right / len(rollouts) == pytest.approx(node["mc"], abs=1e-9)
+            if node["early_exit"]:
+                assert right in (0, len(rollouts))
+            for r in rollouts:
+                assert set(r) == {"text", "correct", "tokens", "finish_reason", "mean_nll"}
+                assert r["tokens"] > 0 and r["text"] and r["mean_nll"] >= 0
+                assert r["finish_reason"] in ("stop", "length")
+                if r["finish_reason"] == "length":
+                    assert not r["correct"]  # a cut rollout counts as wrong
+                if r["correct"]:
+                    assert "\\boxed{" in r["text"]  # the continuation states the answer
+    assert estimated >= len(problems)  # every root at least
+
+
+def test_each_line_keeps_the_bare_question_and_the_text_the_policy_saw(backend, tmp_path):
+    from amcs.prompts import prompt_ids
+
+    problems = arith_problems(2, seed=12)
+    out = tmp_path / "p.jsonl"
+    asyncio.run(_run(backend, problems, out))
+    by_id = {p.id: p for p in problems}
+    shown = {
+        p.id: backend.tokenizer.decode(prompt_ids(backend.tokenizer, p.question)) for p in problems
+    }
+    for m in read_meta(meta_path_for(out)):
+        assert m["policy_prompt"] == shown[m["problem_id"]]
+    lines = list(read_data(out))
+    assert lines
+    for line in lines:
+        question = by_id[line["problem_id"]].question
+        assert line["prompt"] == question  # TRL's convention, what train and filter read
+        assert line["policy_prompt"] == shown[line["problem_id"]] != question
+        assert line["policy_prompt"].startswith(question)  # the tiny policy's plain template

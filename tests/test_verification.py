@@ -593,3 +593,66 @@ def test_real_runs_are_reproducible(policy, problems):
         first = run(run_all(name, ctx, problems[:2], 4))
         again = run(run_all(name, ctx, problems[:2], 4))
         assert [r.to_dict() for r in first] == [r.to_dict() for r in again], name
+
+
+# --- candidates cut at the token limit -----------------------------------------------------------
+
+
+def test_a_sample_cut_at_the_token_limit_is_unfinished_and_never_votes():
+    # Sample 1 stopped in the middle of "12": its "1" would outvote the finished "12".
+    texts = [*boxed("12"), "step 0\n\nThe answer is 1", "step 0\n\nThe answer is 1"]
+
+    def script(path, n, params):
+        return [(t, len(t), "stop" if i == 0 else "length") for i, t in enumerate(texts)]
+
+    ctx, _ = scripted_ctx(script, TableScorer(fn=lambda s: 0.9 if "1" in s else 0.1))
+    for name in ("majority", "best-of-n", "weighted-vote"):
+        result = run(run_strategy(name, ctx, QUESTION, 3))
+        assert [c.finished for c in result.candidates] == [True, False, False], name
+        assert [c.answer for c in result.candidates] == ["12", None, None], name
+        assert result.answer == "12" and result.chosen == 0, name
+    assert run(run_strategy("majority", ctx, QUESTION, 3)).votes == {"12": 1.0}
+    # Every sample cut: no answer at all, so the result is wrong whatever the text says.
+    ctx, _ = scripted_ctx(lambda path, n, params: [("The answer is \\boxed{2}", 5, "length")])
+    for name in ("greedy", "majority"):
+        result = run(run_strategy(name, ctx, QUESTION, 1))
+        assert result.answer is None and not result.candidates[0].finished, name
+        assert result.text == "The answer is \\boxed{2}"  # the text is kept as it was
+
+
+def test_a_step_cut_at_the_limit_does_not_end_the_solution():
+    # The first step holds an answer but was cut at step_max_new_tokens ("1" of "12"): the path
+    # goes on, and the next step finishes it. With no tokens left after the cut, the path is
+    # unfinished and states no answer.
+    cut, rest = "The answer is 1", "2."
+
+    def script(path, n, params):
+        return [(cut, 4, "length") if path == "" else (rest, 2, "stop")] * n
+
+    for name in ("beam", "mcts"):
+        ctx, backend = scripted_ctx(script, TableScorer(), expansions=1, max_new_tokens=50)
+        result = run(run_strategy(name, ctx, QUESTION, 2))
+        assert result.answer == "12" and result.text == cut + rest, name
+        assert result.candidates[result.chosen].finished, name
+        ctx, backend = scripted_ctx(script, TableScorer(), expansions=1, max_new_tokens=4)
+        result = run(run_strategy(name, ctx, QUESTION, 2))
+        assert result.answer is None, name
+        assert all(not c.finished and c.answer is None for c in result.candidates), name
+        # no tokens left: nothing is sampled after the cut
+        assert backend.requests and all(path == "" for path, _, _ in backend.requests), name
+
+
+def test_real_policy_candidates_cut_at_a_tiny_max_new_tokens_are_unfinished(policy, problems):
+    ctx = VerifyContext(
+        policy,
+        ArithOracleScorer(),
+        VerifyConfig(max_new_tokens=6, step_max_new_tokens=4, expansions=2, seed=3),
+    )
+    for name in STRATEGIES:
+        results = run(run_all(name, ctx, problems[:2], 2))
+        candidates = [c for r in results for c in r.candidates]
+        assert candidates, name
+        # 6 tokens hold no tiny-policy solution: every candidate was cut, none states an answer.
+        assert all(not c.finished and c.answer is None for c in candidates), name
+        assert all(r.answer is None for r in results), name
+        assert all(c.text for c in candidates), name

@@ -27,7 +27,7 @@ from amcs.grading import Grader, answers_match_fast
 from amcs.problems import arith_problems
 from amcs.records import meta_path_for, read_data, read_meta
 from amcs.search import make_config
-from amcs.view.run import RunIndex, problem_detail
+from amcs.view.run import RunIndex, problem_detail, split_node_text
 from cli.main import app
 
 SMALL = {"max_new_tokens": 120, "rollout_budget": 40, "max_search_count": 3}
@@ -141,6 +141,32 @@ def run(tmp_path_factory) -> Path:
                     model_name="tiny",
                     concurrency=8,
                     retries=0,
+                )
+        finally:
+            await backend.aclose()
+
+    _off_loop(lambda: asyncio.run(go()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def kept_run(tmp_path_factory) -> Path:
+    """3 arithmetic problems through the real engine with their rollouts kept."""
+    out = tmp_path_factory.mktemp("kept") / "data.jsonl"
+    backend = HFBackend(max_batch_size=64)
+
+    async def go():
+        try:
+            async with Grader() as grader:
+                await generate_to_file(
+                    arith_problems(3, seed=4),
+                    backend,
+                    grader,
+                    make_config("amcs", **SMALL),
+                    out,
+                    model_name="tiny",
+                    concurrency=8,
+                    keep_rollouts=True,
                 )
         finally:
             await backend.aclose()
@@ -581,3 +607,79 @@ def test_serve_api_without_a_browser(run):
         server.shutdown()
         server.server_close()
         index.close()
+
+
+# --- kept rollouts and the policy's prompt -------------------------------------------------------
+
+
+def _kept_by_step(tree: dict, prefix: tuple = ()) -> dict[tuple, list]:
+    """{step prefix: kept rollouts} over a meta tree, keyed as problem_detail keys its nodes."""
+    key = prefix + tuple(split_node_text(tree["text"]))
+    out = {key: tree["kept_rollouts"]} if "kept_rollouts" in tree else {}
+    for child in tree["children"]:
+        out |= _kept_by_step(child, key)
+    return out
+
+
+def _steps(nodes: list[dict], node: dict) -> tuple:
+    """The step prefix of a problem_detail node (its steps from the root down)."""
+    steps = []
+    while node["parent"] is not None:
+        steps.append(node["step"])
+        node = nodes[node["parent"]]
+    return tuple(reversed(steps))
+
+
+def test_kept_rollouts_reach_every_estimated_node_of_the_page_data(kept_run):
+    from amcs.view.server import RunSource
+
+    meta = read_meta(meta_path_for(kept_run))
+    index = RunIndex(kept_run)
+    source = RunSource(index, str(kept_run))
+    try:
+        for i, m in enumerate(meta):
+            expected = _kept_by_step(m["tree"])
+            assert () in expected  # the root's estimate at least
+            for detail in (problem_detail(index.record(i), index.paths(i)), source.problem(i)):
+                assert detail["policy_prompt"] == m["policy_prompt"]
+                nodes = detail["nodes"]
+                shown = {_steps(nodes, n): n["kept_rollouts"] for n in nodes if n["kept_rollouts"]}
+                assert shown == expected
+    finally:
+        index.close()
+
+
+def test_run_page_shows_kept_rollouts_folded_escaped_and_marked_when_cut(kept_run, page, tmp_path):
+    # A hostile copy: one kept rollout's text is markup that would break out of the page, and it
+    # was cut at max_new_tokens.
+    data, meta_file = tmp_path / "k.jsonl", tmp_path / "k.meta.jsonl"
+    shutil.copy(kept_run, data)
+    lines = meta_path_for(kept_run).read_text().splitlines()
+    record = json.loads(lines[1])
+    hostile = '</script><b id="evil">bold</b>\n\n& <i>'
+    record["tree"]["kept_rollouts"][0] |= {"text": hostile, "finish_reason": "length"}
+    lines[1] = json.dumps(record)
+    meta_file.write_text("\n".join(lines) + "\n")
+    code, output = _view(data, "--out", tmp_path / "k.html")
+    assert code == 0, output
+
+    page.goto((tmp_path / "k.html").as_uri())
+    page.click(f"tr[data-problem='{record['problem_id']}']")
+    page.wait_for_selector("#tree .node")
+    assert page.locator("#policy-prompt").text_content() == record["policy_prompt"]
+    assert record["policy_prompt"] != record["question"]
+    kept = record["tree"]["kept_rollouts"]
+    folded = page.locator("#tree .node.root > details.kept")
+    assert folded.get_attribute("open") is None  # folded until asked
+    assert not page.locator("#tree .node.root > details.kept .rollout-text").first.is_visible()
+    right = sum(r["correct"] for r in kept)
+    assert folded.locator("summary").inner_text().startswith(f"{len(kept)} rollouts kept: {right}")
+    folded.locator("summary").click()
+    texts = folded.locator(".rollout-text").evaluate_all("els => els.map(e => e.textContent)")
+    assert texts == [r["text"] for r in kept]  # the hostile one as plain text
+    assert page.locator("#evil").count() == 0
+    rollouts = folded.locator(".rollout")
+    assert rollouts.first.get_attribute("data-cut") == "1"
+    assert "cut at max_new_tokens" in rollouts.first.inner_text()
+    marks = rollouts.evaluate_all("els => els.map(e => e.dataset.correct)")
+    assert marks == ["1" if r["correct"] else "0" for r in kept]

@@ -40,6 +40,12 @@ class Rollout:
         return len(self.token_ids)
 
     @property
+    def truncated(self) -> bool:
+        """Cut at max_new_tokens (finish_reason "length"): its last step or answer may be cut
+        mid-number, so it never counts as a finished solution."""
+        return self.finish_reason == "length"
+
+    @property
     def mean_nll(self) -> float:
         """Mean negative log-likelihood per token, one of AMCS's rollout features."""
         return -self.logprob_sum / max(1, len(self.token_ids))

@@ -33,8 +33,10 @@ async def run_search(
     prompt_ids: list[int],
     seed: int,
     splitter: StepSplitter | None = None,
+    keep_rollouts: bool = False,
 ) -> SearchResult:
-    """Label one problem with the configured method. `seed` makes it reproducible."""
+    """Label one problem with the configured method. `seed` makes it reproducible;
+    keep_rollouts stores each estimate's rollouts in the tree (it changes no label)."""
     ctx = SearchContext(
         problem=problem,
         backend=backend,
@@ -43,6 +45,7 @@ async def run_search(
         prompt_ids=prompt_ids,
         seed=seed,
         splitter=splitter or StepSplitter.for_config(backend.tokenizer, config),
+        keep_rollouts=keep_rollouts,
     )
     search = ShepherdSearch(ctx) if config.method == "shepherd" else TreeSearch(ctx)
     return await search.run()

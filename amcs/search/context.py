@@ -87,6 +87,7 @@ class SearchContext:
     seed: int
     splitter: StepSplitter
     stats: SearchStats = field(default_factory=SearchStats)
+    keep_rollouts: bool = False  # store each estimate's rollouts on its node (Node.kept)
 
     def __post_init__(self) -> None:
         self.estimator = make_estimator(self.config)
@@ -157,6 +158,7 @@ class SearchContext:
             draw, derive_seed(self.seed, "kmeans", len(self._index))
         )
         if estimate.rollouts:
+            self.keep(node, drawn)
             node.mc = estimate.mc
             node.rollouts = estimate.rollouts
             node.early_exit = estimate.early_exit
@@ -167,6 +169,11 @@ class SearchContext:
             self.stats.early_exits += estimate.early_exit
             self._note(node)
         return drawn
+
+    def keep(self, node: Node, drawn: list[tuple[Rollout, bool]]) -> None:
+        """With keep_rollouts, store the rollouts that estimated `node` on it (kept_rollout)."""
+        if self.keep_rollouts:
+            node.kept = [kept_rollout(r, ok) for r, ok in drawn]
 
     def set_exact(self, node: Node, correct: bool) -> None:
         """`node` is a complete solution graded `correct`: its MC is that grade, not an estimate."""
@@ -293,6 +300,19 @@ class SearchContext:
         return SearchResult(records, tree, self.stats, pos, neg)
 
 
+def kept_rollout(rollout: Rollout, correct: bool) -> dict:
+    """A rollout as the meta file keeps it: the continuation's text, its grade (a truncated one
+    is graded wrong), its tokens, finish_reason ("length": cut at max_new_tokens) and mean token
+    NLL."""
+    return {
+        "text": rollout.text,
+        "correct": bool(correct),
+        "tokens": rollout.num_tokens,
+        "finish_reason": rollout.finish_reason,
+        "mean_nll": round(rollout.mean_nll, 4),
+    }
+
+
 def truncated(rollout: Rollout) -> bool:
     """A rollout cut at max_new_tokens: its last step may be cut mid-number."""
-    return rollout.finish_reason == "length"
+    return rollout.truncated

@@ -19,6 +19,7 @@ class ShepherdSearch:
         if solutions:
             ctx.root.mc = sum(ok for _, ok in solutions) / len(solutions)
             ctx.root.rollouts = len(solutions)
+            ctx.keep(ctx.root, solutions)
         paths: list[list[list[int]]] = []
         seen: set[tuple[int, ...]] = set()
         for rollout, correct in solutions:

@@ -14,6 +14,8 @@ class Node:
     counts its MC evaluations plus the selections of a candidate from it (AMCS's code counts
     the evaluation, so N(s) >= 1 for every node that has candidates). early_exit, clusters
     (rollouts per cluster) and uncertainty record how the estimator stopped (for `amcs view`).
+    kept holds the rollouts of its estimate when the run keeps them (``--keep-rollouts``): one
+    dict per rollout, see ``amcs.search.context.kept_rollout``.
     """
 
     steps: list[list[int]]
@@ -27,6 +29,7 @@ class Node:
     early_exit: bool = False
     clusters: list[int] = field(default_factory=list)
     uncertainty: float | None = None
+    kept: list[dict] = field(default_factory=list)
 
     def add_child(self, steps: list[list[int]]) -> Node:
         child = Node(steps=steps, parent=self, depth=self.depth + len(steps))
@@ -52,8 +55,9 @@ class Node:
             yield from child.iter()
 
     def to_dict(self, text) -> dict:
-        """The tree as JSON: {"text", "mc", "rollouts", "visits", "early_exit", "clusters", "uncertainty",
-        "children"}; text(ids) renders a step."""
+        """The tree as JSON: {"text", "mc", "rollouts", "visits", "early_exit", "clusters",
+        "uncertainty", "children"}, plus "exact" on a graded complete solution and
+        "kept_rollouts" on a node whose rollouts were kept; text(ids) renders a step."""
         return {
             "text": "\n\n".join(text(s) for s in self.steps),
             "mc": self.mc,
@@ -63,5 +67,6 @@ class Node:
             "clusters": self.clusters,
             "uncertainty": None if self.uncertainty is None else round(self.uncertainty, 6),
             **({"exact": True} if self.exact else {}),
+            **({"kept_rollouts": self.kept} if self.kept else {}),
             "children": [c.to_dict(text) for c in self.children],
         }

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from amcs.grading import extract_answer
+
 
 @runtime_checkable
 class StepScorer(Protocol):
@@ -27,8 +29,9 @@ class StepScorer(Protocol):
 @dataclass
 class Candidate:
     """One solution a strategy considered. score is its aggregated PRM score (majority: the vote
-    share of its answer; None where nothing scored it); finished is False for a partial solution
-    (a beam still open at max_depth, say)."""
+    share of its answer; None where nothing scored it); finished is False for a partial solution:
+    a beam still open at max_depth, or a solution cut at the token limit (its last rollout's
+    finish_reason is "length"). An unfinished candidate states no answer (see final_answer)."""
 
     text: str
     answer: str | None
@@ -38,6 +41,14 @@ class Candidate:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def final_answer(text: str, finished: bool) -> str | None:
+    """The answer a candidate states: the one extracted from its text when it is finished, else
+    None. A solution cut at the token limit may stop mid-number ("The answer is 1" of 12), so,
+    as `amcs generate` grades a cut rollout wrong, its answer never counts: it does not vote,
+    and it is chosen only when no candidate states an answer (then the result is wrong)."""
+    return extract_answer(text) if finished else None
 
 
 @dataclass

@@ -8,7 +8,9 @@ new step given the whole prefix; with "min", its weakest step so far). Candidate
 solution (end-of-sequence or a stated answer) or have no tokens left go to the completed pool;
 the w best of the rest (ties: earlier) are the next beams. The search stops when the pool holds
 w solutions, after max_depth steps, or when no beams are left. The answer is the best completed
-solution by aggregate(step scores) (ties: earliest completed), else the best open beam.
+solution by aggregate(step scores) (ties: earliest completed), else the best open beam. A path
+whose tokens ran out is completed but unfinished: it states no answer (``final_answer``), so it
+wins only when no completed solution states one.
 """
 
 from __future__ import annotations

@@ -23,9 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from amcs.grading import extract_answer
 from amcs.verification.aggregation import best_index
-from amcs.verification.base import Candidate, StrategyResult
+from amcs.verification.base import Candidate, StrategyResult, final_answer
 from amcs.verification.context import Run, VerifyContext
 from amcs.verification.stepwise import StepPath, can_extend, extend, tokens_left
 
@@ -120,16 +119,19 @@ class MCTS:
         return run.result(candidates, chosen, stats=stats)
 
     async def complete_most_visited(self) -> Candidate:
-        """Follow the most visited child from the root to a leaf, then finish it greedily."""
+        """Follow the most visited child from the root to a leaf, then finish it greedily; the
+        completion is unfinished (no answer) when it is cut at the token limit, or when no
+        tokens were left for it."""
         node = self.root
         while node.children:
             node = max(node.children, key=lambda ch: ch.visits)
-        path, text = node.path, node.path.text
+        path, text, finished = node.path, node.path.text, node.path.finished
         left = tokens_left(self.run, path)
         if left > 0 and not path.finished:
             (r,) = await self.run.sample(path.ids, 1, temperature=0.0, max_new_tokens=left)
             text += r.text
-        return Candidate(text, extract_answer(text), None, list(path.step_scores), True)
+            finished = not r.truncated
+        return Candidate(text, final_answer(text, finished), None, list(path.step_scores), finished)
 
 
 async def mcts(ctx: VerifyContext, question: str, n: int | None = None) -> StrategyResult:

@@ -1,17 +1,18 @@
 """Strategies over whole sampled solutions: greedy, majority vote, best-of-n and PRM-weighted vote.
 
 Majority, best-of-n and weighted vote draw their n samples in one request seeded by (seed,
-question, 0), so with the same seed they judge the same n solutions.
+question, 0), so with the same seed they judge the same n solutions. A sample cut at
+max_new_tokens is an unfinished candidate with no answer (``final_answer``).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from amcs.grading import extract_answer
+from amcs.backends.base import Rollout
 from amcs.steps import split_steps, step_rules
 from amcs.verification.aggregation import aggregate, best_index
-from amcs.verification.base import Candidate, StrategyResult
+from amcs.verification.base import Candidate, StrategyResult, final_answer
 from amcs.verification.context import Run, VerifyContext
 from amcs.verification.voting import group_answers, vote
 
@@ -20,23 +21,26 @@ async def greedy(ctx: VerifyContext, question: str, n: int | None = None) -> Str
     """One sample at temperature 0; n is ignored."""
     run = Run(ctx, "greedy", question, n)
     (rollout,) = await run.sample([], 1, temperature=0.0)
-    return run.result([Candidate(rollout.text, extract_answer(rollout.text))], 0)
+    return run.result([_candidate(rollout)], 0)
 
 
-async def _samples(run: Run) -> list[str]:
-    rollouts = await run.sample([], run.config.n)
-    return [r.text for r in rollouts]
+def _candidate(rollout: Rollout, score: float | None = None, step_scores=()) -> Candidate:
+    """A whole sampled solution as a candidate: unfinished, with no answer, when it was cut."""
+    done = not rollout.truncated
+    text = rollout.text
+    return Candidate(text, final_answer(text, done), score, list(step_scores), done)
 
 
-async def _scored(run: Run, texts: list[str]) -> list[Candidate]:
-    """Each text split into steps, scored by the PRM (one call per text with steps), and its
-    score aggregated."""
+async def _samples(run: Run) -> list[Rollout]:
+    return await run.sample([], run.config.n)
+
+
+async def _scored(run: Run, rollouts: list[Rollout]) -> list[Candidate]:
+    """Each sample split into steps, scored by the PRM (one call per sample with steps), and
+    its score aggregated."""
     rules, how = step_rules(run.config), run.config.aggregation
-    step_scores = await asyncio.gather(*(run.score(split_steps(t, **rules)) for t in texts))
-    return [
-        Candidate(t, extract_answer(t), aggregate(s, how), s)
-        for t, s in zip(texts, step_scores, strict=True)
-    ]
+    step_scores = await asyncio.gather(*(run.score(split_steps(r.text, **rules)) for r in rollouts))
+    return [_candidate(r, aggregate(s, how), s) for r, s in zip(rollouts, step_scores, strict=True)]
 
 
 async def majority(ctx: VerifyContext, question: str, n: int | None = None) -> StrategyResult:
@@ -44,14 +48,12 @@ async def majority(ctx: VerifyContext, question: str, n: int | None = None) -> S
     the answer that appeared first. The text is the first sample with that answer. Each
     candidate's score is its answer's vote share. No PRM calls."""
     run = Run(ctx, "majority", question, n)
-    texts = await _samples(run)
-    answers = [extract_answer(t) for t in texts]
+    candidates = [_candidate(r) for r in await _samples(run)]
+    answers = [c.answer for c in candidates]
     winner, votes = vote(answers)
     groups = group_answers(answers)
-    candidates = [
-        Candidate(t, a, None if g is None else groups.count(g) / len(texts))
-        for t, a, g in zip(texts, answers, groups, strict=True)
-    ]
+    for c, g in zip(candidates, groups, strict=True):
+        c.score = None if g is None else groups.count(g) / len(candidates)
     # No sample states an answer: report the first one, whose answer is None anyway.
     chosen = winner if winner is not None else (0 if candidates else None)
     return run.result(candidates, chosen, votes=votes)

@@ -2,7 +2,9 @@
 
 A path's prefix is the prompt's ids plus the ids the model generated for its steps, never
 re-tokenised text. Its steps for the PRM come from splitting the joined step texts, so a step cut
-at step_max_new_tokens and continued by the next sample is still scored as one step.
+at step_max_new_tokens and continued by the next sample is still scored as one step. A cut step
+never ends a solution, even when it holds an answer (it may stop mid-number): the next sample
+continues it, and a path whose tokens run out that way is unfinished and states no answer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from amcs.backends.base import Rollout
 from amcs.grading import extract_answer
 from amcs.steps import split_steps, step_rules
 from amcs.verification.aggregation import aggregate
-from amcs.verification.base import Candidate
+from amcs.verification.base import Candidate, final_answer
 from amcs.verification.context import Run
 
 
@@ -45,7 +47,7 @@ class StepPath:
     def candidate(self, how: str) -> Candidate:
         return Candidate(
             self.text,
-            extract_answer(self.text),
+            final_answer(self.text, self.finished),
             aggregate(self.step_scores, how),
             list(self.step_scores),
             self.finished,
@@ -54,7 +56,10 @@ class StepPath:
 
 def ends_solution(rollout: Rollout, separator: str) -> bool:
     """A step ends the solution when the model stopped on end-of-sequence (finish "stop" but no
-    separator in the text, since stop strings are kept) or the step states a final answer."""
+    separator in the text, since stop strings are kept) or the step states a final answer; a
+    step cut at the token limit never does."""
+    if rollout.truncated:
+        return False
     eos = rollout.finish_reason == "stop" and separator not in rollout.text
     return eos or extract_answer(rollout.text) is not None
 

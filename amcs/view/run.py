@@ -322,7 +322,8 @@ def problem_detail(record: dict, paths: list[dict]) -> dict:
     """One problem for the page: its record (tree left out), the step tree and the paths.
 
     The step tree has one node per distinct step prefix seen by the search or written on a path:
-    evaluated prefixes carry the tree's MC, rollouts, early exit, cluster sizes and uncertainty;
+    evaluated prefixes carry the tree's MC, rollouts, early exit, cluster sizes and uncertainty
+    (and the rollouts themselves, when the run kept them: ``amcs generate --keep-rollouts``);
     prefixes on labelled paths carry each path's label, value and rollouts (0: inherited from a
     later prefix). For arithmetic problems every prefix also gets its exact truth (all steps so
     far correct) from amcs.domains.arith.
@@ -348,6 +349,7 @@ def problem_detail(record: dict, paths: list[dict]) -> dict:
             "early_exit": None,
             "clusters": None,
             "uncertainty": None,
+            "kept_rollouts": None,
             "labels": [],
             "first_error": False,
             "truth": None,
@@ -372,6 +374,7 @@ def problem_detail(record: dict, paths: list[dict]) -> dict:
                 "early_exit": tree.get("early_exit"),
                 "clusters": tree.get("clusters"),
                 "uncertainty": tree.get("uncertainty"),
+                "kept_rollouts": tree.get("kept_rollouts"),
             }
         for child in tree.get("children") or []:
             walk(child, key)

@@ -27,8 +27,8 @@
   const num = (x, d = 3) => (x === null || x === undefined ? "—" : Number(x).toFixed(d));
   const pct = (x, d = 1) => (x === null || x === undefined ? "—" : (100 * x).toFixed(d) + "%");
   const short = (s, n) => (s.length > n ? s.slice(0, n - 1) + "…" : s);
-  function kv(pairs) {
-    return el("dl", { class: "kv" }, pairs.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
+  function kv(pairs) {  // null pairs are left out
+    return el("dl", { class: "kv" }, pairs.filter(Boolean).flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
   }
   function badge(text, cls, extra) {
     return el("span", Object.assign({ class: "badge " + (cls || ""), text: text }, extra || {}));
@@ -284,6 +284,8 @@
         p.arith ? badge("arithmetic: exact truth", "info") : null),
       kv([
         ["question", el("pre", { text: p.question })],
+        p.policy_prompt === undefined || p.policy_prompt === null ? null
+          : ["policy prompt", el("pre", { id: "policy-prompt", title: "the exact text the policy was given", text: p.policy_prompt })],
         ["gold answer", el("span", { class: "mono", id: "gold", text: p.answer })],
         ["paths", int(p.paths)],
         ["stats", el("span", { class: "mono", text: Object.entries(stats).map(([k, v]) => `${k} ${v}`).join(" · ") })],
@@ -373,9 +375,25 @@
       info.classList.toggle("hidden");
       box.classList.toggle("open", !info.classList.contains("hidden"));
     });
-    box.append(line, info, childBox);
+    box.append(...[line, keptRollouts(node), info, childBox].filter(Boolean));
     for (const kid of kids) childBox.append(renderNode(p, kid, expand, false));
     return box;
+  }
+
+  // The rollouts that estimated a node (runs with --keep-rollouts), folded until opened.
+  function keptRollouts(node) {
+    const kept = node.kept_rollouts;
+    if (!kept || !kept.length) return null;
+    const right = kept.filter((r) => r.correct).length;
+    const cut = kept.filter((r) => r.finish_reason === "length").length;
+    return el("details", { class: "kept", dataset: { kept: kept.length } },
+      el("summary", { text: `${kept.length} rollouts kept: ${right} right` + (cut ? `, ${cut} cut at max_new_tokens` : "") }),
+      kept.map((r, i) => el("div", { class: "rollout", dataset: { correct: r.correct ? "1" : "0", cut: r.finish_reason === "length" ? "1" : "" } },
+        el("div", {}, el("span", { class: "muted", text: `#${i + 1}` }),
+          badge(r.correct ? "right" : "wrong", r.correct ? "ok" : "wrong"),
+          r.finish_reason === "length" ? badge("cut at max_new_tokens", "warn", { title: "finish_reason length: truncated, graded wrong" }) : null,
+          el("span", { class: "muted", text: ` ${int(r.tokens)} tokens · mean NLL ${num(r.mean_nll, 3)}` })),
+        el("pre", { class: "rollout-text", text: r.text }))));
   }
 
   function nodeInfo(p, node) {
