@@ -309,6 +309,9 @@ async def generate(
         backend, counters, max_inflight, retries, request_timeout, patience=patience
     )
     splitter = StepSplitter.for_config(backend.tokenizer, config)
+    # How this session decodes, on every meta line: resume can then say whether the file will
+    # equal an uninterrupted run's (deterministic hf decoding) or be a valid continuation.
+    decoding = "deterministic" if getattr(backend, "deterministic", False) else "batched"
 
     finished: dict[int, _Outcome] = {}
     progressed = asyncio.Event()
@@ -351,6 +354,7 @@ async def generate(
             "question": p.question,
             "answer": p.answer,
             "policy_prompt": outcome.policy_prompt,
+            "decoding": decoding,
         }
         if r is None:
             counters.failed += 1

@@ -6,7 +6,7 @@ never shortened unless they prove the bytes are theirs.
 - ``data.jsonl``: one line per labelled path (TRL's PRM format plus soft MC values; ``prompt`` is
   the bare question, ``policy_prompt`` the text the policy was given);
 - ``data.meta.jsonl``: a header line with the run's fingerprint (method, model, seed, search
-  config, problem source, shard, prompt), then one line per finished problem (status, stats,
+  config, problem source, shard, prompt), then one line per finished problem (status, stats, ``decoding``: deterministic or batched,
   search tree) ending with ``data_end``, the byte offset in data.jsonl where that problem's data
   lines end.
 
@@ -378,6 +378,7 @@ class RecordWriter:
                     "reason": p.get("reason"),
                     "paths": len(paths),
                     "stats": p.get("stats") or {},
+                    **({"decoding": p["decoding"]} if p.get("decoding") else {}),
                     "tree": p.get("tree"),
                     "data_end": end,
                 }

@@ -155,6 +155,8 @@ async def open_backend(opts: dict, model_name: str):
     try:
         if opts["backend"] == "hf":
             options: dict[str, Any] = {"max_batch_size": int(opts["max_batch_size"])}
+            if opts.get("deterministic") is not None:
+                options["deterministic"] = bool(opts["deterministic"])
         elif opts["backend"] == "sglang":
             options = {}
         else:

@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "served_model_name": None,
     "max_batch_size": 128,
     "keep_rollouts": False,
+    "deterministic": None,  # hf: on for CPU (see amcs.backends.hf), else off
 }
 
 
@@ -150,6 +151,15 @@ def generate_command(
         "NLL) in the meta file's search tree, for amcs view; changes no label, may be toggled "
         "on resume; makes the meta file larger. [default: off]",
     ),
+    deterministic: bool | None = typer.Option(
+        None,
+        "--deterministic/--no-deterministic",
+        help="hf backend: decode so that a seeded rollout does not depend on which rollouts share "
+        "its batch, so a resumed or sharded run writes the same bytes as an uninterrupted one "
+        "(on CPU it costs little: see README). Off: plain batched kernels; a resumed run is then a "
+        "valid continuation, not a byte-identical one. Server backends batch as they please. "
+        "[default: on with hf on CPU]",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log lines instead of a live display."),
 ) -> None:
     """Label solution steps with Monte Carlo search and stream them to a JSONL file.
@@ -192,6 +202,7 @@ def generate_command(
         "request_timeout": request_timeout,
         "served_model_name": served_model_name,
         "keep_rollouts": keep_rollouts,
+        "deterministic": deterministic,
     }
     opts, search_overrides = merge_options(recipe, DEFAULTS, given, "search")
     search_overrides |= parse_sets(set_)
@@ -213,6 +224,13 @@ def generate_command(
     check_backend_options(opts)
     if not isinstance(opts["keep_rollouts"], bool):
         fail(f"keep_rollouts must be true or false, got {opts['keep_rollouts']!r}")
+    if opts["deterministic"] is not None and not isinstance(opts["deterministic"], bool):
+        fail(f"deterministic must be true or false, got {opts['deterministic']!r}")
+    if opts["deterministic"] and opts["backend"] != "hf":
+        fail(
+            f"--deterministic needs the hf backend: {opts['backend']} batches as the server "
+            "pleases (a resumed run is a valid continuation, not byte-identical)"
+        )
     try:
         config = make_config(opts["method"], **search_overrides)
     except ConfigError as exc:
@@ -287,6 +305,32 @@ def generate_command(
         )
 
 
+def resume_note(writer, deterministic: bool) -> str | None:
+    """What resuming means for the bytes of the output, or None for a fresh run: byte-identical
+    to an uninterrupted run only when every committed problem and this session decode
+    deterministically (each meta line records its ``decoding``)."""
+    committed = writer.completed
+    if not committed:
+        return None
+    kinds = {m.get("decoding", "unrecorded") for m in committed}
+    count = len({m["problem_id"] for m in committed})
+    head = f"resuming {writer.path} after {count} committed problem(s): "
+    if deterministic and kinds == {"deterministic"}:
+        return head + (
+            "deterministic decoding then and now, so the file will equal an uninterrupted "
+            "run's byte for byte"
+        )
+    if not deterministic:
+        why = "this session's backend batches rollouts as it pleases"
+    elif "unrecorded" in kinds:
+        why = "earlier sessions did not record how they decoded"
+    else:
+        why = "earlier sessions decoded in plain batches"
+    return head + (
+        f"a valid continuation of the same run, not byte-identical to an uninterrupted one ({why})"
+    )
+
+
 def search_parameters_help() -> str:
     """The --set keys with their help, allowed values and defaults, from SearchConfig's fields
     (the amcs preset's defaults; omegaprm and shepherd change a few, see amcs.search.PRESETS)."""
@@ -339,6 +383,9 @@ def _run(opts: dict, config, todo, writer, quiet: bool, model_name: str):
 
     async def main() -> None:
         backend = await open_backend(opts, str(opts["model"] or TINY_POLICY))
+        note = resume_note(writer, bool(getattr(backend, "deterministic", False)))
+        if note:
+            say(note)
         display = RunDisplay(counters, quiet=quiet)
         async with Grader(max_workers=min(2, os.cpu_count() or 1)) as grader:
             try:

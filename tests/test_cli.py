@@ -253,3 +253,32 @@ def test_train_warns_when_the_rows_hold_one_label_class(tmp_path):
     (warning,) = _warnings(r.output)
     assert 'only "+" labels (1 step at threshold 0, no "-")' in warning
     assert "never sees a wrong step" in warning
+
+
+def test_resume_says_whether_the_file_will_be_byte_identical(tmp_path):
+    """Every meta line records how its problem was decoded; resuming says plainly whether the
+    result equals an uninterrupted run (deterministic decoding then and now) or is a valid
+    continuation, and --deterministic is refused with a server backend."""
+    from amcs.records import meta_path_for, read_meta
+
+    out = tmp_path / "d.jsonl"
+    args = ["generate", "--out", str(out), "-q", "--set", "max_new_tokens=8"]
+    r = runner.invoke(app, [*args, "--problems", "arith:1"])
+    assert r.exit_code == 0, r.output
+    assert "resuming" not in r.output  # a fresh run
+    r = runner.invoke(app, [*args, "--problems", "arith:2", "--deterministic"])
+    assert r.exit_code == 0, r.output
+    assert "after 1 committed problem(s): deterministic decoding then and now" in r.output
+    assert "byte for byte" in r.output
+    r = runner.invoke(app, [*args, "--problems", "arith:3", "--no-deterministic"])
+    assert r.exit_code == 0, r.output
+    assert "after 2 committed problem(s): a valid continuation" in r.output
+    assert "this session's backend batches rollouts as it pleases" in r.output
+    decodings = [m["decoding"] for m in read_meta(meta_path_for(out))]
+    assert decodings == ["deterministic", "deterministic", "batched"]
+    r = runner.invoke(app, [*args, "--problems", "arith:4", "--deterministic"])
+    assert "earlier sessions decoded in plain batches" in r.output
+    bad = runner.invoke(
+        app, [*args, "--backend", "openai", "--url", "http://127.0.0.1:9", "--deterministic"]
+    )
+    assert bad.exit_code == 2 and "--deterministic needs the hf backend" in bad.output
