@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from amcs.backends.base import SamplingParams  # noqa: E402
@@ -113,6 +115,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=8, help="problems of the recipe's set")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument(
+        "--set", dest="sets", action="append", default=[], help="search KEY=VALUE over the recipe's"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/generate_speed.json")
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -124,6 +129,9 @@ def main() -> None:
     model = model_dir()
     recipe = load_recipe(RECIPE)
     search = dict(recipe.get("search") or {})
+    for item in args.sets:
+        key, _, value = item.partition("=")
+        search[key] = yaml.safe_load(value)
     config = make_config(recipe.get("method", "amcs"), **search)
     problems = load_problems(ROOT / recipe["problems"], limit=args.limit)
     seed = int(recipe.get("seed", 0))

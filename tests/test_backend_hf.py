@@ -128,7 +128,7 @@ def test_rowwise_attention_and_products_are_exact_whatever_the_company(backend):
     the same bits alone (unpadded) and inside a left-padded batch of any width with other rows,
     and a row's nn.Linear product the same alone and among 40 rows (and it is the layer's
     product)."""
-    from amcs.backends.hf import _rowwise_attention
+    from amcs.backends.hf import _attention
 
     attention = backend.model.model.layers[0].self_attn
     heads = backend.model.config.num_attention_heads
@@ -138,7 +138,7 @@ def test_rowwise_attention_and_products_are_exact_whatever_the_company(backend):
     for length in (1, 37, 64, 150):
         q = torch.randn(1, heads, 1, dim, generator=gen)
         k, v = (torch.randn(1, kv_heads, length, dim, generator=gen) for _ in range(2))
-        alone, _ = _rowwise_attention(attention, q, k, v, None, amcs_row_lengths=[length])
+        alone, _ = _attention(attention, q, k, v, None, amcs_row_lengths=[length])
         for extra, company in ((5, 1), (64, 3), (131, 20)):
             width = length + extra
             rows = 1 + company
@@ -146,7 +146,7 @@ def test_rowwise_attention_and_products_are_exact_whatever_the_company(backend):
             kk[0, :, extra:], vv[0, :, extra:] = k[0], v[0]
             qq = torch.cat([q, torch.randn(company, heads, 1, dim, generator=gen)])
             lengths = [length] + [width] * company
-            out, _ = _rowwise_attention(attention, qq, kk, vv, None, amcs_row_lengths=lengths)
+            out, _ = _attention(attention, qq, kk, vv, None, amcs_row_lengths=lengths)
             assert torch.equal(out[0], alone[0])
         # and it is attention: the same as eager attention over the row's own columns
         reference, _ = eager_attention_forward(attention, q, k, v, None, attention.scaling)

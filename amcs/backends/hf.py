@@ -26,7 +26,7 @@ its own:
    then 96 to 256, shifted by a block, against a reference); if none holds, each row is multiplied
    alone (one (1, K) x (K, N) product per row, the slow and always-exact fallback). Models whose
    products are not ``nn.Linear`` (GPT-2's Conv1D) are not covered.
-3. Attention runs per row over exactly that row's cache columns (``_rowwise_attention``, PyTorch's
+3. Attention runs per row over exactly that row's cache columns (``_attention``, PyTorch's
    scaled_dot_product_attention on the unpadded slice), so padding and company never enter it.
 
 The price is one forward per distinct prompt, up to row_block - 1 padding rows per product and a
@@ -57,7 +57,6 @@ from transformers import (
     DynamicCache,
 )
 from transformers.cache_utils import DynamicLayer
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
 from amcs.assets import TINY_POLICY
@@ -66,7 +65,7 @@ from amcs.threads import hand_over
 
 log = logging.getLogger("amcs.backends.hf")
 
-ROWWISE_ATTENTION = "amcs_rowwise"  # rule 3's attention, registered with transformers
+ATTENTION = "amcs"  # the backend's attention (_attention), registered with transformers
 ROW_BLOCKS = (4, 8, 16, 32)  # rule 2: the row blocks calibrate_row_block tries, smallest first
 SPARE_COLUMNS = 64  # the cache grows by this many columns at a time
 
@@ -147,22 +146,33 @@ def _new_cache(config) -> DynamicCache:
     return cache
 
 
-def _rowwise_attention(
-    module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs
-):
-    """Rule 3: attention of each row over its own cache columns only (the last
-    ``amcs_row_lengths[b]`` of row b; the rest is left padding), one SDPA call per row, so neither
-    the padding nor the other rows can change a row's bits. A prefill (several query positions)
-    runs alone and unpadded, causally. Without row lengths (a plain forward outside the backend)
-    it is ordinary SDPA with the mask."""
-    lengths = kwargs.pop("amcs_row_lengths", None)
-    if lengths is None:
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-        )
+def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """The backend's attention (registered with transformers as ATTENTION), PyTorch's
+    scaled_dot_product_attention with grouped key/value heads read in place (transformers' own
+    SDPA path copies them once per query head when there is a padding mask).
+
+    Deterministic (rule 3, ``amcs_row_lengths`` given): each row attends over its own cache
+    columns only (the last ``amcs_row_lengths[b]`` of row b; the rest is left padding), one call
+    per row, so neither the padding nor the other rows can change a row's bits; a prefill (several
+    query positions) runs alone and unpadded, causally. Otherwise one batched call with the
+    padding mask."""
+    lengths = kwargs.get("amcs_row_lengths")
     rows, heads, steps, dim = query.shape
-    out = query.new_empty(rows, steps, heads, dim)
     gqa = key.shape[1] != heads
+    if lengths is None:
+        if attention_mask is not None and attention_mask.ndim == 4:
+            attention_mask = attention_mask[:, :, :, : key.shape[-2]]
+        out = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=attention_mask,
+            is_causal=attention_mask is None and steps > 1,
+            scale=scaling,
+            enable_gqa=gqa,
+        )
+        return out.transpose(1, 2).contiguous(), None
+    out = query.new_empty(rows, steps, heads, dim)
     for b, n in enumerate(lengths):
         o = F.scaled_dot_product_attention(
             query[b : b + 1],
@@ -176,8 +186,8 @@ def _rowwise_attention(
     return out, None
 
 
-AttentionInterface.register(ROWWISE_ATTENTION, _rowwise_attention)
-AttentionMaskInterface.register(ROWWISE_ATTENTION, sdpa_mask)
+AttentionInterface.register(ATTENTION, _attention)
+AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 
 
 def _blocked_product(x: torch.Tensor, weight_t: torch.Tensor, block: int) -> torch.Tensor:
@@ -275,9 +285,8 @@ class HFBackend:
         if deterministic is None:
             deterministic = self.device.type == "cpu"
         self.deterministic = bool(deterministic)
-        attention = {"attn_implementation": ROWWISE_ATTENTION} if deterministic else {}
         self.model = (
-            AutoModelForCausalLM.from_pretrained(model, dtype=dtype, **attention)
+            AutoModelForCausalLM.from_pretrained(model, dtype=dtype, attn_implementation=ATTENTION)
             .to(self.device)
             .eval()
         )
