@@ -91,8 +91,9 @@ def _offline_mode() -> Iterator[None]:
         datasets.logging.set_verbosity(verbosity)
 
 
-def load_hub_dataset(name: str, split: str):
-    """``datasets.load_dataset(name, split=split)``, from the local cache when the hub is down.
+def load_hub_dataset(name: str, split: str, config: str | None = None):
+    """``datasets.load_dataset(name, config, split=split)``, from the local cache when the hub is
+    down (``config``: the dataset's configuration, e.g. GSM8K's "main"; None for its default).
 
     Raises HubDatasetError with one line naming ``name`` when the dataset cannot be loaded.
     """
@@ -105,9 +106,9 @@ def load_hub_dataset(name: str, split: str):
         offline, why = True, f"the hub at {constants.ENDPOINT} cannot be reached"
     try:
         if not offline:
-            return datasets.load_dataset(name, split=split)
+            return datasets.load_dataset(name, config, split=split)
         with _offline_mode():
-            dataset = datasets.load_dataset(name, split=split)
+            dataset = datasets.load_dataset(name, config, split=split)
         log.warning("%s: loaded from the local Hugging Face cache (%s)", name, why)
         return dataset
     except (ConnectionError, FileNotFoundError) as exc:
@@ -121,6 +122,7 @@ def load_hub_dataset(name: str, split: str):
         failure = exc
     detail = " ".join(str(failure).split())  # datasets' messages span lines
     raise HubDatasetError(
-        f"{name}: no such file, and loading it as a Hugging Face dataset (split {split!r}) "
+        f"{name}: no such file, and loading it as a Hugging Face dataset "
+        f"({'' if config is None else f'configuration {config!r}, '}split {split!r}) "
         f"failed: {type(failure).__name__}: {detail}"
     )

@@ -1,7 +1,7 @@
 """Problems: what a search or an evaluation runs on, and where they come from.
 
-A source is a JSONL, JSON or Parquet file, a Hugging Face dataset name (``name`` or
-``name:split``), or the bundled arithmetic domain (``arith`` for 200 problems, ``arith:N``;
+A source is a JSONL, JSON or Parquet file, a Hugging Face dataset name (``name``, ``name:split`` or
+``name:config:split``, e.g. ``openai/gsm8k:main:test``), or the bundled arithmetic domain (``arith`` for 200 problems, ``arith:N``;
 ``arith-heldout:N`` for the held-out set the bundled tiny models never trained on).
 Common field names are mapped: question | problem | query | prompt, and answer | final_answer
 (GSM8K's "... #### 42" keeps what follows ``####``).
@@ -163,11 +163,16 @@ def _read_json(path: Path) -> list[tuple[str, dict]]:
 
 
 def _read_hub_dataset(spec: str) -> list[tuple[str, dict]]:
-    name, _, split = spec.partition(":")
+    """A hub dataset named ``NAME``, ``NAME:SPLIT`` or ``NAME:CONFIG:SPLIT`` (the split defaults
+    to test; ``openai/gsm8k:main:test`` is GSM8K's test set, which has two configurations)."""
+    name, *rest = spec.split(":")
     if looks_like_local_path(name):
         raise ProblemError(f"{spec}: no such file")
+    if len(rest) > 2 or any(not part for part in rest):
+        raise ProblemError(f"{spec}: a hub dataset is NAME, NAME:SPLIT or NAME:CONFIG:SPLIT")
+    config, split = rest if len(rest) == 2 else (None, rest[0] if rest else None)
     try:
-        ds = load_hub_dataset(name, split or "test")
+        ds = load_hub_dataset(name, split or "test", config)
     except HubDatasetError as exc:
         raise ProblemError(str(exc)) from None
     return [(f"{spec}: row {i + 1}", dict(r)) for i, r in enumerate(ds)]

@@ -14,7 +14,7 @@ from cli.common import fail
 def problems_command(
     source: str = typer.Argument(
         "arith",
-        help="A .jsonl/.json/.parquet file, a Hugging Face dataset (name or name:split), "
+        help="A .jsonl/.json/.parquet file, a Hugging Face dataset (name, name:split or name:config:split, e.g. openai/gsm8k:main:test), "
         "or the bundled arithmetic domain: 'arith' (200 problems) or 'arith:N'.",
     ),
     limit: int | None = typer.Option(None, "--limit", help="Keep only the first N problems."),

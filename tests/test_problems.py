@@ -365,3 +365,30 @@ def test_malformed_json_names_line_and_column(tmp_path):
     with pytest.raises(ProblemError) as info:
         load_problems(f)
     assert str(info.value) == f"{f}:2: malformed JSON (Expecting value at column 14)"
+
+
+@pytest.mark.slow
+def test_hub_name_with_a_configuration_loads_it(tmp_path):
+    """NAME:CONFIG:SPLIT picks a configuration (GSM8K on the hub is openai/gsm8k:main:test)."""
+    from datasets.packaged_modules.json.json import Json
+
+    rows = write(
+        tmp_path / "rows.jsonl",
+        '{"question": "Tom has 3 apples and buys 5. How many?", "answer": "3 + 5 = 8\\n#### 8"}\n',
+    )
+    Json(
+        cache_dir=str(tmp_path / "hf-cache"),
+        dataset_name="gsm-mini",
+        config_name="main",
+        config_id="main",
+        hash="0123abcd",
+        data_files={"test": str(rows)},
+    ).download_and_prepare()
+    result, _ = _amcs_offline_hub(["problems", "gsm-mini:main:test"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "1 problems from gsm-mini" in result.stdout and "Tom has 3 apples" in result.stdout
+    result, _ = _amcs_offline_hub(["problems", "gsm-mini:main:test:x"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: gsm-mini:main:test:x: a hub dataset is NAME, NAME:SPLIT or NAME:CONFIG:SPLIT\n"
+    )

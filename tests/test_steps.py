@@ -3,8 +3,6 @@
 eval from what generate and train recorded."""
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -24,8 +22,6 @@ from amcs.verification import VerifyConfig, make_verify_config
 from cli.main import app
 
 runner = CliRunner()
-
-SMOLLM2 = Path(os.environ.get("AMCS_SMOLLM2", "~/.cache/amcs/smollm2-135m-instruct")).expanduser()
 
 # How SmolLM2-135M-Instruct writes a solution: an intro, a numbered list with single newlines,
 # a blank line, a heading on its own line, and the answer.
@@ -49,15 +45,10 @@ SMOLLM2_STEPS = [
 
 
 @pytest.fixture(scope="module")
-def smollm2_tokenizer():
-    if not (SMOLLM2 / "tokenizer.json").is_file():
-        pytest.skip(
-            f"SmolLM2-135M-Instruct is not prepared at {SMOLLM2}: run "
-            "recipes/smollm2-135m/prepare_model.sh (or set AMCS_SMOLLM2)"
-        )
+def smollm2_tokenizer(smollm2):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(SMOLLM2))
+    return AutoTokenizer.from_pretrained(str(smollm2))
 
 
 @pytest.fixture(scope="module")

