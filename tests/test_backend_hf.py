@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -287,3 +288,27 @@ def test_resumed_run_equals_an_uninterrupted_one_byte_for_byte(backend, tmp_path
     assert 0 < resumed.stat().st_size < len(data)
     run(generate(resumed))
     assert resumed.read_bytes() == data
+
+
+def test_prompts_prefilled_together_get_the_bits_each_gets_alone(backend):
+    """Rule 1: random groups of 2-9 prompts of random lengths, prefilled in one padded forward,
+    give every request the tokens and log-probabilities it gets when it is the only prompt."""
+    rng = random.Random(0)
+    compared = 0
+    for trial in range(6):
+        questions = [
+            " + ".join(str(rng.randint(1, 99)) for _ in range(rng.randint(1, 14)))
+            for _ in range(rng.randint(2, 9))
+        ]
+        ids = [prompt_ids(backend.tokenizer, q) for q in questions]
+        params = SamplingParams(temperature=1.0, max_new_tokens=6, seed=trial)
+
+        async def together(ids=ids, params=params):
+            return await asyncio.gather(*(backend.sample(i, 2, params) for i in ids))
+
+        crowd = run(together())
+        for prompt, theirs in zip(ids, crowd, strict=True):
+            alone = run(backend.sample(prompt, 2, params))
+            assert _outcome(theirs) == _outcome(alone)
+            compared += 1
+    assert compared >= 12

@@ -39,6 +39,9 @@ SMALL = [
 ]
 
 
+PICKED = ("wp021", "wp028")
+
+
 def amcs(*args: str, timeout: float = 900) -> tuple[int, str, str]:
     """Run the real program; return (exit code, stdout, stderr)."""
     proc = subprocess.run(
@@ -59,15 +62,20 @@ def read_jsonl(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def run(smollm2, tmp_path_factory) -> Path:
     """Two of the recipe's word problems labelled by SmolLM2 on the hf backend, rollouts kept."""
-    out = tmp_path_factory.mktemp("smollm2-run") / "data.jsonl"
+    folder = tmp_path_factory.mktemp("smollm2-run")
+    out = folder / "data.jsonl"
+    # Two problems SmolLM2 often answers with a numbered list (it writes prose as often).
+    problems = folder / "problems.jsonl"
+    lines = (RECIPE / "word_problems.jsonl").read_text().splitlines()
+    problems.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["id"] in PICKED))
     code, _, err = amcs(
         "generate",
         "--recipe",
         str(RECIPE / "generate.yaml"),
+        "--problems",
+        str(problems),
         "--model",
         str(smollm2),
-        "--limit",
-        "2",
         "--out",
         str(out),
         "--keep-rollouts",
@@ -113,7 +121,7 @@ def test_generate_writes_the_models_own_steps_and_keeps_what_it_saw(run, smollm2
     metas = read_meta(meta_path_for(run))
     assert [m["status"] for m in metas] == ["ok", "ok"], [m.get("reason") for m in metas]
     assert rows, "no labelled path"
-    assert {r["problem_id"] for r in rows} <= {"wp000", "wp001"}
+    assert {r["problem_id"] for r in rows} <= set(PICKED)
     for row in rows:
         # the exact text SmolLM2 was given: its chat template around the question
         assert row["policy_prompt"].startswith("<|im_start|>"), row["policy_prompt"][:80]
@@ -137,17 +145,32 @@ def test_generate_writes_the_models_own_steps_and_keeps_what_it_saw(run, smollm2
 
 
 def test_a_numbered_list_becomes_one_step_per_item(run):
-    """SmolLM2 answers these problems with numbered lists: each item is a step of its own."""
-    numbered = [
-        s.strip()
-        for r in read_jsonl(run)
-        for s in r["completions"]
-        if re.match(r"\s*(\d+\.|Step \d+:)", s)
-    ]
-    assert numbered, "no numbered item among the steps"
-    for item in numbered:
-        # one item per step: no second "N." item starts on a later line of the same step
-        assert not re.search(r"\n\s*\d+\.\s", item), item
+    """SmolLM2 often answers with a numbered list, single newlines between the items: with the
+    recipe's step rules (recorded in the run's meta) each item is a step of its own, in the
+    rollouts it wrote and in the labelled paths."""
+    from amcs.records import recorded_search
+    from amcs.steps import split_steps
+
+    search = recorded_search(run)
+    metas = read_meta(meta_path_for(run))
+    texts = [k["text"] for m in metas for k in kept_rollouts(m["tree"])]
+    listed = [t for t in texts if len(re.findall(r"(?m)^\d+\. ", t)) >= 3]
+    assert listed, "SmolLM2 wrote no numbered list of 3 or more items in this run"
+    for text in listed:
+        steps = split_steps(
+            text,
+            search["separator"],
+            min_step_chars=search["min_step_chars"],
+            max_solution_steps=search["max_solution_steps"],
+        )
+        items = [line for line in text.splitlines() if re.match(r"\d+\. ", line)]
+        if len(items) < search["max_solution_steps"]:  # a capped list merges its tail
+            for item in items:
+                assert item.strip() in [s.strip() for s in steps], (item, steps)
+    for row in read_jsonl(run):
+        for step in row["completions"]:
+            # a step holds at most one item: no second "N." item on a later line of it
+            assert not re.search(r"\n\d+\. ", step.strip()), row["completions"]
 
 
 def test_decoding_is_bit_identical_alone_and_in_company(smollm2):
@@ -174,7 +197,7 @@ def test_decoding_is_bit_identical_alone_and_in_company(smollm2):
 
     alone, crowded = asyncio.run(go())
     assert [r.token_ids for r in alone] == [r.token_ids for r in crowded]
-    assert [r.logprob for r in alone] == [r.logprob for r in crowded]
+    assert [r.logprob_sum for r in alone] == [r.logprob_sum for r in crowded]
     assert all(len(r.token_ids) > 0 for r in alone)
 
 
@@ -212,7 +235,7 @@ def test_eval_compares_majority_and_best_of_n_on_held_out_problems(prm, smollm2,
     assert {(r["strategy"], r["n"]) for r in records} == {("majority", 2), ("best-of-n", 2)}
     assert len(records) == 4
     results = json.loads((out / "results.json").read_text())
-    rows = {(r["strategy"], r["n"]): r for r in results["rows"]}
+    rows = {(r["strategy"], r["n"]): r for r in results["results"]}
     for key in (("majority", 2), ("best-of-n", 2)):
         mine = [r for r in records if (r["strategy"], r["n"]) == key]
         assert rows[key]["accuracy"] == pytest.approx(sum(r["correct"] for r in mine) / 2)
@@ -229,7 +252,9 @@ def test_eval_steps_reads_the_run_with_mc_labels_as_reference(run, prm, tmp_path
     assert "Monte Carlo labels" in stdout + err
     report = json.loads(report_path.read_text())
     rows = read_jsonl(run)
-    assert 0 < report["examples"] <= len(rows)
+    assert 0 < report["n"] <= len(rows)
+    assert report["n_erroneous"] + report["n_correct"] == report["n"]
+    assert "Monte Carlo labels" in report["reference"]
 
 
 def test_filter_with_smollm2_as_the_instruct_judge(run, smollm2, tmp_path):
@@ -303,3 +328,17 @@ def test_generate_through_the_vllm_cpu_server(smollm2, tmp_path):
     assert meta["stats"]["rollouts"] >= 4
     rows = read_jsonl(out)
     assert rows and all(s.strip() for r in rows for s in r["completions"])
+
+
+def test_the_vllm_recipe_runs_the_same_search_as_the_hf_one():
+    from amcs.recipes import load_recipe
+
+    hf = load_recipe(RECIPE / "generate.yaml")
+    vllm = load_recipe(RECIPE / "generate-vllm.yaml")
+    assert vllm["search"] == hf["search"]
+    assert (vllm["problems"], vllm["limit"], vllm["seed"]) == (
+        hf["problems"],
+        hf["limit"],
+        hf["seed"],
+    )
+    assert vllm["backend"] == "openai" and "backend" not in hf
