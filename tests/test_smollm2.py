@@ -39,7 +39,7 @@ SMALL = [
 ]
 
 
-PICKED = ("wp021", "wp028")
+PICKED = ("wp000", "wp028")
 
 
 def amcs(*args: str, timeout: float = 900) -> tuple[int, str, str]:
@@ -64,7 +64,7 @@ def run(smollm2, tmp_path_factory) -> Path:
     """Two of the recipe's word problems labelled by SmolLM2 on the hf backend, rollouts kept."""
     folder = tmp_path_factory.mktemp("smollm2-run")
     out = folder / "data.jsonl"
-    # Two problems SmolLM2 often answers with a numbered list (it writes prose as often).
+    # One it solves now and then (so paths get labelled) and one it tends to answer with a list.
     problems = folder / "problems.jsonl"
     lines = (RECIPE / "word_problems.jsonl").read_text().splitlines()
     problems.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["id"] in PICKED))
@@ -326,8 +326,9 @@ def test_generate_through_the_vllm_cpu_server(smollm2, tmp_path):
     assert meta["status"] == "ok", meta.get("reason")
     assert meta["decoding"] == "batched"
     assert meta["stats"]["rollouts"] >= 4
-    rows = read_jsonl(out)
-    assert rows and all(s.strip() for r in rows for s in r["completions"])
+    assert meta["stats"]["tokens"] > 0 and meta["tree"]["rollouts"] >= 4
+    # SmolLM2 solves it now and then: whatever paths it labelled have no empty step
+    assert all(s.strip() for r in read_jsonl(out) for s in r["completions"])
 
 
 def test_the_vllm_recipe_runs_the_same_search_as_the_hf_one():
