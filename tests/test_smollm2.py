@@ -32,7 +32,7 @@ RECIPE = ROOT / "recipes" / "smollm2-135m"
 # its temperature; fewer rollouts and tokens.
 SMALL = [
     "--set=k0=4",
-    "--set=rollout_budget=12",
+    "--set=rollout_budget=8",
     "--set=max_search_count=2",
     "--set=max_new_tokens=160",
     "--set=min_root_mc=0",
@@ -185,11 +185,11 @@ def test_decoding_is_bit_identical_alone_and_in_company(smollm2):
         try:
             a = prompt_ids(backend.tokenizer, "Tom has 3 apples and buys 5 more. How many?")
             b = prompt_ids(backend.tokenizer, "A train travels 60 km in 1.5 hours. Its speed?")
-            params = SamplingParams(temperature=0.7, max_new_tokens=24, seed=11)
+            params = SamplingParams(temperature=0.7, max_new_tokens=16, seed=11)
             alone = await backend.sample(a, 2, params)
             crowded, _ = await asyncio.gather(
                 backend.sample(a, 2, params),
-                backend.sample(b, 5, SamplingParams(temperature=1.0, max_new_tokens=40, seed=3)),
+                backend.sample(b, 5, SamplingParams(temperature=1.0, max_new_tokens=16, seed=3)),
             )
             return alone, crowded
         finally:
@@ -215,7 +215,7 @@ def test_eval_compares_majority_and_best_of_n_on_held_out_problems(prm, smollm2,
         "--problems",
         str(RECIPE / "word_problems_heldout.jsonl"),
         "--limit",
-        "2",
+        "1",
         "--model",
         str(smollm2),
         "--prm",
@@ -233,13 +233,13 @@ def test_eval_compares_majority_and_best_of_n_on_held_out_problems(prm, smollm2,
     assert code == 0, err[-3000:]
     records = read_jsonl(out / "records.jsonl")
     assert {(r["strategy"], r["n"]) for r in records} == {("majority", 2), ("best-of-n", 2)}
-    assert len(records) == 4
+    assert len(records) == 2
     results = json.loads((out / "results.json").read_text())
     rows = {(r["strategy"], r["n"]): r for r in results["results"]}
     for key in (("majority", 2), ("best-of-n", 2)):
         mine = [r for r in records if (r["strategy"], r["n"]) == key]
-        assert rows[key]["accuracy"] == pytest.approx(sum(r["correct"] for r in mine) / 2)
-        assert rows[key]["problems"] == 2
+        assert rows[key]["accuracy"] == float(mine[0]["correct"])
+        assert rows[key]["problems"] == 1
         assert all(r["tokens"] > 0 for r in mine)
 
 
