@@ -54,7 +54,7 @@ async def measure(backend: HFBackend, prompts: list[list[int]], concurrency: int
 
 async def run_mode(args, invariant: bool) -> list[dict]:
     size = max(args.concurrency_levels + [args.requests]) * args.n
-    backend = HFBackend(args.model, max_batch_size=size, batch_invariant=invariant)
+    backend = HFBackend(args.model, max_batch_size=size, deterministic=invariant)
     problems = generate_problems(args.requests, seed=777, config=ArithConfig(min_ops=4, max_ops=5))
     prompts = [prompt_ids(backend.tokenizer, p.question) for p in problems]
     try:

@@ -1,6 +1,6 @@
 """What batch-invariant decoding costs `amcs generate`: the same run (default AMCS search, the
 bundled tiny policy, arithmetic problems) with the hf backend's plain batching and with
-batch_invariant, alternating, in one process.
+deterministic (formerly batch_invariant), alternating, in one process.
 
     uv run python benchmarks/hf_batch_invariance.py [--problems 20] [--rounds 2]
 
@@ -24,7 +24,7 @@ from amcs.search import make_config
 
 
 async def one_run(problems, invariant: bool, out: Path) -> dict:
-    backend = HFBackend(max_batch_size=128, batch_invariant=invariant)
+    backend = HFBackend(max_batch_size=128, deterministic=invariant)
     try:
         async with Grader(max_workers=2) as grader:
             start = time.perf_counter()
@@ -55,7 +55,7 @@ def main() -> None:
                 runs[invariant] = asyncio.run(one_run(problems, invariant, out))
                 x = runs[invariant]
                 print(
-                    f"round {r} batch_invariant={invariant!s:5} {x['seconds']:6.1f} s "
+                    f"round {r} deterministic={invariant!s:5} {x['seconds']:6.1f} s "
                     f"{x['tokens']} tokens {x['tokens_per_s']:6.0f} tokens/s"
                 )
             ratio = runs[True]["tokens_per_s"] / runs[False]["tokens_per_s"]
