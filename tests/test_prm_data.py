@@ -293,15 +293,15 @@ def test_hub_rows_go_through_the_converters(monkeypatch):
 
     calls = []
 
-    def fake(name, split):
-        calls.append((name, split))
+    def fake(name, config=None, split=None):
+        calls.append((name, config, split))
         return [shepherd("Q", ["a"], [True])]
 
     monkeypatch.setattr(datasets, "load_dataset", fake)
     assert load_prm_rows("org/math-shepherd") == [
         {"prompt": "Q", "completions": ["a"], "labels": [True]}
     ]
-    assert calls == [("org/math-shepherd", "train")]
+    assert calls == [("org/math-shepherd", None, "train")]
 
 
 # --- hostile input through `amcs train`: one line, exit status 2, before any model loads ---
