@@ -301,6 +301,10 @@ async def generate(
         def prompt_ids(problem: Problem) -> list[int]:
             return default_prompt_ids(backend.tokenizer, problem.question)
 
+    # The committed problems must be these problems' first ones, unchanged (a problem file
+    # edited under the run would mix labels of two problem sets); `amcs generate` checks this
+    # before it loads a model, library callers get it here.
+    writer.check_problems(problems)
     todo = [p for p in problems if p.id not in writer.done_ids]
     counters.total = len(problems)
     counters.skipped = len(problems) - len(todo)
@@ -438,5 +442,7 @@ async def generate_to_file(
         problems="library",
     )
     retry_failed = options.pop("retry_failed", True)
-    with RecordWriter(out, fingerprint=fingerprint, retry_failed=retry_failed) as writer:
+    with RecordWriter(
+        out, fingerprint=fingerprint, retry_failed=retry_failed, problems=problems
+    ) as writer:
         return await generate(problems, backend, checker, config, writer, **options)

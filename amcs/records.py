@@ -22,7 +22,9 @@ Resume checks everything before it changes anything:
 3. every ``data_end`` falls on a line boundary, in order, and the data lines between two offsets
    carry that meta line's problem id, as many as it says;
 4. what lies after the last committed offset is data lines of problems not committed (a batch
-   whose meta lines never made it), possibly ending in a torn line.
+   whose meta lines never made it), possibly ending in a torn line;
+5. with the run's problems given (``problems=``; ``check_problems``), the committed problems are
+   the run's first problems, in order, each with the question and answer it was committed with.
 
 Then it cuts a torn last meta line, truncates data.jsonl to the last committed ``data_end`` and
 reports the problems that finished ok; failed problems are retried (their earlier meta line stays,
@@ -104,9 +106,9 @@ def run_fingerprint(
 
     ``problems`` is the problem source without its count (``arith``, a resolved file path, a
     dataset name), so a run can be extended with a larger ``--limit`` or ``arith:N``; the problems
-    themselves are checked against the committed ones by id and question
-    (``RecordWriter.check_problems``). The backend is not part of it: the same model served by
-    another engine continues the same run."""
+    themselves are checked against the committed ones by id, question, answer and order
+    (``RecordWriter.check_problems``), from the meta lines, which carry each of them. The backend
+    is not part of it: the same model served by another engine continues the same run."""
     return {
         "method": method,
         "model": model,
@@ -142,7 +144,9 @@ class RecordWriter:
 
     ``fingerprint`` (see ``run_fingerprint``) is stored in a new file's header and compared on
     resume; None skips the comparison (library use). ``retry_failed`` (default) leaves failed
-    problems out of ``done_ids`` so a resumed run searches them again.
+    problems out of ``done_ids`` so a resumed run searches them again. ``problems``, the run's
+    problems in order, are checked against the committed ones (``check_problems``) before resume
+    cuts a byte, so a refused resume leaves both files as they were.
 
     ``done_ids`` holds the problems not to search again; ``completed`` every committed meta record
     (a retried problem appears more than once: the last one wins); ``failed_ids`` the problems
@@ -157,8 +161,10 @@ class RecordWriter:
         overwrite: bool = False,
         fingerprint: dict[str, Any] | None = None,
         retry_failed: bool = True,
+        problems: Sequence | None = None,
     ):
         self.path = Path(path)
+        self._problems = problems
         self.meta_path = meta_path_for(self.path)
         self.lock_path = _lock_path_for(self.path)
         self.fingerprint = fingerprint
@@ -284,6 +290,8 @@ class RecordWriter:
                 "were committed: the two files do not belong together; " + HOW_TO_PROCEED
             )
         _check_data_against_meta(self.path, self.meta_path, records, data_size)
+        if self._problems is not None:
+            self._check_problems(records, self._problems)
         # Every check passed: now cut what was never committed.
         if self.meta_path.stat().st_size > meta_end:
             os.truncate(self.meta_path, meta_end)  # a line torn by a crash
@@ -398,35 +406,81 @@ class RecordWriter:
         self.completed.extend(metas)
 
     def check_problems(self, problems: Sequence) -> None:
-        """Refuse to resume when a committed problem id now has another question (the problem
-        file changed under the run). ``problems`` are objects with ``.id`` and ``.question``."""
-        committed = {m["problem_id"]: m for m in self.completed}
-        for p in problems:
-            m = committed.get(p.id)
-            if m is not None and m.get("question") != p.question:
+        """Refuse to resume unless the committed problems are this run's first problems: the same
+        ids in the same order, each with the question and answer it was committed with.
+
+        The problem source in the fingerprint is a path or a name, so a problem file edited under
+        a run (a gold answer corrected, a line deleted, lines sorted) still matches it; resuming
+        would then grade the new problems against other answers than the committed ones, and the
+        file would mix labels of two problem sets. The meta lines carry each committed problem's
+        question and answer in the order the run committed them (input order: first attempts,
+        since a retry repeats a problem id later), so they are the proof. A larger ``--limit`` or
+        ``arith:N`` extends the run (the committed problems stay its first ones); a smaller one
+        is checked as far as it reaches. In a sharded run ``problems`` is the shard's list, in
+        the same order. A meta line without a question or answer (none that amcs wrote) is not
+        compared there. ``problems`` are objects with ``.id``, ``.question`` and ``.answer``.
+        """
+        self._check_problems(self.completed, problems)
+
+    def _check_problems(self, committed: Sequence[dict], problems: Sequence) -> None:
+        order: list[dict] = []
+        seen: set[str] = set()
+        for m in committed:
+            if m["problem_id"] not in seen:
+                seen.add(m["problem_id"])
+                order.append(m)
+        for position, (m, p) in enumerate(zip(order, problems, strict=False), 1):
+            if m["problem_id"] != p.id:
+                raise self._moved_problem(position, m, problems)
+            changed = [
+                key
+                for key in ("question", "answer")
+                if m.get(key) is not None and m[key] != getattr(p, key)
+            ]
+            if "question" in changed:
                 raise OutputMismatchError(
                     f"problem {p.id!r} in {self.meta_path} has another question than in this "
                     "run's problems (did the problem file change?); " + HOW_TO_PROCEED
                 )
-        # A committed question that this run names by another id: resuming would search it again
-        # under the new id. Runs of amcs before stable ids named problems by position (p0, p1).
-        ids = {p.id for p in problems}
-        by_question = {m.get("question"): m["problem_id"] for m in self.completed}
-        for p in problems:
-            old = by_question.get(p.question)
-            if p.id not in committed and old is not None and old not in ids:
-                why = (
-                    "the run was written when problems without an id field were named by "
-                    "position (p0, p1, ...); now they are named by their question's hash (q-...)"
-                    if _POSITIONAL_ID.match(old)
-                    else "the problem file renamed it"
-                )
+            if changed:
                 raise OutputMismatchError(
-                    f"{self.meta_path} has this run's problem {p.id!r} as {old!r}: {why}, so "
-                    "resuming would search it again under a new id. Start a new run (another "
-                    "--out, or --no-resume --overwrite), or continue this one by giving each "
-                    "problem its old name in an id field of the problem file"
+                    f"problem {p.id!r} was committed to {self.meta_path} with answer "
+                    f"{m['answer']!r}, and this run's problems give {p.answer!r}: resuming would "
+                    "mix labels graded against two answers; restore the problem file, or "
+                    + HOW_TO_PROCEED
                 )
+
+    def _moved_problem(self, position: int, m: dict, problems: Sequence) -> OutputMismatchError:
+        """Why the committed problem ``m``, this run's problem number ``position``, is not at
+        that place in ``problems`` any more: renamed, moved, or gone."""
+        pid, here = m["problem_id"], problems[position - 1]
+        if here.question == m.get("question"):
+            # The same question under another id. Runs of amcs before stable ids named problems
+            # by position (p0, p1); resuming would search it again under the new id.
+            why = (
+                "the run was written when problems without an id field were named by "
+                "position (p0, p1, ...); now they are named by their question's hash (q-...)"
+                if _POSITIONAL_ID.match(pid)
+                else "the problem file renamed it"
+            )
+            return OutputMismatchError(
+                f"{self.meta_path} has this run's problem {here.id!r} as {pid!r}: {why}, so "
+                "resuming would search it again under a new id. Start a new run (another "
+                "--out, or --no-resume --overwrite), or continue this one by giving each "
+                "problem its old name in an id field of the problem file"
+            )
+        now = next((i for i, p in enumerate(problems, 1) if p.id == pid), None)
+        where = (
+            f"is now problem {now}: the problem file's order changed"
+            if now is not None
+            else f"is not among this run's problems any more (problem {position} is now "
+            f"{here.id!r}): the problem file lost or renamed it"
+        )
+        return OutputMismatchError(
+            f"problem {pid!r}, committed to {self.meta_path} as this run's problem {position}, "
+            f"{where}; resuming would mix two problem sets; restore the problem file, or "
+            + HOW_TO_PROCEED
+        )
 
     def close(self) -> None:
         for f in (self._data, self._meta):

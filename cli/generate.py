@@ -272,6 +272,7 @@ def generate_command(
             overwrite=bool(opts["overwrite"]),
             fingerprint=fingerprint,
             retry_failed=bool(opts["retry_failed"]),
+            problems=todo,  # checked against the committed ones before resume cuts a byte
         )
     except (OutputError, RecordFormatError) as exc:
         fail(str(exc))
@@ -281,10 +282,6 @@ def generate_command(
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request
     with writer:
-        try:
-            writer.check_problems(todo)
-        except OutputError as exc:
-            fail(str(exc))
         left = [p for p in todo if p.id not in writer.done_ids]
         if not left:
             say(f"all {len(todo)} problems are already done in {out}; nothing to do")

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -416,3 +417,136 @@ def test_a_server_stopped_for_10_s_mid_run_ends_with_no_failed_problem(tmp_path)
         assert server.server.served > stopped_at  # work went on after the restart
     finally:
         server.close()
+
+
+# --- issue 21 (b): a problem file changed under a run, SIGTERM and interrupted eval/train, --limit
+# on a large file -----------------------------------------------------------------------------------
+
+
+def _write_problems(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _sigint_default() -> None:
+    # A shell starts background jobs with SIGINT ignored, and a child inherits that; give the
+    # command the terminal's default, as a user's shell would (see tests/test_engine.py).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_sigint_default,
+    )
+
+
+def _wait_until(proc: subprocess.Popen, ready, what: str, limit: float = 300) -> None:
+    """Poll ``ready()`` until it holds; the command must still be running then (a hang guard,
+    not a speed target)."""
+    deadline = time.monotonic() + limit
+    while not ready():
+        assert proc.poll() is None, f"ended before {what}: {proc.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} after {limit} s"
+        time.sleep(0.05)
+
+
+PROBLEM_ROWS = [
+    {"id": "q0", "question": "What is 7 + 7?", "answer": "14"},
+    {"id": "q1", "question": "What is 3 + 4?", "answer": "7"},
+    {"id": "q2", "question": "What is 9 - 2?", "answer": "7"},
+    {"id": "q3", "question": "What is 2 * 6?", "answer": "12"},
+]
+
+
+def test_a_committed_problem_changed_moved_or_deleted_in_the_problem_file_is_refused(tmp_path):
+    """Point 2: a run killed after its first commit, then the problem file edited. Resuming must
+    refuse any change to a committed problem (its answer, its place, its presence) with one line
+    naming it, and change no byte; the file restored, the run resumes and extends to --limit 4."""
+    problems = tmp_path / "problems.jsonl"
+    _write_problems(problems, PROBLEM_ROWS)
+    out = tmp_path / "run" / "data.jsonl"
+    meta = meta_path_for(out)
+    first = ["generate", "--problems", str(problems), "--limit", "3", "--out", str(out), "-q"]
+    proc = _start(*first, *SMALL, "--concurrency", "1")
+    _wait_until(proc, lambda: _committed(meta) >= 1, "a first commit")
+    proc.kill()
+    proc.wait()
+    assert [m["problem_id"] for m in read_meta(meta)][:1] == ["q0"]
+
+    def refused(rows: list[dict], *fragments: str) -> None:
+        _write_problems(problems, rows)
+        # kill -9 left its lock file (the OS dropped the lock): the refused resume removes it.
+        before = {k: v for k, v in snapshot(out.parent).items() if not k.endswith(".lock")}
+        code, _, stderr = generate(out, "--limit", "3", problems=str(problems))
+        one_line_error(code, stderr, *fragments, "--no-resume --overwrite")
+        assert snapshot(out.parent) == before  # data and meta byte for byte, no lock left
+
+    answer_changed = [dict(PROBLEM_ROWS[0], answer="15"), *PROBLEM_ROWS[1:]]
+    refused(answer_changed, "problem 'q0' was committed", "with answer '14'", "give '15'")
+    question_changed = [dict(PROBLEM_ROWS[0], question="What is 7 + 8?"), *PROBLEM_ROWS[1:]]
+    refused(question_changed, "problem 'q0'", "another question")
+    refused(PROBLEM_ROWS[1:], "problem 'q0'", "is not among this run's problems any more")
+    swapped = [PROBLEM_ROWS[1], PROBLEM_ROWS[0], *PROBLEM_ROWS[2:]]
+    refused(swapped, "problem 'q0'", "as this run's problem 1, is now problem 2")
+
+    # Restored: the run resumes, and a larger --limit extends it (its committed problems are the
+    # first ones of the longer list).
+    _write_problems(problems, PROBLEM_ROWS)
+    code, _, stderr = generate(out, "--limit", "4", problems=str(problems))
+    assert code == 0, stderr[-3000:]
+    records = read_meta(meta)
+    assert [m["problem_id"] for m in records] == ["q0", "q1", "q2", "q3"]
+    assert [m["answer"] for m in records] == ["14", "7", "7", "12"]
+    answers = {r["id"]: r["answer"] for r in PROBLEM_ROWS}
+    assert all(row["answer"] == answers[row["problem_id"]] for row in read_data(out))
+
+
+def test_resume_compares_answers_only_where_the_meta_file_has_them(run_copy):
+    """A meta file whose lines lack an answer or a question (none that amcs wrote, but the check
+    is new) still resumes; a finished run resumes to nothing with a smaller arith:N too."""
+    meta = meta_path_for(run_copy)
+    header, *lines = meta.read_text().splitlines(keepends=True)
+    stripped = []
+    for line in lines:
+        record = json.loads(line)
+        record.pop("answer")
+        record.pop("question")
+        stripped.append(json.dumps(record) + "\n")
+    meta.write_text(header + "".join(stripped))
+    before = snapshot(run_copy.parent)
+    code, _, stderr = generate(run_copy)
+    assert code == 0 and "all 4 problems are already done" in stderr, stderr[-2000:]
+    code, _, stderr = generate(run_copy, problems="arith:2")
+    assert code == 0 and "all 2 problems are already done" in stderr, stderr[-2000:]
+    assert snapshot(run_copy.parent) == before
+
+
+def test_a_sharded_run_checks_its_own_problems_only(tmp_path):
+    """Each shard's committed problems are its share, in order: a change to a problem of another
+    shard does not concern it; a change to one of its own is refused."""
+    from amcs.records import shard_of
+
+    problems = tmp_path / "problems.jsonl"
+    _write_problems(problems, PROBLEM_ROWS)
+    out = tmp_path / "run" / "data.jsonl"
+    code, _, stderr = generate(out, "--shard", "0/2", problems=str(problems))
+    assert code == 0, stderr[-3000:]
+    mine = [m["problem_id"] for m in read_meta(meta_path_for(out))]
+    assert mine == [r["id"] for r in PROBLEM_ROWS if shard_of(r["id"], 2) == 0] and mine
+    others = [i for i, r in enumerate(PROBLEM_ROWS) if r["id"] not in mine]
+    assert others
+    before = snapshot(out.parent)
+    rows = [dict(r) for r in PROBLEM_ROWS]
+    rows[others[0]]["answer"] = "999"
+    _write_problems(problems, rows)
+    code, _, stderr = generate(out, "--shard", "0/2", problems=str(problems))
+    assert code == 0 and "problems are already done" in stderr, stderr[-2000:]
+    rows = [dict(r) for r in PROBLEM_ROWS]
+    rows[[r["id"] for r in rows].index(mine[-1])]["answer"] = "999"
+    _write_problems(problems, rows)
+    code, _, stderr = generate(out, "--shard", "0/2", problems=str(problems))
+    one_line_error(code, stderr, f"problem {mine[-1]!r} was committed", "give '999'")
+    assert snapshot(out.parent) == before
