@@ -280,16 +280,39 @@ def plot_accuracy_vs_tokens(rows: Sequence[dict], path: str | Path, title: str =
 def write_report(
     out_dir: str | Path, rows: Sequence[dict], settings: dict, title: str = ""
 ) -> dict[str, Path]:
-    """results.json, results.md and accuracy_vs_tokens.png in out_dir."""
+    """results.json, results.md and accuracy_vs_tokens.png in out_dir.
+
+    results.json is what says the evaluation finished, so it goes last, and an earlier one is
+    removed first: a report cut short (Ctrl-C, SIGTERM, a full disk) leaves no results.json, and
+    never one beside a plot or table of another evaluation. Each file is written beside its
+    place and renamed into it, so none is ever half-written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md"}
-    paths["json"].write_text(
-        json.dumps({"settings": settings, "results": list(rows)}, indent=2) + "\n"
-    )
+    paths["json"].unlink(missing_ok=True)
     header = f"# {title}\n\n" if title else ""
-    paths["markdown"].write_text(header + markdown_table(rows))
+    _write_then_rename(
+        paths["markdown"], lambda part: part.write_text(header + markdown_table(rows))
+    )
     png = out_dir / "accuracy_vs_tokens.png"
-    if plot_accuracy_vs_tokens(rows, png, title):
+    if _write_then_rename(png, lambda part: plot_accuracy_vs_tokens(rows, part, title)):
         paths["plot"] = png
+    else:
+        png.unlink(missing_ok=True)  # another evaluation's plot (no matplotlib to draw this one)
+    report = json.dumps({"settings": settings, "results": list(rows)}, indent=2) + "\n"
+    _write_then_rename(paths["json"], lambda part: part.write_text(report))
     return paths
+
+
+def _write_then_rename(path: Path, write: Callable[[Path], object]) -> bool:
+    """``write(part)`` to a file beside ``path`` (same suffix, for writers that go by it), then
+    rename it to ``path``; False, and nothing renamed, when ``write`` returns False. The partial
+    file is removed on any failure or interruption."""
+    part = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        if write(part) is False:
+            return False
+        os.replace(part, path)
+        return True
+    finally:
+        part.unlink(missing_ok=True)

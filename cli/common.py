@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 import yaml
@@ -23,6 +24,56 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 def say(message: str, style: str | None = None) -> None:
     """One line on stderr, printed as it is (no markup or emoji parsing)."""
     err.print(Text(message, style=style or ""))
+
+
+# --- interruption: SIGTERM is Ctrl-C --------------------------------------------------------------
+
+# How an interrupted command exits: 128 + the signal's number, as a shell reports a process that
+# the signal killed (Ctrl-C 130, SIGTERM 143), so a supervisor that sent SIGTERM sees its own.
+INTERRUPT_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_interrupts: dict[str, int | None] = {"pid": None, "signal": None}
+
+
+def install_sigterm_as_ctrl_c() -> None:
+    """Make SIGTERM (kill, a batch scheduler, a container stopping) stop this process the way
+    Ctrl-C does: every command's Ctrl-C handling (generate commits what finished and removes its
+    lock, eval keeps its records, train leaves no half-saved PRM) then covers it too, with one
+    line and exit code 143 instead of a silent death.
+
+    The handler calls whatever handles SIGINT at that moment: inside ``asyncio.run`` that is
+    asyncio's, which cancels the main task (so no write is cut in half) and raises
+    KeyboardInterrupt once it has unwound; elsewhere Python's, which raises KeyboardInterrupt.
+    Where SIGINT is ignored (a background job), SIGTERM raises KeyboardInterrupt itself. Only
+    this process handles it so: a child forked with the handler gets SIGTERM's default back."""
+    _interrupts["pid"] = os.getpid()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    if os.getpid() != _interrupts["pid"]:  # a forked child: die as SIGTERM's default does
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    if _interrupts["signal"] is None:
+        _interrupts["signal"] = signal.SIGTERM
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+def interrupted(message: str | None) -> NoReturn:
+    """End an interrupted command: ``interrupted: message`` (``interrupted by SIGTERM: ...``
+    when SIGTERM stopped it), one line after a blank one (Ctrl-C's ``^C`` or a progress display
+    ends the terminal's line), and the exit code of the signal (INTERRUPT_EXIT_CODES). None
+    prints nothing (the processes of a distributed run but the first)."""
+    by = _interrupts["signal"] or signal.SIGINT
+    if message is not None:
+        how = "interrupted by SIGTERM" if by == signal.SIGTERM else "interrupted"
+        err.print()
+        err.print(Text(f"{how}: {message}"))
+    raise typer.Exit(INTERRUPT_EXIT_CODES.get(by, 128 + by))
 
 
 def debugging() -> bool:

@@ -22,6 +22,7 @@ from cli.common import (
     check_number,
     err,
     fail,
+    interrupted,
     merge_options,
     open_backend,
     parse_sets,
@@ -204,6 +205,8 @@ def eval_command(
 
     Writes OUT/records.jsonl (one line per strategy, N and problem; an interrupted run resumes
     from it), OUT/results.json, OUT/results.md (also printed) and OUT/accuracy_vs_tokens.png.
+    results.json is written last: an evaluation stopped by Ctrl-C (exit 130) or SIGTERM (143)
+    has none, and the same command resumes it from records.jsonl.
 
     Examples:
 
@@ -290,8 +293,8 @@ def eval_command(
 
 
 def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
-    from amcs.assets import TINY_POLICY, TINY_POLICY_NAME
-    from amcs.evaluation import SharedSamples, evaluate, summarize, write_report
+    from amcs.assets import TINY_POLICY
+    from amcs.evaluation import SharedSamples, evaluate
     from amcs.grading import Grader
     from amcs.verification import VerifyContext
 
@@ -371,12 +374,25 @@ def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
 
     try:
         records = asyncio.run(main())
-    except KeyboardInterrupt:
-        err.print(
-            f"\ninterrupted: finished runs are in {out_dir / 'records.jsonl'}; "
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli.common.install_sigterm_as_ctrl_c)
+        interrupted(
+            f"finished runs are in {out_dir / 'records.jsonl'}, no report was written; "
             "run the same command again to resume"
         )
-        raise typer.Exit(130) from None
+    try:
+        _report(opts, config, cells, todo, needs_prm, records, grading, out_dir, model_name)
+    except KeyboardInterrupt:
+        interrupted(
+            f"every run is in {out_dir / 'records.jsonl'}, but the report was cut short (no "
+            "results.json); run the same command again to write it"
+        )
+
+
+def _report(opts, config, cells, todo, needs_prm, records, grading, out_dir, model_name) -> None:
+    """Summarize the records, write results.json/.md and the plot, and print the table."""
+    from amcs.assets import TINY_POLICY_NAME
+    from amcs.evaluation import summarize, write_report
+
     rows = summarize(records, cells, [p.id for p in todo])
     settings = {
         "problems": str(opts["problems"]),

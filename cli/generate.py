@@ -18,6 +18,7 @@ from cli.common import (
     check_backend_options,
     check_number,
     fail,
+    interrupted,
     merge_options,
     open_backend,
     parse_sets,
@@ -168,7 +169,8 @@ def generate_command(
     and writes amcs-data.jsonl (and amcs-data.meta.jsonl). Interrupt it at any time (even kill
     -9); the same command resumes where it stopped, after checking the files belong to it.
     Failed problems are searched again on resume. Exit codes: 0 done, 1 some problems failed or
-    the server stayed away, 2 bad input or options (nothing written), 130 interrupted.
+    the server stayed away, 2 bad input or options (nothing written), 130 interrupted by Ctrl-C,
+    143 by SIGTERM (both: committed problems kept, lock removed, resumable).
 
     Examples:
 
@@ -413,10 +415,9 @@ def _run(opts: dict, config, todo, writer, quiet: bool, model_name: str):
         fail(f"{exc} (nothing recorded as failed; committed problems are kept)")
     except ServerGoneError as exc:
         fail(str(exc), code=1)
-    except KeyboardInterrupt:
-        say(
-            f"\ninterrupted: {counters.done + counters.failed} problem(s) committed to {writer.path}; "
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli.common.install_sigterm_as_ctrl_c)
+        interrupted(
+            f"{counters.done + counters.failed} problem(s) committed to {writer.path}; "
             "run the same command again to resume"
         )
-        raise typer.Exit(130) from None
     return counters

@@ -66,6 +66,18 @@ class AmcsGroup(TyperGroup):
                     ordered[lazy] = LazyCommand(lazy, module, factory, short_help)
         super().__init__(commands=ordered, **kwargs)
 
+    def invoke(self, ctx: click.Context):
+        """Run the command; Ctrl-C or SIGTERM that the command does not handle itself (it did
+        not get far enough to have anything to keep) ends in one line and exit code 130 or 143,
+        not click's "Aborted!" with exit code 1."""
+        from cli.common import interrupted
+
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            name = f"amcs {ctx.invoked_subcommand}" if ctx.invoked_subcommand else "amcs"
+            interrupted(f"{name} stopped before it finished; its output is not complete")
+
 
 app = typer.Typer(
     name="amcs",
@@ -104,9 +116,14 @@ def main(
 
 def run(argv: list[str] | None = None) -> None:
     """The `amcs` program: every error a user can cause is one line and exit code 2 (an
-    internal error: one line and exit code 1); `--debug` or AMCS_DEBUG=1 shows the traceback."""
+    internal error: one line and exit code 1); `--debug` or AMCS_DEBUG=1 shows the traceback.
+    SIGTERM stops a command as Ctrl-C does (``cli.common.install_sigterm_as_ctrl_c``): one line,
+    exit code 143 (Ctrl-C: 130)."""
 
     argv = sys.argv[1:] if argv is None else argv
+    from cli.common import install_sigterm_as_ctrl_c
+
+    install_sigterm_as_ctrl_c()
     try:
         _guarded(argv)
     except typer.Exit as exc:

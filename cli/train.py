@@ -27,7 +27,7 @@ from amcs.training.config import (
     is_inherited,
     make_training_config,
 )
-from cli.common import err, fail, parse_sets, say
+from cli.common import err, fail, interrupted, parse_sets, say
 
 # The options that are not training settings: where the data comes from and where the PRM goes.
 COMMAND_DEFAULTS: dict[str, Any] = {
@@ -141,6 +141,8 @@ def train_command(
 
     Saves the model, its tokenizer and amcs_prm.json (separator, label meaning, base model).
     Under accelerate launch or torchrun every process trains and the first one saves.
+    Ctrl-C (exit 130) or SIGTERM (143) stops it with no PRM saved: the files are written beside
+    OUT and renamed into it once complete. Training does not resume; run it again.
 
     Examples:
 
@@ -217,6 +219,15 @@ def train_command(
         )
     except ValueError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli.common.install_sigterm_as_ctrl_c)
+        # Training keeps no checkpoints to resume from (save_strategy "no" by default), and the
+        # PRM is saved beside --out and renamed into it (amcs.training.save): nothing in --out
+        # looks like a trained PRM that is not one.
+        message = (
+            f"training stopped before the PRM was saved; {opts['out']} holds no new PRM (amcs "
+            "train does not resume: run the same command again to train from the start)"
+        )
+        interrupted(message if main_process else None)
     if main_process:
         table = Table(title=f"amcs train → {opts['out']}", show_header=False)
         for key, value in metrics.items():

@@ -453,6 +453,18 @@ def _wait_until(proc: subprocess.Popen, ready, what: str, limit: float = 300) ->
         time.sleep(0.05)
 
 
+def _interrupted_line(code: int, stderr: str, exit_code: int, *fragments: str) -> str:
+    """The one `interrupted...` line of an interrupted command (library progress bars, such as
+    transformers' "Loading weights", may come before it); no traceback."""
+    assert "Traceback" not in stderr and "Aborted" not in stderr, stderr[-3000:]
+    assert code == exit_code, f"exit {code}: {stderr[-3000:]}"
+    lines = [line for line in stderr.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1 and stderr.rstrip().endswith(lines[0]), stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
 PROBLEM_ROWS = [
     {"id": "q0", "question": "What is 7 + 7?", "answer": "14"},
     {"id": "q1", "question": "What is 3 + 4?", "answer": "7"},
@@ -550,3 +562,184 @@ def test_a_sharded_run_checks_its_own_problems_only(tmp_path):
     code, _, stderr = generate(out, "--shard", "0/2", problems=str(problems))
     one_line_error(code, stderr, f"problem {mine[-1]!r} was committed", "give '999'")
     assert snapshot(out.parent) == before
+
+
+def test_sigterm_stops_generate_like_ctrl_c_and_the_run_resumes(tmp_path):
+    """Point 9: SIGTERM ends generate as Ctrl-C does: what finished is committed, nothing
+    half-written, the lock file removed, one line, exit 143; the same command resumes it."""
+    out = tmp_path / "data.jsonl"
+    meta = meta_path_for(out)
+    args = ["generate", "--problems", "arith:10", "--out", str(out), "-q", *SMALL]
+    args += ["--concurrency", "2"]
+    proc = _start(*args)
+    _wait_until(proc, lambda: _committed(meta) >= 1, "a first commit")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    _interrupted_line(
+        proc.returncode,
+        stderr,
+        143,
+        "interrupted by SIGTERM: ",
+        f"committed to {out}; run the same command again to resume",
+    )
+    assert not out.with_name(out.name + ".lock").exists()
+    committed = read_meta(meta)
+    assert 1 <= len(committed) < 10
+    assert len(out.read_bytes()) == committed[-1]["data_end"]  # nothing half-written
+    code, _, stderr = amcs(*args)
+    assert code == 0, stderr[-3000:]
+    ids = [m["problem_id"] for m in read_meta(meta)]
+    assert sorted(ids) == sorted(f"arith-0-{i}" for i in range(10))  # each exactly once
+
+
+def test_an_interrupted_eval_has_no_report_and_resumes_to_one(tmp_path):
+    """Point 9: Ctrl-C during `amcs eval` keeps the finished runs (records.jsonl, whole lines)
+    and leaves no results.json or plot; the same command resumes and writes the report."""
+    out = tmp_path / "eval"
+    records = out / "records.jsonl"
+    args = ["eval", "--problems", "arith-heldout:24", "--strategies", "greedy", "--n", "1"]
+    args += ["--no-baseline", "--concurrency", "1", "--out", str(out), "-q"]
+    proc = _start(*args)
+    _wait_until(proc, lambda: records.exists() and records.read_text().count("\n") >= 1, "a run")
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    _interrupted_line(
+        proc.returncode,
+        stderr,
+        130,
+        "interrupted: finished runs are in",
+        "no report was written; run the same command again to resume",
+    )
+    assert not (out / "results.json").exists() and not (out / "accuracy_vs_tokens.png").exists()
+    kept = [json.loads(line) for line in records.read_text().splitlines()]
+    assert 1 <= len(kept) < 24
+    code, _, stderr = amcs(*args)
+    assert code == 0, stderr[-3000:]
+    report = json.loads((out / "results.json").read_text())
+    assert report["results"][0]["problems"] == 24
+    assert (out / "accuracy_vs_tokens.png").stat().st_size > 0
+    assert records.read_text().count("\n") == 24  # the kept runs were not run again
+    assert [p.name for p in out.iterdir() if ".partial" in p.name] == []
+
+
+def test_a_report_cut_short_leaves_no_results_json(tmp_path, monkeypatch):
+    """The report of an evaluation: results.json goes last and an earlier one first, so a report
+    interrupted while the plot is drawn leaves none (and no partial files)."""
+    from amcs import evaluation
+
+    rows = [{"strategy": "greedy", "n": 1, "accuracy": 1.0, "tokens_per_problem": 10.0}]
+    rows[0] |= {"prm_calls_per_problem": 0.0, "problems": 1}
+    evaluation.write_report(tmp_path, rows, {"first": True})
+    assert json.loads((tmp_path / "results.json").read_text())["settings"] == {"first": True}
+
+    def cut_short(rows, path, title=""):
+        Path(path).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation, "plot_accuracy_vs_tokens", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        evaluation.write_report(tmp_path, rows, {"second": True})
+    assert not (tmp_path / "results.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["accuracy_vs_tokens.png", "results.md"]
+    assert (tmp_path / "accuracy_vs_tokens.png").read_bytes() != b"\x89PNG half"
+
+
+def test_sigterm_during_train_leaves_no_prm(finished_run, tmp_path):
+    """Point 9: `amcs train` has no checkpoints to resume from, so SIGTERM must leave nothing in
+    --out that looks like a trained PRM: one line, exit 143, no config, weights or amcs_prm.json."""
+    out = tmp_path / "prm"
+    args = ["train", "--data", str(finished_run / "data.jsonl"), "--out", str(out)]
+    proc = _start(*args, "--max-steps", "1000000", "--set", "logging_steps=1")
+    stderr_seen: list[str] = []
+
+    def reader() -> None:
+        for line in proc.stderr:
+            stderr_seen.append(line)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    _wait_until(proc, lambda: any("training on" in s for s in stderr_seen), "training")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=300)
+    thread.join(timeout=60)
+    stderr = "".join(stderr_seen)
+    _interrupted_line(
+        proc.returncode,
+        stderr,
+        143,
+        "interrupted by SIGTERM: training stopped before the PRM was saved",
+        "does not resume",
+    )
+    left = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert not {"config.json", "amcs_prm.json"} & set(left), left
+    assert not [name for name in left if name.endswith((".safetensors", ".bin"))], left
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".prm")] == []
+
+
+class _FakeModel:
+    def __init__(self, weights: bytes):
+        self.weights = weights
+
+    def save_pretrained(self, folder: str) -> None:
+        Path(folder, "config.json").write_text('{"new": true}')
+        Path(folder, "model.safetensors").write_bytes(self.weights)
+
+
+class _FakeTokenizer:
+    def save_pretrained(self, folder: str) -> None:
+        Path(folder, "tokenizer.json").write_text("{}")
+
+
+class _FakeTrainer:
+    def __init__(self, weights: bytes):
+        self.model = _FakeModel(weights)
+        self.accelerator = type("A", (), {"wait_for_everyone": staticmethod(lambda: None)})()
+
+    def is_world_process_zero(self) -> bool:
+        return True
+
+
+def test_a_prm_save_cut_short_never_leaves_a_loadable_mix(tmp_path, monkeypatch):
+    """save_prm writes beside --out and moves the files in with config.json and amcs_prm.json
+    last (an older PRM's removed first): cut at any move, --out holds the old PRM whole, or no
+    config.json (nothing loads), never new weights under an old config or the reverse; files of
+    the user's in --out stay."""
+    from amcs.training import save
+    from amcs.training.config import PRMTrainingConfig
+
+    config = PRMTrainingConfig()
+    out = tmp_path / "prm"
+    save.save_prm(_FakeTrainer(b"old"), _FakeTokenizer(), out, "base", config)
+    assert (out / "model.safetensors").read_bytes() == b"old" and (out / "amcs_prm.json").exists()
+    (out / "notes.txt").write_text("mine")
+    (out / "model-00001-of-00002.safetensors").write_bytes(b"stale shard of an older save")
+    real_replace = os.replace
+    for cut in range(4):  # model.safetensors, tokenizer.json, config.json, amcs_prm.json
+        calls = []
+
+        def replace(src, dst, cut=cut, calls=calls):
+            calls.append(Path(dst).name)
+            if len(calls) > cut:
+                raise KeyboardInterrupt
+            real_replace(src, dst)
+
+        monkeypatch.setattr(save.os, "replace", replace)
+        with pytest.raises(KeyboardInterrupt):
+            save.save_prm(_FakeTrainer(b"new"), _FakeTokenizer(), out, "base", config)
+        monkeypatch.setattr(save.os, "replace", real_replace)
+        names = {p.name for p in out.iterdir()}
+        assert "notes.txt" in names and not (tmp_path / ".prm.saving").exists()
+        assert "amcs_prm.json" not in names, (cut, names)
+        if "config.json" in names:
+            assert json.loads((out / "config.json").read_text()) == {"new": True}
+            assert (out / "model.safetensors").read_bytes() == b"new"
+    save.save_prm(_FakeTrainer(b"new"), _FakeTokenizer(), out, "base", config)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "amcs_prm.json",
+        "config.json",
+        "model.safetensors",
+        "notes.txt",
+        "tokenizer.json",
+    ]
+    assert (out / "model.safetensors").read_bytes() == b"new"
