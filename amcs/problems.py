@@ -22,8 +22,10 @@ other names go to the hub, or to the local datasets cache when the hub cannot be
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,12 @@ def load_problems(
 ) -> list[Problem]:
     """Load problems from any supported source; see the module docstring.
 
+    With ``limit``, a JSONL or Parquet file is read only as far as its first ``limit`` problems
+    (JSONL line by line, Parquet batch by batch), so ``--limit 5`` on a file of a million rows
+    takes the time and memory of five: what lies beyond is not read, so not checked either
+    (a run extended to more problems checks them then). A JSON file is one document and is read
+    whole; a hub dataset is downloaded whole by ``datasets``.
+
     Raises ProblemError, with one line naming the source (and the line, for a file), for input
     that cannot be used, including a source that holds no problems at all: a run on nothing is a
     mistake, better reported before any model loads.
@@ -106,47 +114,77 @@ def load_problems(
         )
     if m is not None:
         count = int(m.group(2) or DEFAULT_ARITH_COUNT)
+        if limit is not None:
+            count = min(count, limit)  # arith:N draws its problems in order: a prefix is a prefix
         problems = arith_problems(count, seed=seed, held_out=bool(m.group(1)))
     else:
         path = Path(text).expanduser()
         if path.is_dir():
             raise ProblemError(f"{text}: is a directory, not a problem file")
         if path.exists():
-            records = _read_records(path)
+            records = _read_records(path, limit)
         elif path.suffix in {".jsonl", ".json", ".parquet"}:
             raise ProblemError(f"{text}: no such file")
         else:
             records = _read_hub_dataset(text)
-        problems = _to_problems(records, question_field, answer_field)
+        problems = _to_problems(records, question_field, answer_field, limit)
     if not problems:
         raise ProblemError(f"no problems in {text}")
     return problems[:limit] if limit is not None else problems
 
 
-def _read_records(path: Path) -> list[tuple[str, dict]]:
-    """(location, record) pairs; location is 'file:line' so errors can point at the input."""
+def _read_records(path: Path, limit: int | None = None) -> Iterator[tuple[str, dict]]:
+    """(location, record) pairs, read as they are asked for; location is 'file:line' so errors
+    can point at the input. ``limit`` sizes Parquet's batches (the first one holds the first
+    ``limit`` rows)."""
     try:
         if path.suffix == ".parquet":
-            return _read_parquet(path)
-        if path.suffix == ".json":
-            return _read_json(path)
-        return [(f"{path}:{n}", record) for n, record in read_json_lines(path)]
+            yield from _read_parquet(path, limit)
+        elif path.suffix == ".json":
+            yield from _read_json(path)
+        else:
+            for n, record in read_json_lines(path):
+                yield f"{path}:{n}", record
     except JSONLinesError as exc:
         raise ProblemError(str(exc)) from None
     except OSError as exc:
         raise ProblemError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def _read_parquet(path: Path) -> list[tuple[str, dict]]:
+PARQUET_BATCH_ROWS = 8192  # rows decoded at a time when all of a Parquet file is read
+PARQUET_BUFFER_BYTES = 1 << 16
+
+
+def _read_parquet(path: Path, limit: int | None = None) -> Iterator[tuple[str, dict]]:
+    """The rows of a Parquet file, one record batch at a time (row groups after the one that
+    holds the last row asked for are never read)."""
     import pyarrow
     import pyarrow.parquet as pq
 
+    def unreadable(exc: Exception) -> ProblemError:
+        # Arrow's messages span lines, and may quote a corrupt byte as it is.
+        detail = " ".join("".join(c if c.isprintable() else " " for c in str(exc)).split())
+        where = f" after row {row:,}" if row else ""
+        return ProblemError(f"{path}: not a readable Parquet file{where} ({detail})")
+
+    row = 0
     try:
-        rows = pq.read_table(path).to_pylist()
+        # Buffered column-chunk reads fetch pages as they are decoded: a file written as one row
+        # group (pyarrow's default up to a million rows) is then not read whole for five rows.
+        parquet = pq.ParquetFile(path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
+        batches = parquet.iter_batches(
+            batch_size=min(limit or PARQUET_BATCH_ROWS, PARQUET_BATCH_ROWS)
+        )
+        for batch in batches:
+            for record in batch.to_pylist():
+                row += 1
+                yield f"{path}:row {row}", record
     except pyarrow.ArrowException as exc:
-        detail = " ".join(str(exc).split())
-        raise ProblemError(f"{path}: not a readable Parquet file ({detail})") from None
-    return [(f"{path}:row {i + 1}", r) for i, r in enumerate(rows)]
+        raise unreadable(exc) from None
+    except OSError as exc:
+        if exc.errno is not None:
+            raise  # the OS's (no permission, ...): _read_records says "cannot read"
+        raise unreadable(exc) from None  # Arrow's own, e.g. a corrupt page header
 
 
 def _read_json(path: Path) -> list[tuple[str, dict]]:
@@ -162,9 +200,10 @@ def _read_json(path: Path) -> list[tuple[str, dict]]:
     return [(f"{path}: item {i + 1}", r) for i, r in enumerate(data)]
 
 
-def _read_hub_dataset(spec: str) -> list[tuple[str, dict]]:
+def _read_hub_dataset(spec: str) -> Iterator[tuple[str, dict]]:
     """A hub dataset named ``NAME``, ``NAME:SPLIT`` or ``NAME:CONFIG:SPLIT`` (the split defaults
-    to test; ``openai/gsm8k:main:test`` is GSM8K's test set, which has two configurations)."""
+    to test; ``openai/gsm8k:main:test`` is GSM8K's test set, which has two configurations); its
+    rows are converted as they are asked for."""
     name, *rest = spec.split(":")
     if looks_like_local_path(name):
         raise ProblemError(f"{spec}: no such file")
@@ -175,7 +214,7 @@ def _read_hub_dataset(spec: str) -> list[tuple[str, dict]]:
         ds = load_hub_dataset(name, split or "test", config)
     except HubDatasetError as exc:
         raise ProblemError(str(exc)) from None
-    return [(f"{spec}: row {i + 1}", dict(r)) for i, r in enumerate(ds)]
+    return ((f"{spec}: row {i + 1}", dict(r)) for i, r in enumerate(ds))
 
 
 def _pick(record: dict, names: tuple[str, ...], explicit: str | None) -> tuple[str | None, Any]:
@@ -188,9 +227,16 @@ def _pick(record: dict, names: tuple[str, ...], explicit: str | None) -> tuple[s
 
 
 def _to_problems(
-    records: list[tuple[str, dict]], question_field: str | None, answer_field: str | None
+    records: Iterable[tuple[str, dict]],
+    question_field: str | None,
+    answer_field: str | None,
+    limit: int | None = None,
 ) -> list[Problem]:
-    problems = []
+    """The problems of ``records``, in order; with ``limit``, records after the first ``limit``
+    are not asked for (the reader then never reads them)."""
+    problems: list[Problem] = []
+    if limit is not None:
+        records = itertools.islice(records, limit)
     seen: dict[str, str] = {}  # id -> where it was first
     hashed: set[str] = set()  # ids that are their own question's hash
     for where, record in records:

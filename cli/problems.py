@@ -17,7 +17,9 @@ def problems_command(
         help="A .jsonl/.json/.parquet file, a Hugging Face dataset (name, name:split or name:config:split, e.g. openai/gsm8k:main:test), "
         "or the bundled arithmetic domain: 'arith' (200 problems) or 'arith:N'.",
     ),
-    limit: int | None = typer.Option(None, "--limit", help="Keep only the first N problems."),
+    limit: int | None = typer.Option(
+        None, "--limit", help="Keep only the first N problems (JSONL and Parquet: read no further)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for generated (arith) problems."),
     show: int = typer.Option(5, "--show", help="How many problems to print."),
     question_field: str | None = typer.Option(

@@ -743,3 +743,40 @@ def test_a_prm_save_cut_short_never_leaves_a_loadable_mix(tmp_path, monkeypatch)
         "tokenizer.json",
     ]
     assert (out / "model.safetensors").read_bytes() == b"new"
+
+
+def test_limit_reads_only_the_problems_it_keeps(tmp_path):
+    """Point 7: --limit N reads a JSONL file up to its Nth problem and a Parquet file up to the
+    row group that holds it: garbage after them is not read, so it does not stop the command
+    (without --limit it does, naming the file and line)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {"id": f"r{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(15)
+    ]
+    jsonl = tmp_path / "big.jsonl"
+    lines = [json.dumps(r) + "\n" for r in rows]
+    lines[9] = "this line is not JSON\n"  # line 10
+    jsonl.write_text("".join(lines))
+    code, stdout, stderr = amcs("problems", str(jsonl), "--limit", "5")
+    assert code == 0 and "5 problems from" in stdout, stderr[-2000:]
+    code, _, stderr = amcs("problems", str(jsonl))
+    one_line_error(code, stderr, "big.jsonl:10: malformed JSON")
+
+    parquet = tmp_path / "big.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), parquet, row_group_size=5)
+    metadata = pq.ParquetFile(parquet).metadata
+    assert metadata.num_row_groups == 3
+    raw = bytearray(parquet.read_bytes())
+    for group in (1, 2):  # every page of the second and third row group overwritten
+        for column in range(metadata.num_columns):
+            chunk = metadata.row_group(group).column(column)
+            start = chunk.dictionary_page_offset or chunk.data_page_offset
+            raw[start : start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    parquet.write_bytes(bytes(raw))
+    code, stdout, stderr = amcs("problems", str(parquet), "--limit", "5")
+    assert code == 0 and "5 problems from" in stdout, stderr[-2000:]
+    assert "r4" in stdout
+    code, _, stderr = amcs("problems", str(parquet))
+    one_line_error(code, stderr, "big.parquet: not a readable Parquet file")
