@@ -55,9 +55,13 @@ def test_two_processes_train_and_only_the_first_saves(tmp_path):
 
     main, other = ranks
     assert all(under(p, scratch) for p in other["writes"]), other["writes"]
-    assert sum(p == str(out / "config.json") for p in main["writes"]) == 1
-    assert sum(p == str(out / "amcs_prm.json") for p in main["writes"]) == 1
-    assert all(under(p, out) or under(p, scratch) for p in main["writes"]), main["writes"]
+    # The PRM is written beside --out and moved into it when complete (amcs.training.save).
+    staging = out.with_name(f".{out.name}.saving")
+    assert sum(p == str(staging / "config.json") for p in main["writes"]) == 1
+    assert sum(p == str(staging / "amcs_prm.json") for p in main["writes"]) == 1
+    mine = (out, scratch, staging)
+    assert all(any(under(p, f) for f in mine) for p in main["writes"]), main["writes"]
+    assert not staging.exists()
     assert not any(p.name.startswith("amcs-prm-trainer-") for p in scratch.iterdir())
 
     assert expected <= {p.name for p in out.iterdir()}

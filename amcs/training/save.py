@@ -43,7 +43,8 @@ def save_prm(trainer, tokenizer, out_dir: str | Path, base: str, config: PRMTrai
             model = trainer.model
             if config.uses_lora:
                 model = model.merge_and_unload()
-            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            if not out_dir.parent.is_dir():
+                out_dir.parent.mkdir(parents=True, exist_ok=True)
             staging = out_dir.with_name(f".{out_dir.name}.saving")
             shutil.rmtree(staging, ignore_errors=True)  # left by a save killed with -9
             try:
