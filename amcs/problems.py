@@ -30,7 +30,7 @@ from typing import Any
 
 from amcs.domains import arith
 from amcs.hub import HubDatasetError, load_hub_dataset, looks_like_local_path
-from amcs.jsonl import JSONLinesError, decode_utf8, read_json_lines
+from amcs.jsonl import JSONLinesError, check_surrogates, decode_utf8, read_json_lines
 
 QUESTION_FIELDS = ("question", "problem", "query", "prompt")
 ANSWER_FIELDS = ("answer", "final_answer", "expected_answer", "ground_truth")
@@ -155,6 +155,7 @@ def _read_json(path: Path) -> list[tuple[str, dict]]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ProblemError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+    check_surrogates(text, path)
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
