@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amcs.backends.base import Backend, Rollout, SamplingParams
+from amcs.outputs import naming
 from amcs.problems import Problem
 from amcs.verification import STRATEGIES, VerifyContext, run_strategy
 
@@ -159,7 +160,8 @@ async def evaluate(
     slots = asyncio.Semaphore(concurrency)
     records = list(done.values())
 
-    with records_path.open("a", encoding="utf-8") as out:
+    # naming outside open: closing the file flushes too, and may fail the same way.
+    with naming(records_path), records_path.open("a", encoding="utf-8") as out:
 
         async def one(cell: Cell, problem: Problem) -> None:
             async with slots:
@@ -284,11 +286,13 @@ def write_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md"}
-    paths["json"].write_text(
-        json.dumps({"settings": settings, "results": list(rows)}, indent=2) + "\n"
-    )
+    with naming(paths["json"]):
+        paths["json"].write_text(
+            json.dumps({"settings": settings, "results": list(rows)}, indent=2) + "\n"
+        )
     header = f"# {title}\n\n" if title else ""
-    paths["markdown"].write_text(header + markdown_table(rows))
+    with naming(paths["markdown"]):
+        paths["markdown"].write_text(header + markdown_table(rows))
     png = out_dir / "accuracy_vs_tokens.png"
     if plot_accuracy_vs_tokens(rows, png, title):
         paths["plot"] = png

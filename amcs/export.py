@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from amcs.outputs import check_output
 from amcs.prm_data import SHEPHERD_TAG, iter_prm_rows
 from amcs.records import meta_path_for, read_meta
 from amcs.shards import check_combinable
@@ -61,7 +62,8 @@ def export_records(
         raise ExportError("nothing to export: name at least one data file")
     out_path = Path(out_path)
     for path in paths:
-        _check_paths(path, meta_path_for(path), out_path, fmt)
+        _check_inputs(path, meta_path_for(path), fmt)
+    check_output("--out", out_path, runs=paths)
     check_combinable(paths)
     if fmt == "tree":
         lines: Iterable[dict] = (
@@ -75,24 +77,13 @@ def export_records(
     return write_jsonl_atomically(out_path, lines)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    return a.exists() and b.exists() and os.path.samefile(a, b)  # a hard link
-
-
-def _check_paths(data_path: Path, meta_path: Path, out_path: Path, fmt: str) -> None:
+def _check_inputs(data_path: Path, meta_path: Path, fmt: str) -> None:
     for path in (data_path, meta_path) if fmt == "tree" else (data_path,):
         if path.is_dir():
             raise ExportError(f"{path}: is a directory, not a data file")
         if not path.exists():
             hint = " (a tree export reads the run's meta file)" if path == meta_path else ""
             raise ExportError(f"{path}: no such file{hint}")
-    if out_path.is_dir():
-        raise ExportError(f"--out {out_path} is a directory: give a file name")
-    for path in (data_path, meta_path):
-        if _same_file(out_path, path):
-            raise ExportError(f"--out {out_path} is the run's own {path.name}: choose another file")
 
 
 def write_jsonl_atomically(out_path: str | Path, lines: Iterable[dict]) -> int:

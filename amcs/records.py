@@ -43,6 +43,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from amcs.jsonl import JSONLinesError, check_surrogates, read_json_lines
+from amcs.outputs import naming
+
 STATUSES = ("ok", "failed")
 # Keys a path dict passed to write_problem must carry; prompt, policy_prompt, problem_id and answer
 # come from write_problem's own arguments so every line of a problem agrees on them.
@@ -82,7 +85,9 @@ def meta_path_for(data_path: str | Path) -> Path:
     return data_path.with_name(data_path.name + ".meta.jsonl")
 
 
-def _lock_path_for(data_path: Path) -> Path:
+def lock_path_for(data_path: str | Path) -> Path:
+    """data.jsonl -> data.jsonl.lock, the file whose flock refuses a second writer."""
+    data_path = Path(data_path)
     return data_path.with_name(data_path.name + ".lock")
 
 
@@ -160,7 +165,7 @@ class RecordWriter:
     ):
         self.path = Path(path)
         self.meta_path = meta_path_for(self.path)
-        self.lock_path = _lock_path_for(self.path)
+        self.lock_path = lock_path_for(self.path)
         self.fingerprint = fingerprint
         self.retry_failed = retry_failed
         self.header: dict | None = None
@@ -383,12 +388,14 @@ class RecordWriter:
                     "data_end": end,
                 }
             )
-        self._data.write(b"".join(chunks))
-        self._data.flush()
-        os.fsync(self._data.fileno())
-        self._meta.write(b"".join(_dump(m) for m in metas))
-        self._meta.flush()
-        os.fsync(self._meta.fileno())
+        with naming(self.path):
+            self._data.write(b"".join(chunks))
+            self._data.flush()
+            os.fsync(self._data.fileno())
+        with naming(self.meta_path):
+            self._meta.write(b"".join(_dump(m) for m in metas))
+            self._meta.flush()
+            os.fsync(self._meta.fileno())
         for m in metas:
             if m["status"] == "ok" or not self.retry_failed:
                 self.done_ids.add(m["problem_id"])
@@ -429,17 +436,32 @@ class RecordWriter:
                 )
 
     def close(self) -> None:
-        for f in (self._data, self._meta):
-            if f is not None:
-                f.close()
+        data, meta = self._data, self._meta
         self._data = self._meta = None
-        self._release_lock()
+        # Closing flushes what a failed write left in a buffer, and may fail the same way.
+        try:
+            if data is not None:
+                with naming(self.path):
+                    data.close()
+        finally:
+            try:
+                if meta is not None:
+                    with naming(self.meta_path):
+                        meta.close()
+            finally:
+                self._release_lock()
 
     def __enter__(self) -> RecordWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+            return
+        # Already failing (often a write that failed): a close that fails the same way would
+        # hide that first error, which names the file it happened in.
+        with contextlib.suppress(OSError):
+            self.close()
 
 
 def _check_data_against_meta(
@@ -577,6 +599,10 @@ def _scan_meta(path: Path, with_header: bool = False):
             is_last = newline == len(raw) - 1
             try:
                 record = json.loads(raw[pos:newline])
+                if b"\\u" in raw[pos:newline]:  # a hand-edited line: "\ud800" is no text
+                    check_surrogates(raw[pos:newline].decode(), path, line_no)
+            except JSONLinesError as e:
+                raise RecordFormatError(str(e)) from None
             except ValueError as e:
                 if is_last:
                     break
@@ -675,8 +701,6 @@ def committed_end(data_path: str | Path) -> int | None:
 def read_data(path: str | Path) -> Iterator[dict]:
     """The lines of a data file, each checked with ``is_data_row``; a line that is not UTF-8,
     not JSON or not such a record is a RecordFormatError naming file and line."""
-    from amcs.jsonl import JSONLinesError, read_json_lines
-
     path = Path(path)
     try:
         for line_no, record in read_json_lines(path):

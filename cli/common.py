@@ -119,6 +119,18 @@ def merge_options(
     return defaults | base | {k: v for k, v in given.items() if v is not None}, nested
 
 
+def check_output(option: str, path, **how) -> None:
+    """:func:`amcs.outputs.check_output` as a one-line error (exit 2): run it before anything is
+    read, written or loaded."""
+    from amcs.outputs import OutputPathError
+    from amcs.outputs import check_output as check
+
+    try:
+        check(option, path, **how)
+    except OutputPathError as exc:
+        fail(str(exc))
+
+
 CHAT_CHOICE = {"auto": None, "chat": True, "plain": False}
 
 

@@ -20,6 +20,7 @@ from amcs.prompts import DEFAULT_SYSTEM_PROMPT
 from cli.common import (
     check_backend_options,
     check_number,
+    check_output,
     err,
     fail,
     merge_options,
@@ -247,6 +248,16 @@ def eval_command(
     from amcs.verification import VerifyConfig, make_verify_config
 
     check_backend_options(opts)
+    from amcs.outputs import EVAL_FILES
+
+    out_dir = Path(str(opts["out"])).expanduser()
+    check_output(
+        "--out",
+        out_dir,
+        inputs=[opts["problems"], recipe, opts["prm"], opts["model"]],
+        beside=[(name, out_dir / name) for name in EVAL_FILES],
+        folder=True,
+    )
     known = {f.name for f in fields(VerifyConfig)} - {"n"}
     bad = set(verify) - known
     if bad:
@@ -439,6 +450,7 @@ def steps_command(
     """
     import json
 
+    from amcs.outputs import OutputPathError, check_distinct
     from amcs.problems import is_arith_source
     from amcs.stepeval import (
         MC_REFERENCE,
@@ -450,6 +462,14 @@ def steps_command(
         write_step_examples,
     )
 
+    source = None if is_arith_source(data) else data
+    for option, path in (("--write-data", write_data), ("--out", out)):
+        if path is not None:
+            check_output(option, path, inputs=[prm, model], runs=[source])
+    try:
+        check_distinct([("--write-data", write_data), ("--out", out)])
+    except OutputPathError as exc:
+        fail(str(exc))
     reference = None
     if is_arith_source(data):
         examples = asyncio.run(_arith_examples(data, model, temperature, seed))
@@ -501,8 +521,11 @@ def steps_command(
         "(chosen on this data)"
     )
     if out:
+        from amcs.outputs import naming
+
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        with naming(out):
+            out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 async def _arith_examples(spec: str, model: str | None, temperature: float, seed: int):
