@@ -416,3 +416,225 @@ def test_a_server_stopped_for_10_s_mid_run_ends_with_no_failed_problem(tmp_path)
         assert server.server.served > stopped_at  # work went on after the restart
     finally:
         server.close()
+
+
+# --- issue 21 (a): no output over an input, no hang on a FIFO, no internal error -------------------
+# One check (amcs.outputs.check_output) guards every command that writes; these cases go through
+# each command and assert the one line the user sees and that no byte of the run changed.
+
+
+def _refused(code: int, stderr: str, option: str, path, folder: Path, before: dict) -> None:
+    """A one-line error naming the option and the file, and the folder byte for byte as before."""
+    one_line_error(code, stderr, f"{option} {path}")
+    assert snapshot(folder) == before
+
+
+def test_an_output_may_not_replace_a_file_of_an_input_run(run_copy, tmp_path):
+    data, meta = run_copy, meta_path_for(run_copy)
+    folder = data.parent
+    before = snapshot(folder)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(data)  # the run's files lie beside what the link points to
+    overwrite = "would overwrite"
+    cases = [
+        (["view", str(data), "--out", str(data)], data, f"{overwrite} the input {data}"),
+        (["view", str(meta), "--out", str(data)], data, f"{overwrite} {data}, the data file"),
+        (["view", str(data), "--out", str(meta)], meta, f"{overwrite} {meta}, the meta file"),
+        (["export", str(data), "-f", "trl", "--out", str(meta)], meta, "the meta file"),
+        (
+            ["filter", str(data), "--judge", "arith-oracle", "--out", str(meta)],
+            meta,
+            f"{overwrite} {meta}, the meta file of the input {data}",
+        ),
+        (
+            ["filter", str(link), "--judge", "arith-oracle", "--out", str(meta)],
+            meta,
+            f"{overwrite} {meta}, the meta file of the input {link}",
+        ),
+        (
+            ["filter", str(data), "--judge", "arith-oracle", "--out", str(data) + ".lock"],
+            f"{data}.lock",
+            f"{overwrite} {data}.lock, the lock file of the input {data}",
+        ),
+        (
+            ["eval", "steps", "--data", str(data), "--prm", "arith-oracle", "--out", str(meta)],
+            meta,
+            f"{overwrite} {meta}, the meta file of the input {data}",
+        ),
+        (
+            ["eval", "steps", "--data", str(data), "--write-data", str(meta)],
+            meta,
+            f"{overwrite} {meta}, the meta file",
+        ),
+    ]
+    for args, path, message in cases:
+        if str(path).endswith(".lock"):
+            Path(path).write_bytes(b"")  # as a running generate leaves it
+            before = snapshot(folder)
+        option = "--write-data" if "--write-data" in args else "--out"
+        code, _, stderr = amcs(*args, timeout=120)
+        _refused(code, stderr, option, path, folder, before)
+        assert message in stderr, stderr
+
+
+def test_train_and_eval_outputs_may_not_replace_their_inputs(tmp_path):
+    # `amcs train` imports transformers before it checks anything (seconds): one case only, the
+    # one that would lose most (save_pretrained over the base model's weights).
+    base = tmp_path / "model"
+    base.mkdir()
+    (base / "config.json").write_text("{}\n")
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"prompt": "1+1", "completions": ["2"], "labels": [true]}\n')
+    evaldir = tmp_path / "eval"
+    evaldir.mkdir()
+    (evaldir / "records.jsonl").write_text('{"question": "1+1", "answer": "2"}\n')
+    before = snapshot(tmp_path), snapshot(base), snapshot(evaldir)
+    code, _, stderr = amcs("train", "--data", str(data), "--base", str(base), "--out", str(base))
+    one_line_error(code, stderr, f"--out {base} would overwrite the input folder {base}")
+    code, _, stderr = amcs(
+        "eval", "--problems", str(evaldir / "records.jsonl"), "--out", str(evaldir)
+    )
+    one_line_error(
+        code,
+        stderr,
+        f"--out {evaldir} (its records.jsonl {evaldir / 'records.jsonl'}) would overwrite the input",
+    )
+    out = tmp_path / "report.json"
+    code, _, stderr = amcs(
+        "eval", "steps", "--data", "arith:2", "--out", str(out), "--write-data", str(out)
+    )
+    one_line_error(code, stderr, f"--write-data {out} and --out {out} name the same file")
+    assert (snapshot(tmp_path), snapshot(base), snapshot(evaldir)) == before
+
+
+def test_a_fifo_or_a_device_as_output_is_refused_without_hanging(run_copy, tmp_path):
+    import stat
+
+    data = run_copy
+    folder = data.parent
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    before = snapshot(folder)
+    fifo_error = f"{fifo} is a FIFO, not a regular file"
+    commands = [
+        ["view", str(data), "--out", str(fifo)],
+        ["export", str(data), "-f", "trl", "--out", str(fifo)],
+        ["filter", str(data), "--judge", "arith-oracle", "--out", str(fifo)],
+        ["generate", "--problems", "arith:1", "--out", str(fifo)],
+        ["eval", "steps", "--data", str(data), "--prm", "arith-oracle", "--out", str(fifo)],
+    ]
+    for args in commands:  # a regression hangs on open(): the timeout turns it into a failure
+        code, _, stderr = amcs(*args, timeout=120)
+        one_line_error(code, stderr, "--out " + fifo_error)
+    # The FIFO as the meta file of --out, and as a folder for eval.
+    meta_fifo = tmp_path / "new.meta.jsonl"
+    os.mkfifo(meta_fifo)
+    code, _, stderr = amcs(
+        "generate", "--problems", "arith:1", "--out", str(tmp_path / "new.jsonl")
+    )
+    one_line_error(code, stderr, f"its meta file {meta_fifo} is a FIFO, not a regular file")
+    code, _, stderr = amcs("eval", "--out", str(fifo), timeout=120)
+    one_line_error(code, stderr, f"--out {fifo} is a FIFO, not a folder")
+    # /dev/null: view only (it truncates and writes; a regression does no harm to the device).
+    code, _, stderr = amcs("view", str(data), "--out", "/dev/null")
+    one_line_error(code, stderr, "--out /dev/null is a character device, not a regular file")
+    # export renames its output into place: a regression would replace the device, so it meets
+    # a private copy of /dev/null (making one needs root).
+    device = tmp_path / "null"
+    try:
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        device = None
+    if device is not None:
+        code, _, stderr = amcs("export", str(data), "-f", "trl", "--out", str(device))
+        one_line_error(code, stderr, f"--out {device} is a character device")
+        assert stat.S_ISCHR(os.stat(device).st_mode)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISFIFO(os.stat(meta_fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "run") == sorted(
+        ["out.fifo", "new.meta.jsonl"] + (["null"] if device is not None else [])
+    )
+    assert snapshot(folder) == before
+
+
+def test_a_write_that_fails_names_its_file(run_copy, tmp_path):
+    import resource
+
+    def small_files() -> None:  # writes past 200 bytes fail with EFBIG ("File too large")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+
+    before = snapshot(run_copy.parent)
+    out = tmp_path / "kept.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "filter", str(run_copy), "--judge", "arith-oracle"]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=small_files,
+    )
+    one_line_error(
+        proc.returncode, proc.stderr, f"error: {tmp_path / '.kept.jsonl.partial'}: File too large"
+    )
+    assert not out.exists() and snapshot(run_copy.parent) == before
+
+
+def test_a_lone_surrogate_is_a_one_line_error_with_file_and_line(run_copy, tmp_path):
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text(
+        '{"question": "1+1", "answer": "2"}\n\n{"question": "x\\ud800", "answer": "1"}\n'
+    )
+    out = tmp_path / "out" / "o.jsonl"
+    code, _, stderr = amcs("generate", "--problems", str(problems), "--out", str(out))
+    one_line_error(code, stderr, f"{problems}:3: lone surrogate \\ud800 at column 16")
+    as_json = tmp_path / "problems.json"
+    as_json.write_text('[\n  {"question": "1+1", "answer": "2"},\n  {"question": "\\uDC00"}\n]\n')
+    code, _, stderr = amcs("generate", "--problems", str(as_json), "--out", str(out))
+    one_line_error(code, stderr, f"{as_json}:3: lone surrogate \\uDC00 at column 17")
+    # A valid pair (an emoji) is text, and so is an escaped backslash before "ud800": the file is
+    # read past its first line (to the missing answer on its second).
+    fine = tmp_path / "fine.jsonl"
+    fine.write_text('{"question": "\\ud83d\\ude00 \\\\ud800", "answer": "2"}\n{"question": "q"}\n')
+    code, _, stderr = amcs("generate", "--problems", str(fine), "--out", str(out))
+    one_line_error(code, stderr, f"{fine}:2: missing answer")
+    # A data file (train, export, filter read it): its second line holds one.
+    lines = run_copy.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"prompt": "', b'"prompt": "\\udfff', 1)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"".join(lines))
+    where = f"{bad}:2: lone surrogate \\udfff"
+    for args in (
+        ["train", "--data", str(bad), "--out", str(tmp_path / "prm")],
+        ["export", str(bad), "-f", "trl", "--out", str(tmp_path / "e.jsonl")],
+        ["filter", str(bad), "--judge", "arith-oracle", "--out", str(tmp_path / "k.jsonl")],
+    ):
+        code, _, stderr = amcs(*args, timeout=120)
+        one_line_error(code, stderr, where)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["run", "problems.jsonl", "problems.json", "fine.jsonl", "bad.jsonl"]
+    )
+
+
+def test_a_policy_is_no_token_cls_prm(tmp_path):
+    from amcs.assets import TINY_POLICY
+
+    data = tmp_path / "steps.jsonl"
+    data.write_text('{"problem": "1+1", "steps": ["1+1 = 2", "\\\\boxed{2}"], "label": -1}\n')
+    code, stdout, stderr = amcs(
+        "eval", "steps", "--data", str(data), "--prm", str(TINY_POLICY), "--prm-format", "token-cls"
+    )
+    assert code == 2 and "Traceback" not in stderr and "F1" not in stdout, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [stderr.strip().splitlines()[-1]], stderr[-2000:]
+    assert f"cannot use {TINY_POLICY} as a token-cls PRM" in errors[0]
+    assert "score.weight" in errors[0] and "--prm-format" in errors[0]
+    assert "MISSING" not in stderr  # transformers' load report is not shown for a refused one
+
+
+def test_the_bundled_prm_still_loads_with_its_head():
+    from amcs.assets import TINY_PRM
+    from amcs.prm import load_prm
+
+    scorer = load_prm(TINY_PRM)
+    assert scorer.prm_format == "token-cls"
+    scores = scorer.score_batch([("1+1", ["1+1 = 2", "\\boxed{2}"])])
+    assert len(scores[0]) == 2 and all(0.0 <= s <= 1.0 for s in scores[0])
