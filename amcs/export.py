@@ -27,7 +27,7 @@ from pathlib import Path
 
 from amcs.outputs import check_output
 from amcs.prm_data import SHEPHERD_TAG, iter_prm_rows
-from amcs.records import meta_path_for, read_meta
+from amcs.records import meta_path_for, read_meta_numbered
 from amcs.shards import check_combinable
 
 log = logging.getLogger(__name__)
@@ -177,16 +177,16 @@ def _tree_lines(meta_path: Path) -> Iterator[dict]:
     failed and was retried ok has its ok record exported.
     """
     try:
-        metas = read_meta(meta_path)
+        metas = read_meta_numbered(meta_path)
     except OSError as exc:
         raise ExportError(f"{meta_path}: cannot read ({exc.strerror or exc})") from None
-    for meta in metas:
+    for line_no, meta in metas:
         if meta.get("status") == "ok" and meta.get("tree") and "problem_id" in meta:
-            yield _tree_line(meta, meta_path)
+            yield _tree_line(meta, f"{meta_path}:{line_no}")
 
 
-def _tree_line(meta: dict, meta_path: Path) -> dict:
-    where = f"{meta_path}: problem {meta['problem_id']!r}"
+def _tree_line(meta: dict, at: str) -> dict:
+    where = f"{at}: problem {meta['problem_id']!r}"
     if not isinstance(meta.get("question"), str):
         raise ExportError(f"{where}: question missing or not a string")
     if not isinstance(meta["tree"], dict):
@@ -204,8 +204,15 @@ def _openr_node(node: object, where: str) -> dict:
     if not isinstance(node, dict) or not isinstance(node.get("text"), str):
         raise ExportError(f"{where}: a search tree node is not an object with a text")
     mc, children = node.get("mc"), node.get("children", [])
-    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int | float)):
-        raise ExportError(f"{where}: a search tree node's mc is {mc!r}, not a number or null")
+    # An MC value is a fraction of rollouts: NaN, infinities and numbers outside [0, 1] are
+    # refused (json parses NaN and Infinity), never exported as values a trainer would believe.
+    if mc is not None and (
+        isinstance(mc, bool) or not isinstance(mc, int | float) or not 0 <= mc <= 1
+    ):
+        raise ExportError(
+            f"{where}: a search tree node's mc is {json.dumps(mc)[:40]}, not an MC value in "
+            "[0, 1] or null"
+        )
     if not isinstance(children, list):
         raise ExportError(f"{where}: a search tree node's children are not a list")
     return {

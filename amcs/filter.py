@@ -29,7 +29,7 @@ from typing import Protocol
 
 from amcs.jsonl import JSONLinesError, read_json_lines
 from amcs.outputs import OutputPathError, check_output, naming
-from amcs.records import RecordFormatError, committed_end, is_data_row
+from amcs.records import RecordFormatError, committed_end, data_row_problem
 
 MODES = ("keep", "mark")
 # Why a path was kept or dropped.
@@ -118,10 +118,9 @@ def _read_records(path: Path, skip: int) -> Iterator[tuple[int, dict]]:
         for number, record in read_json_lines(path, committed_end(path)):
             if number <= skip:
                 continue
-            if not is_data_row(record):
-                raise FilterError(
-                    f"{path}:{number}: needs prompt, completions and labels of the same length"
-                )
+            problem = data_row_problem(record)
+            if problem is not None:  # NaN or out-of-range values included: never copied on
+                raise FilterError(f"{path}:{number}: {problem}")
             yield number, record
     except (JSONLinesError, RecordFormatError) as exc:
         raise FilterError(str(exc)) from None

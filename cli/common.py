@@ -15,14 +15,15 @@ from rich.console import Console
 from rich.text import Text
 
 from amcs.recipes import RecipeError, load_recipe
+from amcs.redaction import redact
 
 # Messages hold user text (file names, "arith:-1:", "[default]"): never markup, never emoji.
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def say(message: str, style: str | None = None) -> None:
-    """One line on stderr, printed as it is (no markup or emoji parsing)."""
-    err.print(Text(message, style=style or ""))
+    """One line on stderr, printed as it is (no markup or emoji parsing), secrets redacted."""
+    err.print(Text(redact(message), style=style or ""))
 
 
 def debugging() -> bool:
@@ -31,11 +32,12 @@ def debugging() -> bool:
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print ``error: message`` (one line, as it is) and exit with ``code``; when debugging,
-    the traceback of the exception being handled comes first."""
+    """Print ``error: message`` (one line, as it is, secrets redacted: it may quote a server)
+    and exit with ``code``; when debugging, the traceback of the exception being handled comes
+    first."""
     if debugging() and sys.exc_info()[0] is not None:
         traceback.print_exc()
-    err.print(Text("error: ", style="red") + Text(message))
+    err.print(Text("error: ", style="red") + Text(redact(message)))
     raise typer.Exit(code)
 
 

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from amcs.problems import ProblemError, load_problems
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
+from amcs.redaction import redact_logging
 from cli.common import (
     check_backend_options,
     check_number,
@@ -297,6 +298,7 @@ def eval_command(
     logging.basicConfig(
         level=logging.INFO if quiet else logging.WARNING, format="%(asctime)s %(message)s"
     )
+    redact_logging()  # a warning may quote a server's error body
     _run_eval(opts, config, cells, todo, needs_prm, quiet)
 
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from amcs.problems import ProblemError, is_arith_source, load_problems
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
 from amcs.records import RecordFormatError, run_fingerprint
+from amcs.redaction import redact_logging
 from cli.common import (
     check_backend_options,
     check_number,
@@ -282,6 +283,7 @@ def generate_command(
     logging.basicConfig(
         level=logging.INFO if quiet else logging.WARNING, format="%(asctime)s %(message)s"
     )
+    redact_logging()  # a warning may quote a server's error body
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request
     with writer:
         try:

@@ -330,7 +330,8 @@ def test_corrupt_meta_fails_the_tree_export_and_keeps_the_old_output(two_step, t
     meta.write_text(lines[0] + json.dumps(first) + "\n" + lines[2])
     assert export(two_step, "-f", "tree", "-o", out) == (
         2,
-        f"error: {meta}: problem 'p1': a search tree node's mc is 'high', not a number or null\n",
+        f"error: {meta}:2: problem 'p1': a search tree node's mc is \"high\", not an MC value "
+        "in [0, 1] or null\n",
     )
     first["tree"]["children"][1] = ["not", "a", "node"]
     meta.write_text(lines[0] + json.dumps(first) + "\n" + lines[2])
