@@ -43,6 +43,7 @@ from amcs.backends.base import (
 from amcs.problems import Problem
 from amcs.prompts import prompt_ids as default_prompt_ids
 from amcs.records import RecordWriter, run_fingerprint
+from amcs.redaction import redact
 from amcs.search import AnswerChecker, SearchConfig, SearchResult, derive_seed, run_search
 from amcs.steps import StepSplitter
 
@@ -214,7 +215,7 @@ class LimitedBackend:
             c.outages += 1
             c.waiting_since = now
             log.warning("waiting for the server: %s", exc)
-        c.waiting_reason = str(exc)
+        c.waiting_reason = redact(str(exc))
         if now - self._down_since > self.patience:
             raise self._gone(exc)
         me = asyncio.current_task()
@@ -344,7 +345,7 @@ async def generate(
         except (asyncio.CancelledError, *RUN_ERRORS):
             raise
         except Exception as exc:  # noqa: BLE001 - recorded as this problem's failure
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = redact(f"{type(exc).__name__}: {exc}")
             log.warning("problem %s failed: %s", problem.id, reason)
         finally:
             slots.release()

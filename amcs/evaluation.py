@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amcs.backends.base import Backend, Rollout, SamplingParams
+from amcs.outputs import naming
 from amcs.problems import Problem
 from amcs.verification import STRATEGIES, VerifyContext, run_strategy
 
@@ -159,7 +160,8 @@ async def evaluate(
     slots = asyncio.Semaphore(concurrency)
     records = list(done.values())
 
-    with records_path.open("a", encoding="utf-8") as out:
+    # naming outside open: closing the file flushes too, and may fail the same way.
+    with naming(records_path), records_path.open("a", encoding="utf-8") as out:
 
         async def one(cell: Cell, problem: Problem) -> None:
             async with slots:
@@ -310,9 +312,10 @@ def _write_then_rename(path: Path, write: Callable[[Path], object]) -> bool:
     file is removed on any failure or interruption."""
     part = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
-        if write(part) is False:
-            return False
-        os.replace(part, path)
+        with naming(path):
+            if write(part) is False:
+                return False
+            os.replace(part, path)
         return True
     finally:
         part.unlink(missing_ok=True)

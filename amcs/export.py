@@ -25,8 +25,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from amcs.outputs import check_output
 from amcs.prm_data import SHEPHERD_TAG, iter_prm_rows
-from amcs.records import meta_path_for, read_meta
+from amcs.records import meta_path_for, read_meta_numbered
 from amcs.shards import check_combinable
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ def export_records(
         raise ExportError("nothing to export: name at least one data file")
     out_path = Path(out_path)
     for path in paths:
-        _check_paths(path, meta_path_for(path), out_path, fmt)
+        _check_inputs(path, meta_path_for(path), fmt)
+    check_output("--out", out_path, runs=paths)
     check_combinable(paths)
     if fmt == "tree":
         lines: Iterable[dict] = (
@@ -75,24 +77,13 @@ def export_records(
     return write_jsonl_atomically(out_path, lines)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    return a.exists() and b.exists() and os.path.samefile(a, b)  # a hard link
-
-
-def _check_paths(data_path: Path, meta_path: Path, out_path: Path, fmt: str) -> None:
+def _check_inputs(data_path: Path, meta_path: Path, fmt: str) -> None:
     for path in (data_path, meta_path) if fmt == "tree" else (data_path,):
         if path.is_dir():
             raise ExportError(f"{path}: is a directory, not a data file")
         if not path.exists():
             hint = " (a tree export reads the run's meta file)" if path == meta_path else ""
             raise ExportError(f"{path}: no such file{hint}")
-    if out_path.is_dir():
-        raise ExportError(f"--out {out_path} is a directory: give a file name")
-    for path in (data_path, meta_path):
-        if _same_file(out_path, path):
-            raise ExportError(f"--out {out_path} is the run's own {path.name}: choose another file")
 
 
 def write_jsonl_atomically(out_path: str | Path, lines: Iterable[dict]) -> int:
@@ -186,16 +177,16 @@ def _tree_lines(meta_path: Path) -> Iterator[dict]:
     failed and was retried ok has its ok record exported.
     """
     try:
-        metas = read_meta(meta_path)
+        metas = read_meta_numbered(meta_path)
     except OSError as exc:
         raise ExportError(f"{meta_path}: cannot read ({exc.strerror or exc})") from None
-    for meta in metas:
+    for line_no, meta in metas:
         if meta.get("status") == "ok" and meta.get("tree") and "problem_id" in meta:
-            yield _tree_line(meta, meta_path)
+            yield _tree_line(meta, f"{meta_path}:{line_no}")
 
 
-def _tree_line(meta: dict, meta_path: Path) -> dict:
-    where = f"{meta_path}: problem {meta['problem_id']!r}"
+def _tree_line(meta: dict, at: str) -> dict:
+    where = f"{at}: problem {meta['problem_id']!r}"
     if not isinstance(meta.get("question"), str):
         raise ExportError(f"{where}: question missing or not a string")
     if not isinstance(meta["tree"], dict):
@@ -213,8 +204,15 @@ def _openr_node(node: object, where: str) -> dict:
     if not isinstance(node, dict) or not isinstance(node.get("text"), str):
         raise ExportError(f"{where}: a search tree node is not an object with a text")
     mc, children = node.get("mc"), node.get("children", [])
-    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int | float)):
-        raise ExportError(f"{where}: a search tree node's mc is {mc!r}, not a number or null")
+    # An MC value is a fraction of rollouts: NaN, infinities and numbers outside [0, 1] are
+    # refused (json parses NaN and Infinity), never exported as values a trainer would believe.
+    if mc is not None and (
+        isinstance(mc, bool) or not isinstance(mc, int | float) or not 0 <= mc <= 1
+    ):
+        raise ExportError(
+            f"{where}: a search tree node's mc is {json.dumps(mc)[:40]}, not an MC value in "
+            "[0, 1] or null"
+        )
     if not isinstance(children, list):
         raise ExportError(f"{where}: a search tree node's children are not a list")
     return {

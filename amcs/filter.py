@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Protocol
 
 from amcs.jsonl import JSONLinesError, read_json_lines
-from amcs.records import RecordFormatError, committed_end, is_data_row
+from amcs.outputs import OutputPathError, check_output, naming
+from amcs.records import RecordFormatError, committed_end, data_row_problem
 
 MODES = ("keep", "mark")
 # Why a path was kept or dropped.
@@ -117,10 +118,9 @@ def _read_records(path: Path, skip: int) -> Iterator[tuple[int, dict]]:
         for number, record in read_json_lines(path, committed_end(path)):
             if number <= skip:
                 continue
-            if not is_data_row(record):
-                raise FilterError(
-                    f"{path}:{number}: needs prompt, completions and labels of the same length"
-                )
+            problem = data_row_problem(record)
+            if problem is not None:  # NaN or out-of-range values included: never copied on
+                raise FilterError(f"{path}:{number}: {problem}")
             yield number, record
     except (JSONLinesError, RecordFormatError) as exc:
         raise FilterError(str(exc)) from None
@@ -137,14 +137,23 @@ def partial_paths(out: Path) -> tuple[Path, Path]:
     return out.with_name(f".{out.name}.partial"), out.with_name(f".{out.name}.progress")
 
 
-def check_paths(data: Path, out: Path) -> None:
-    """Refuse an output that is the input, or a directory."""
+def summary_path(out: Path) -> Path:
+    """Where the counts of a finished run go (beside `out`)."""
+    return out.with_name(out.name + ".summary.json")
+
+
+def check_paths(data: Path, out: Path, judge: str | None = None) -> None:
+    """Refuse a missing input, and an output (or a file written beside it) that is the input,
+    its run's meta or lock file, the judge, a folder or no regular file
+    (:func:`amcs.outputs.check_output`)."""
     if not data.is_file():
         raise FilterError(f"{data}: no such file")
-    if out.is_dir():
-        raise FilterError(f"--out {out} is a directory")
-    if out.exists() and out.resolve() == data.resolve():
-        raise FilterError(f"--out {out} is the input file; choose another")
+    partial, progress = partial_paths(out)
+    beside = [("summary", summary_path(out)), ("partial output", partial), ("progress", progress)]
+    try:
+        check_output("--out", out, inputs=[judge], runs=[data], beside=beside)
+    except OutputPathError as exc:
+        raise FilterError(str(exc)) from None
 
 
 async def filter_file(
@@ -181,7 +190,8 @@ async def filter_file(
             stats.paths, stats.kept = state["paths"], state["kept"]
             stats.reasons = Counter(state["reasons"])
             stats.resumed_from = done_lines
-    with open(partial, "r+b" if done_bytes else "wb") as f:
+    # naming outside open: closing the file flushes too, and may fail the same way.
+    with naming(partial), open(partial, "r+b" if done_bytes else "wb") as f:
         f.truncate(done_bytes)
         f.seek(done_bytes)
 
@@ -212,7 +222,8 @@ async def filter_file(
                 "reasons": dict(stats.reasons),
             }
             tmp = progress.with_name(progress.name + ".tmp")
-            tmp.write_text(json.dumps(state))
+            with naming(tmp):
+                tmp.write_text(json.dumps(state))
             os.replace(tmp, progress)
             if on_batch is not None:
                 on_batch(stats)
@@ -225,16 +236,17 @@ async def filter_file(
                 pending = []
         if pending:
             await flush(pending)
-    summary = out.with_name(out.name + ".summary.json")
+    summary = summary_path(out)
     tmp = summary.with_name(f".{summary.name}.tmp")
-    tmp.write_text(
-        json.dumps(
-            {"input": str(data), "judge": judge_name, "mode": mode, "threshold": threshold}
-            | stats.to_dict(),
-            indent=2,
+    with naming(tmp):
+        tmp.write_text(
+            json.dumps(
+                {"input": str(data), "judge": judge_name, "mode": mode, "threshold": threshold}
+                | stats.to_dict(),
+                indent=2,
+            )
+            + "\n"
         )
-        + "\n"
-    )
     os.replace(partial, out)
     os.replace(tmp, summary)
     progress.unlink(missing_ok=True)

@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import inspect
 import json
+import logging
 import re
 import threading
 from collections import deque
@@ -424,6 +426,48 @@ def detect_prm_format(path: str | Path, *, step_tag: str = DEFAULT_STEP_TAG) -> 
     )
 
 
+@contextlib.contextmanager
+def _held_load_report():
+    """Hold back what transformers logs while a checkpoint loads (its load report, a warning
+    several lines long), yielding the held records: a refused checkpoint then ends in one error
+    line, and a kept one gets its report shown as before (:func:`_load_trained`)."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    logger.addFilter(hold)
+    try:
+        yield held
+    finally:
+        logger.removeFilter(hold)
+
+
+def _load_trained(loader, path: Path, prm_format: str, **kwargs):
+    """``loader.from_pretrained(path)``, refused (ValueError) when the checkpoint lacks weights
+    the model needs: transformers would initialise them at random (a policy or base model loaded
+    as a classifier gets a random score head) and every score would be noise, with exit code 0.
+    The loader's own missing-keys report decides, so the model loads once."""
+    with _held_load_report() as held:
+        model, info = loader.from_pretrained(str(path), output_loading_info=True, **kwargs)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        shown = ", ".join(missing[:4]) + (
+            f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        )
+        raise ValueError(
+            f"cannot use {path} as a {prm_format} PRM: its checkpoint has no trained weights for "
+            f"{shown} (a policy or base model, not a PRM?); train one with amcs train, or pass "
+            f"the --prm-format it was trained for (one of {', '.join(PRM_FORMATS)})"
+        )
+    logger = logging.getLogger("transformers.modeling_utils")
+    for record in held:
+        logger.handle(record)
+    return model
+
+
 def load_prm(
     path: str | Path,
     prm_format: str | None = None,
@@ -461,13 +505,13 @@ def load_prm(
             model = StepFeaturePRM.from_pretrained(path, settings, dtype=dtype)
             step_inputs = True
         else:
-            model = AutoModelForTokenClassification.from_pretrained(str(path), dtype=dtype)
+            model = _load_trained(AutoModelForTokenClassification, path, prm_format, dtype=dtype)
     elif prm_format == "step-tag":
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        model = _load_trained(AutoModelForCausalLM, path, prm_format, dtype=dtype)
     elif (path / "config.json").is_file() and _read_config(path).get("auto_map"):
-        model = AutoModel.from_pretrained(str(path), dtype=dtype, trust_remote_code=True)
+        model = _load_trained(AutoModel, path, prm_format, dtype=dtype, trust_remote_code=True)
     else:
-        model = AutoModelForTokenClassification.from_pretrained(str(path), dtype=dtype)
+        model = _load_trained(AutoModelForTokenClassification, path, prm_format, dtype=dtype)
     return PRMScorer(
         model.to(dev),
         tokenizer,

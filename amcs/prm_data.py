@@ -29,8 +29,9 @@ says problems were committed: the data of a problem still running (or killed) is
 
 Input is checked row by row, and every error is a PRMDataError whose message names the file and
 line: a line that is not UTF-8 or not JSON, labels that are not booleans or 0/1 (the string
-"false" and null are errors, never truthy or falsy), completions that are not strings, lengths
-that differ. ``amcs export`` reads a run's data through the same checks.
+"false" and null are errors, never truthy or falsy), values that are not MC values in [0, 1] or
+null (NaN and Infinity, which Python's json module parses, included), completions that are not
+strings, lengths that differ. ``amcs export`` reads a run's data through the same checks.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from typing import Any
 
 from amcs.hub import HubDatasetError, load_hub_dataset, looks_like_local_path
 from amcs.jsonl import JSONLinesError, read_json_lines
-from amcs.records import RecordFormatError, committed_end, meta_path_for
+from amcs.records import RecordFormatError, committed_end, meta_path_for, values_problem
 
 FORMATS = ("auto", "trl", "amcs", "shepherd", "prm800k")
 SHEPHERD_TAG = "ки"  # Math-Shepherd's step tag, replaced by + or - in the label
@@ -203,15 +204,11 @@ def _trl_row(record: dict, where: str, _neutral: bool) -> dict:
     row = {"prompt": prompt, "completions": completions, "labels": [bool(x) for x in labels]}
     values = record.get("values")
     if values is not None:
-        if (
-            not isinstance(values, list)
-            or len(values) != len(completions)
-            or not all(
-                v is None or (isinstance(v, int | float) and not isinstance(v, bool))
-                for v in values
-            )
-        ):
-            raise PRMDataError(f"{where}: values must be a list of numbers as long as completions")
+        # NaN, infinities and numbers outside [0, 1] are refused here, for hard and soft training
+        # and export alike: a NaN value would become a "-" label without a word.
+        problem = values_problem(values, len(completions))
+        if problem is not None:
+            raise PRMDataError(f"{where}: {problem}")
         row["values"] = [None if v is None else float(v) for v in values]  # None: not measured
     return row
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
+import numbers
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from typing import Any
 
 from amcs.domains import arith
 from amcs.hub import HubDatasetError, load_hub_dataset, looks_like_local_path
-from amcs.jsonl import JSONLinesError, decode_utf8, read_json_lines
+from amcs.jsonl import JSONLinesError, check_surrogates, decode_utf8, read_json_lines
 
 QUESTION_FIELDS = ("question", "problem", "query", "prompt")
 ANSWER_FIELDS = ("answer", "final_answer", "expected_answer", "ground_truth")
@@ -193,6 +195,7 @@ def _read_json(path: Path) -> list[tuple[str, dict]]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ProblemError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+    check_surrogates(text, path)
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -226,6 +229,29 @@ def _pick(record: dict, names: tuple[str, ...], explicit: str | None) -> tuple[s
     return None, None
 
 
+def _answer_text(answer: Any, where: str, name: str | None) -> str:
+    """A problem's answer as text: a string as it is, an integer or a finite float as ``str``
+    writes it. Anything else would become a string no grader can match ("[1, 2]", "True",
+    "nan"), so it is a ProblemError naming the location and the field."""
+    if isinstance(answer, str):
+        return answer
+    number = isinstance(answer, numbers.Real) and not isinstance(answer, bool)
+    if number and math.isfinite(answer):
+        return str(answer)
+    if number:  # NaN or an infinity, spelled as a JSON file spells them
+        got = f"{json.dumps(float(answer))}, not a finite number"
+    elif isinstance(answer, bool):
+        got = f"the boolean {json.dumps(answer)}"
+    else:
+        try:
+            shown = json.dumps(answer, ensure_ascii=False, default=repr)
+        except ValueError:  # a circular structure
+            shown = repr(answer)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        got = f"a {type(answer).__name__} ({shown})"
+    raise ProblemError(f"{where}: field {name!r} must be a string or a number, got {got}")
+
+
 def _to_problems(
     records: Iterable[tuple[str, dict]],
     question_field: str | None,
@@ -250,7 +276,7 @@ def _to_problems(
         if answer is None or (isinstance(answer, str) and not answer.strip()):
             wanted = answer_field or " | ".join(ANSWER_FIELDS)
             raise ProblemError(f"{where}: missing answer (looked for {wanted})")
-        answer = str(answer)
+        answer = _answer_text(answer, where, a_name)
         if "####" in answer:  # GSM8K: the final answer follows "####"
             answer = answer.rsplit("####", 1)[1].strip().replace(",", "")
         _, pid = _pick(record, ID_FIELDS, None)

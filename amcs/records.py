@@ -45,6 +45,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from amcs.jsonl import JSONLinesError, check_surrogates, read_json_lines
+from amcs.outputs import naming
+from amcs.redaction import redact
+
 STATUSES = ("ok", "failed")
 # Keys a path dict passed to write_problem must carry; prompt, policy_prompt, problem_id and answer
 # come from write_problem's own arguments so every line of a problem agrees on them.
@@ -84,7 +88,9 @@ def meta_path_for(data_path: str | Path) -> Path:
     return data_path.with_name(data_path.name + ".meta.jsonl")
 
 
-def _lock_path_for(data_path: Path) -> Path:
+def lock_path_for(data_path: str | Path) -> Path:
+    """data.jsonl -> data.jsonl.lock, the file whose flock refuses a second writer."""
+    data_path = Path(data_path)
     return data_path.with_name(data_path.name + ".lock")
 
 
@@ -166,7 +172,7 @@ class RecordWriter:
         self.path = Path(path)
         self._problems = problems
         self.meta_path = meta_path_for(self.path)
-        self.lock_path = _lock_path_for(self.path)
+        self.lock_path = lock_path_for(self.path)
         self.fingerprint = fingerprint
         self.retry_failed = retry_failed
         self.header: dict | None = None
@@ -383,7 +389,8 @@ class RecordWriter:
                     **({} if shown is None else {"policy_prompt": shown}),
                     "answer": p["answer"],
                     "status": status,
-                    "reason": p.get("reason"),
+                    # A reason may quote a server's error body: no secret goes to disk.
+                    "reason": None if p.get("reason") is None else redact(str(p["reason"])),
                     "paths": len(paths),
                     "stats": p.get("stats") or {},
                     **({"decoding": p["decoding"]} if p.get("decoding") else {}),
@@ -391,12 +398,14 @@ class RecordWriter:
                     "data_end": end,
                 }
             )
-        self._data.write(b"".join(chunks))
-        self._data.flush()
-        os.fsync(self._data.fileno())
-        self._meta.write(b"".join(_dump(m) for m in metas))
-        self._meta.flush()
-        os.fsync(self._meta.fileno())
+        with naming(self.path):
+            self._data.write(b"".join(chunks))
+            self._data.flush()
+            os.fsync(self._data.fileno())
+        with naming(self.meta_path):
+            self._meta.write(b"".join(_dump(m) for m in metas))
+            self._meta.flush()
+            os.fsync(self._meta.fileno())
         for m in metas:
             if m["status"] == "ok" or not self.retry_failed:
                 self.done_ids.add(m["problem_id"])
@@ -483,17 +492,32 @@ class RecordWriter:
         )
 
     def close(self) -> None:
-        for f in (self._data, self._meta):
-            if f is not None:
-                f.close()
+        data, meta = self._data, self._meta
         self._data = self._meta = None
-        self._release_lock()
+        # Closing flushes what a failed write left in a buffer, and may fail the same way.
+        try:
+            if data is not None:
+                with naming(self.path):
+                    data.close()
+        finally:
+            try:
+                if meta is not None:
+                    with naming(self.meta_path):
+                        meta.close()
+            finally:
+                self._release_lock()
 
     def __enter__(self) -> RecordWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+            return
+        # Already failing (often a write that failed): a close that fails the same way would
+        # hide that first error, which names the file it happened in.
+        with contextlib.suppress(OSError):
+            self.close()
 
 
 def _check_data_against_meta(
@@ -631,6 +655,10 @@ def _scan_meta(path: Path, with_header: bool = False):
             is_last = newline == len(raw) - 1
             try:
                 record = json.loads(raw[pos:newline])
+                if b"\\u" in raw[pos:newline]:  # a hand-edited line: "\ud800" is no text
+                    check_surrogates(raw[pos:newline].decode(), path, line_no)
+            except JSONLinesError as e:
+                raise RecordFormatError(str(e)) from None
             except ValueError as e:
                 if is_last:
                     break
@@ -668,6 +696,18 @@ def read_meta(path: str | Path) -> list[dict]:
     return _scan_meta(path)[0]
 
 
+def read_meta_numbered(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, record) for each committed problem record of a meta file, as ``read_meta``
+    reads them: for messages that point at the line. Every line before the committed end is the
+    header (line 1) or a record, so numbering follows from the header's presence."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found")
+    header, records, _ = _scan_meta(path, with_header=True)
+    first = 2 if header is not None else 1
+    return list(enumerate(records, first))
+
+
 def read_run_header(path: str | Path) -> dict | None:
     """The header of a meta file (``format``, ``version``, ``fingerprint``), or None."""
     return _scan_meta(Path(path), with_header=True)[0]
@@ -695,15 +735,49 @@ def recorded_search(data_path: str | Path) -> dict | None:
 
 
 def is_data_row(record: Any) -> bool:
-    """Whether a parsed line has what every reader of data lines relies on: prompt (a string),
-    and completions and labels lists of equal length."""
-    return (
+    """Whether a parsed line has what every reader of data lines relies on (``data_row_problem``
+    finds nothing wrong)."""
+    return data_row_problem(record) is None
+
+
+def data_row_problem(record: Any) -> str | None:
+    """What is wrong with a parsed data line, or None: it needs prompt (a string), completions
+    and labels lists of equal length, labels booleans or 0/1, and ``values``, when present, MC
+    values in [0, 1] or null (``values_problem``)."""
+    if not (
         isinstance(record, dict)
         and isinstance(record.get("prompt"), str)
         and isinstance(record.get("completions"), list)
         and isinstance(record.get("labels"), list)
         and len(record["completions"]) == len(record["labels"])
-    )
+    ):
+        return "expected an object with prompt, and completions and labels lists of equal length"
+    for i, label in enumerate(record["labels"], 1):
+        # "false", null or NaN would be truthy or falsy, silently: only booleans and 0/1 are labels.
+        if not (isinstance(label, bool) or label in (0, 1)):
+            return f"labels must be booleans (or 0/1), label {i} is {label!r}"
+    return values_problem(record.get("values"), len(record["completions"]))
+
+
+def values_problem(values: Any, steps: int) -> str | None:
+    """What is wrong with a data line's ``values`` (``steps`` long), or None (also when absent).
+
+    A value is a Monte-Carlo estimate, a fraction of rollouts: a number in [0, 1], or null where
+    it was not measured. NaN and infinities (JSON's non-standard ``NaN`` / ``Infinity``, which
+    Python's json module parses) and numbers outside [0, 1] are refused: hard labels derived
+    from them (``NaN > threshold`` is false) would be wrong without a word.
+    """
+    if values is None:
+        return None
+    if not isinstance(values, list) or len(values) != steps:
+        return "values must be a list of numbers as long as completions"
+    for i, value in enumerate(values, 1):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            shown = json.dumps(value)  # as the file spells it: NaN, Infinity, 7.0, "0.5"
+            return f"values must be MC values in [0, 1] or null, value {i} is {shown[:40]}"
+    return None
 
 
 def committed_end(data_path: str | Path) -> int | None:
@@ -727,18 +801,15 @@ def committed_end(data_path: str | Path) -> int | None:
 
 
 def read_data(path: str | Path) -> Iterator[dict]:
-    """The lines of a data file, each checked with ``is_data_row``; a line that is not UTF-8,
-    not JSON or not such a record is a RecordFormatError naming file and line."""
-    from amcs.jsonl import JSONLinesError, read_json_lines
-
+    """The lines of a data file, each checked with ``data_row_problem``; a line that is not
+    UTF-8, not JSON or not such a record (NaN values included) is a RecordFormatError naming
+    file and line."""
     path = Path(path)
     try:
         for line_no, record in read_json_lines(path):
-            if not is_data_row(record):
-                raise RecordFormatError(
-                    f"{path}:{line_no}: expected an object with prompt, and completions and "
-                    "labels lists of equal length"
-                )
+            problem = data_row_problem(record)
+            if problem is not None:
+                raise RecordFormatError(f"{path}:{line_no}: {problem}")
             yield record
     except JSONLinesError as exc:
         raise RecordFormatError(str(exc)) from None

@@ -42,6 +42,7 @@ from amcs.backends.base import Backend, SamplingParams
 from amcs.domains.arith import check_steps, evaluate, parse_expression
 from amcs.grading import answers_match_fast, extract_answer
 from amcs.jsonl import JSONLinesError, read_json_lines
+from amcs.outputs import naming
 from amcs.prompts import prompt_ids
 from amcs.records import RecordFormatError
 from amcs.search.context import derive_seed
@@ -192,7 +193,7 @@ def path_examples(rows: Iterable[tuple[str, dict]]) -> tuple[list[StepExample], 
 def write_step_examples(path: str | Path, examples: Sequence[StepExample]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
+    with naming(path), path.open("w", encoding="utf-8") as f:
         for example in examples:
             f.write(json.dumps(asdict(example), ensure_ascii=False) + "\n")
 

@@ -16,14 +16,15 @@ from rich.console import Console
 from rich.text import Text
 
 from amcs.recipes import RecipeError, load_recipe
+from amcs.redaction import redact
 
 # Messages hold user text (file names, "arith:-1:", "[default]"): never markup, never emoji.
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def say(message: str, style: str | None = None) -> None:
-    """One line on stderr, printed as it is (no markup or emoji parsing)."""
-    err.print(Text(message, style=style or ""))
+    """One line on stderr, printed as it is (no markup or emoji parsing), secrets redacted."""
+    err.print(Text(redact(message), style=style or ""))
 
 
 # --- interruption: SIGTERM is Ctrl-C --------------------------------------------------------------
@@ -82,11 +83,12 @@ def debugging() -> bool:
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print ``error: message`` (one line, as it is) and exit with ``code``; when debugging,
-    the traceback of the exception being handled comes first."""
+    """Print ``error: message`` (one line, as it is, secrets redacted: it may quote a server)
+    and exit with ``code``; when debugging, the traceback of the exception being handled comes
+    first."""
     if debugging() and sys.exc_info()[0] is not None:
         traceback.print_exc()
-    err.print(Text("error: ", style="red") + Text(message))
+    err.print(Text("error: ", style="red") + Text(redact(message)))
     raise typer.Exit(code)
 
 
@@ -168,6 +170,18 @@ def merge_options(
     if unknown:
         fail(f"{recipe}: unknown option(s) {', '.join(sorted(unknown))}")
     return defaults | base | {k: v for k, v in given.items() if v is not None}, nested
+
+
+def check_output(option: str, path, **how) -> None:
+    """:func:`amcs.outputs.check_output` as a one-line error (exit 2): run it before anything is
+    read, written or loaded."""
+    from amcs.outputs import OutputPathError
+    from amcs.outputs import check_output as check
+
+    try:
+        check(option, path, **how)
+    except OutputPathError as exc:
+        fail(str(exc))
 
 
 CHAT_CHOICE = {"auto": None, "chat": True, "plain": False}

@@ -17,9 +17,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from amcs.problems import ProblemError, load_problems
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
+from amcs.redaction import redact_logging
 from cli.common import (
     check_backend_options,
     check_number,
+    check_output,
     err,
     fail,
     interrupted,
@@ -250,6 +252,16 @@ def eval_command(
     from amcs.verification import VerifyConfig, make_verify_config
 
     check_backend_options(opts)
+    from amcs.outputs import EVAL_FILES
+
+    out_dir = Path(str(opts["out"])).expanduser()
+    check_output(
+        "--out",
+        out_dir,
+        inputs=[opts["problems"], recipe, opts["prm"], opts["model"]],
+        beside=[(name, out_dir / name) for name in EVAL_FILES],
+        folder=True,
+    )
     known = {f.name for f in fields(VerifyConfig)} - {"n"}
     bad = set(verify) - known
     if bad:
@@ -289,6 +301,7 @@ def eval_command(
     logging.basicConfig(
         level=logging.INFO if quiet else logging.WARNING, format="%(asctime)s %(message)s"
     )
+    redact_logging()  # a warning may quote a server's error body
     _run_eval(opts, config, cells, todo, needs_prm, quiet)
 
 
@@ -455,6 +468,7 @@ def steps_command(
     """
     import json
 
+    from amcs.outputs import OutputPathError, check_distinct
     from amcs.problems import is_arith_source
     from amcs.stepeval import (
         MC_REFERENCE,
@@ -466,6 +480,14 @@ def steps_command(
         write_step_examples,
     )
 
+    source = None if is_arith_source(data) else data
+    for option, path in (("--write-data", write_data), ("--out", out)):
+        if path is not None:
+            check_output(option, path, inputs=[prm, model], runs=[source])
+    try:
+        check_distinct([("--write-data", write_data), ("--out", out)])
+    except OutputPathError as exc:
+        fail(str(exc))
     reference = None
     if is_arith_source(data):
         examples = asyncio.run(_arith_examples(data, model, temperature, seed))
@@ -517,8 +539,11 @@ def steps_command(
         "(chosen on this data)"
     )
     if out:
+        from amcs.outputs import naming
+
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        with naming(out):
+            out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 async def _arith_examples(spec: str, model: str | None, temperature: float, seed: int):

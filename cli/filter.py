@@ -33,6 +33,11 @@ def _judge(judge: str, prm_format: str | None, batch_size: int):
         )
 
 
+def _judge_path(judge: str) -> str | None:
+    """The judge as a file or folder that --out must not replace (None: bundled or built in)."""
+    return None if judge in (ORACLE, "tiny-prm") else judge
+
+
 def filter_command(
     data: Path = typer.Argument(..., help="A data file of `amcs generate` (or TRL-format JSONL)."),
     judge: str = typer.Option(
@@ -104,7 +109,7 @@ def filter_command(
     from amcs.shards import check_combinable
 
     try:
-        check_paths(data, out)
+        check_paths(data, out, judge_model if judge == INSTRUCT else _judge_path(judge))
         check_combinable([data])  # a concatenated file may name two questions by one id
     except ValueError as exc:  # FilterError, ShardError
         fail(str(exc))

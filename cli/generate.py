@@ -14,9 +14,11 @@ from rich.console import Console
 from amcs.problems import ProblemError, is_arith_source, load_problems
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
 from amcs.records import RecordFormatError, run_fingerprint
+from amcs.redaction import redact_logging
 from cli.common import (
     check_backend_options,
     check_number,
+    check_output,
     fail,
     interrupted,
     merge_options,
@@ -238,7 +240,9 @@ def generate_command(
     except ConfigError as exc:
         fail(f"{exc} (in --set or the recipe's search:)" if search_overrides else str(exc))
     out = Path(opts["out"])
-    check_output_is_not_an_input(out, opts["problems"])
+    from amcs.outputs import companions
+
+    check_output("--out", out, inputs=[opts["problems"], recipe], beside=companions(out))
     try:
         todo = load_problems(opts["problems"], limit=opts["limit"], seed=opts["seed"])
     except ProblemError as exc:
@@ -282,6 +286,7 @@ def generate_command(
     logging.basicConfig(
         level=logging.INFO if quiet else logging.WARNING, format="%(asctime)s %(message)s"
     )
+    redact_logging()  # a warning may quote a server's error body
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request
     with writer:
         left = [p for p in todo if p.id not in writer.done_ids]
@@ -354,21 +359,6 @@ def problem_source(spec: str) -> str:
         return text.split(":", 1)[0]
     path = Path(text).expanduser()
     return str(path.resolve()) if path.exists() else text
-
-
-def check_output_is_not_an_input(out: Path, *inputs) -> None:
-    """--out (or its meta file) may never be an input file, nor a directory."""
-    from amcs.records import meta_path_for
-
-    if out.is_dir():
-        fail(f"--out {out} is a directory; name a .jsonl file, e.g. {out / 'data.jsonl'}")
-    ours = {out.resolve(), meta_path_for(out).resolve()}
-    for source in inputs:
-        if source is None:
-            continue
-        path = Path(str(source)).expanduser()
-        if path.exists() and path.resolve() in ours:
-            fail(f"--out {out} would overwrite the input {source}; choose another --out")
 
 
 def _run(opts: dict, config, todo, writer, quiet: bool, model_name: str):

@@ -131,40 +131,57 @@ def run(argv: list[str] | None = None) -> None:
 
 
 def _guarded(argv: list[str]) -> None:
-    from amcs.backends.base import BackendConfigError
-    from amcs.fields import ConfigError
-    from amcs.problems import ProblemError
-    from amcs.recipes import RecipeError
-    from amcs.records import OutputError, RecordFormatError
-    from cli.common import debugging, fail
+    from cli.common import debugging
 
     try:
         app(args=argv, prog_name="amcs")
-    except (
-        ProblemError,
-        RecordFormatError,
-        OutputError,
-        ConfigError,
-        RecipeError,
-        BackendConfigError,
-        UnicodeDecodeError,
-    ) as exc:
+    except Exception as exc:  # noqa: BLE001 - each kind is reported in _report
         if debugging():
             raise
+        _report(exc)
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups: an asyncio TaskGroup wraps what one
+    task raised (a full disk while writing records) in a group; the user sees that error."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _report(exc: Exception) -> None:
+    """One line for an error, exit code 2 for what the user can fix, 1 for a bug."""
+    from amcs.backends.base import BackendConfigError
+    from amcs.fields import ConfigError
+    from amcs.jsonl import JSONLinesError
+    from amcs.outputs import OutputPathError
+    from amcs.problems import ProblemError
+    from amcs.recipes import RecipeError
+    from amcs.records import OutputError, RecordFormatError
+    from cli.common import fail
+
+    exc = _first_leaf(exc)
+    if isinstance(
+        exc,
+        ProblemError
+        | RecordFormatError
+        | OutputError
+        | OutputPathError
+        | JSONLinesError
+        | ConfigError
+        | RecipeError
+        | BackendConfigError
+        | UnicodeDecodeError,
+    ):
         fail(str(exc))
-    except OSError as exc:
-        if debugging():
-            raise
+    if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
         fail(f"{where}{exc.strerror or exc}")
-    except Exception as exc:  # noqa: BLE001 - a bug: one line unless debugging
-        if debugging():
-            raise
-        fail(
-            f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback "
-            "and please report it",
-            code=1,
-        )
+    fail(
+        f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback "
+        "and please report it",
+        code=1,
+    )
 
 
 app.command("generate", epilog=search_parameters_help())(generate_command)

@@ -27,7 +27,7 @@ from amcs.training.config import (
     is_inherited,
     make_training_config,
 )
-from cli.common import err, fail, interrupted, parse_sets, say
+from cli.common import check_output, err, fail, interrupted, parse_sets, say
 
 # The options that are not training settings: where the data comes from and where the PRM goes.
 COMMAND_DEFAULTS: dict[str, Any] = {
@@ -186,6 +186,17 @@ def train_command(
         check_combinable(sources)
     except (ShardError, OSError, ValueError) as exc:
         fail(str(exc))
+    from amcs.training.save import SAVED_FILES
+
+    out_dir = Path(str(opts["out"])).expanduser()
+    check_output(
+        "--out",
+        out_dir,
+        inputs=[recipe, opts["base"]],
+        runs=sources,
+        beside=[(name, out_dir / name) for name in SAVED_FILES],
+        folder=True,
+    )
     config, separator_note = data_separator(sources, settings, config)
     rows = []
     try:

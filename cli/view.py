@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import err, fail
+from cli.common import check_output, err, fail
 
 
 def _default_out(path: Path, is_eval: bool) -> Path:
@@ -79,8 +79,12 @@ def view_command(
         _serve(path, is_eval, port)
         return
     target = out or _default_out(path, is_eval)
-    if target.is_dir():
-        fail(f"--out {target} is a directory; give a file name such as {target / 'view.html'}")
+    from amcs.outputs import EVAL_FILES
+
+    if is_eval:
+        check_output("--out", target, inputs=[path / name for name in EVAL_FILES])
+    else:
+        check_output("--out", target, runs=[path])
     if not target.parent.exists():
         fail(f"--out {target}: the folder {target.parent} does not exist")
     try:

@@ -7,7 +7,10 @@ prefix of a request's ``input_ids`` shared with any earlier request, like a radi
 evicts. Per-token logprobs are the rollout's logprob_sum spread evenly over its tokens (the sum is
 exact). Every request body is kept in ``requests``; ``fail_next`` answers that many generation
 requests with HTTP 500, ``reject_next`` with HTTP 400, and ``die_after`` shuts the server down
-once that many generation requests have been answered.
+once that many generation requests have been answered. ``echo_headers = (status, message)``
+answers every generation request with that status and an OpenAI-style error whose message is
+``message`` followed by the request's headers, Authorization included, as a debugging proxy or a
+careless server echoes them.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class LoopbackServer:
         self.fail_next = 0
         self.reject_next = 0
         self.die_after: int | None = None
+        self.echo_headers: tuple[int, str] | None = None
         self.served = 0
         self._trie = _Trie()
         self._lock = threading.Lock()
@@ -222,6 +226,11 @@ class LoopbackServer:
                     return
                 with server._lock:
                     server.requests.append((self.path, body))
+                if server.echo_headers is not None:
+                    status, message = server.echo_headers
+                    echoed = f"{message}; request headers: {dict(self.headers.items())}"
+                    self._send(status, {"error": {"message": echoed, "type": "EchoError"}})
+                    return
                 status = server._gate()
                 if status == -1:  # dead: drop the connection without an answer
                     self.close_connection = True

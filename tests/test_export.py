@@ -260,20 +260,29 @@ def test_out_may_not_be_an_input_or_a_directory(two_step, tmp_path):
     before = two_step.read_bytes(), meta.read_bytes()
     (tmp_path / "link.jsonl").symlink_to(two_step)
     os.link(meta, tmp_path / "hard.jsonl")
+    choose = "; choose another --out"
     cases = [
-        ("trl", two_step, f"--out {two_step} is the run's own data.jsonl: choose another file"),
-        ("tree", meta, f"--out {meta} is the run's own data.meta.jsonl: choose another file"),
-        ("trl", meta, f"--out {meta} is the run's own data.meta.jsonl: choose another file"),
+        ("trl", two_step, f"--out {two_step} would overwrite the input {two_step}{choose}"),
+        (
+            "tree",
+            meta,
+            f"--out {meta} would overwrite {meta}, the meta file of the input {two_step}{choose}",
+        ),
+        (
+            "trl",
+            meta,
+            f"--out {meta} would overwrite {meta}, the meta file of the input {two_step}{choose}",
+        ),
         (
             "shepherd",
             tmp_path / "link.jsonl",
-            f"--out {tmp_path / 'link.jsonl'} is the run's own data.jsonl: choose another file",
+            f"--out {tmp_path / 'link.jsonl'} would overwrite the input {two_step}{choose}",
         ),
         (
             "tree",
             tmp_path / "hard.jsonl",
-            f"--out {tmp_path / 'hard.jsonl'} is the run's own data.meta.jsonl: "
-            "choose another file",
+            f"--out {tmp_path / 'hard.jsonl'} would overwrite {meta}, the meta file of the input "
+            f"{two_step}{choose}",
         ),
         ("trl", tmp_path, f"--out {tmp_path} is a directory: give a file name"),
     ]
@@ -321,7 +330,8 @@ def test_corrupt_meta_fails_the_tree_export_and_keeps_the_old_output(two_step, t
     meta.write_text(lines[0] + json.dumps(first) + "\n" + lines[2])
     assert export(two_step, "-f", "tree", "-o", out) == (
         2,
-        f"error: {meta}: problem 'p1': a search tree node's mc is 'high', not a number or null\n",
+        f"error: {meta}:2: problem 'p1': a search tree node's mc is \"high\", not an MC value "
+        "in [0, 1] or null\n",
     )
     first["tree"]["children"][1] = ["not", "a", "node"]
     meta.write_text(lines[0] + json.dumps(first) + "\n" + lines[2])

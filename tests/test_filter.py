@@ -199,7 +199,7 @@ def test_cli_with_the_tiny_prm_and_the_oracle(tmp_path):
     [
         (["--threshold", "2"], "--threshold must be a number in [0, 1]"),
         (["--mode", "drop"], "--mode must be one of keep, mark"),
-        (["--out", "data.jsonl"], "is the input file"),
+        (["--out", "data.jsonl"], "--out data.jsonl would overwrite the input data.jsonl"),
         (["--judge", "no-such-prm"], "cannot load the judge no-such-prm"),
     ],
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -780,3 +781,554 @@ def test_limit_reads_only_the_problems_it_keeps(tmp_path):
     assert "r4" in stdout
     code, _, stderr = amcs("problems", str(parquet))
     one_line_error(code, stderr, "big.parquet: not a readable Parquet file")
+
+
+# --- issue 21 (a): no output over an input, no hang on a FIFO, no internal error -------------------
+# One check (amcs.outputs.check_output) guards every command that writes; these cases go through
+# each command and assert the one line the user sees and that no byte of the run changed.
+
+
+def _refused(code: int, stderr: str, option: str, path, folder: Path, before: dict) -> None:
+    """A one-line error naming the option and the file, and the folder byte for byte as before."""
+    one_line_error(code, stderr, f"{option} {path}")
+    assert snapshot(folder) == before
+
+
+def test_an_output_may_not_replace_a_file_of_an_input_run(run_copy, tmp_path):
+    data, meta = run_copy, meta_path_for(run_copy)
+    folder = data.parent
+    before = snapshot(folder)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(data)  # the run's files lie beside what the link points to
+    overwrite = "would overwrite"
+    cases = [
+        (["view", str(data), "--out", str(data)], data, f"{overwrite} the input {data}"),
+        (["view", str(meta), "--out", str(data)], data, f"{overwrite} {data}, the data file"),
+        (["view", str(data), "--out", str(meta)], meta, f"{overwrite} {meta}, the meta file"),
+        (["export", str(data), "-f", "trl", "--out", str(meta)], meta, "the meta file"),
+        (
+            ["filter", str(data), "--judge", "arith-oracle", "--out", str(meta)],
+            meta,
+            f"{overwrite} {meta}, the meta file of the input {data}",
+        ),
+        (
+            ["filter", str(link), "--judge", "arith-oracle", "--out", str(meta)],
+            meta,
+            f"{overwrite} {meta}, the meta file of the input {link}",
+        ),
+        (
+            ["filter", str(data), "--judge", "arith-oracle", "--out", str(data) + ".lock"],
+            f"{data}.lock",
+            f"{overwrite} {data}.lock, the lock file of the input {data}",
+        ),
+        (
+            ["eval", "steps", "--data", str(data), "--prm", "arith-oracle", "--out", str(meta)],
+            meta,
+            f"{overwrite} {meta}, the meta file of the input {data}",
+        ),
+        (
+            ["eval", "steps", "--data", str(data), "--write-data", str(meta)],
+            meta,
+            f"{overwrite} {meta}, the meta file",
+        ),
+    ]
+    for args, path, message in cases:
+        if str(path).endswith(".lock"):
+            Path(path).write_bytes(b"")  # as a running generate leaves it
+            before = snapshot(folder)
+        option = "--write-data" if "--write-data" in args else "--out"
+        code, _, stderr = amcs(*args, timeout=120)
+        _refused(code, stderr, option, path, folder, before)
+        assert message in stderr, stderr
+
+
+def test_train_and_eval_outputs_may_not_replace_their_inputs(tmp_path):
+    # `amcs train` imports transformers before it checks anything (seconds): one case only, the
+    # one that would lose most (save_pretrained over the base model's weights).
+    base = tmp_path / "model"
+    base.mkdir()
+    (base / "config.json").write_text("{}\n")
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"prompt": "1+1", "completions": ["2"], "labels": [true]}\n')
+    evaldir = tmp_path / "eval"
+    evaldir.mkdir()
+    (evaldir / "records.jsonl").write_text('{"question": "1+1", "answer": "2"}\n')
+    before = snapshot(tmp_path), snapshot(base), snapshot(evaldir)
+    code, _, stderr = amcs("train", "--data", str(data), "--base", str(base), "--out", str(base))
+    one_line_error(code, stderr, f"--out {base} would overwrite the input folder {base}")
+    code, _, stderr = amcs(
+        "eval", "--problems", str(evaldir / "records.jsonl"), "--out", str(evaldir)
+    )
+    one_line_error(
+        code,
+        stderr,
+        f"--out {evaldir} (its records.jsonl {evaldir / 'records.jsonl'}) would overwrite the input",
+    )
+    out = tmp_path / "report.json"
+    code, _, stderr = amcs(
+        "eval", "steps", "--data", "arith:2", "--out", str(out), "--write-data", str(out)
+    )
+    one_line_error(code, stderr, f"--write-data {out} and --out {out} name the same file")
+    assert (snapshot(tmp_path), snapshot(base), snapshot(evaldir)) == before
+
+
+def test_a_fifo_or_a_device_as_output_is_refused_without_hanging(run_copy, tmp_path):
+    import stat
+
+    data = run_copy
+    folder = data.parent
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    before = snapshot(folder)
+    fifo_error = f"{fifo} is a FIFO, not a regular file"
+    commands = [
+        ["view", str(data), "--out", str(fifo)],
+        ["export", str(data), "-f", "trl", "--out", str(fifo)],
+        ["filter", str(data), "--judge", "arith-oracle", "--out", str(fifo)],
+        ["generate", "--problems", "arith:1", "--out", str(fifo)],
+        ["eval", "steps", "--data", str(data), "--prm", "arith-oracle", "--out", str(fifo)],
+    ]
+    for args in commands:  # a regression hangs on open(): the timeout turns it into a failure
+        code, _, stderr = amcs(*args, timeout=120)
+        one_line_error(code, stderr, "--out " + fifo_error)
+    # The FIFO as the meta file of --out, and as a folder for eval.
+    meta_fifo = tmp_path / "new.meta.jsonl"
+    os.mkfifo(meta_fifo)
+    code, _, stderr = amcs(
+        "generate", "--problems", "arith:1", "--out", str(tmp_path / "new.jsonl")
+    )
+    one_line_error(code, stderr, f"its meta file {meta_fifo} is a FIFO, not a regular file")
+    code, _, stderr = amcs("eval", "--out", str(fifo), timeout=120)
+    one_line_error(code, stderr, f"--out {fifo} is a FIFO, not a folder")
+    # /dev/null: view only (it truncates and writes; a regression does no harm to the device).
+    code, _, stderr = amcs("view", str(data), "--out", "/dev/null")
+    one_line_error(code, stderr, "--out /dev/null is a character device, not a regular file")
+    # export renames its output into place: a regression would replace the device, so it meets
+    # a private copy of /dev/null (making one needs root).
+    device = tmp_path / "null"
+    try:
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        device = None
+    if device is not None:
+        code, _, stderr = amcs("export", str(data), "-f", "trl", "--out", str(device))
+        one_line_error(code, stderr, f"--out {device} is a character device")
+        assert stat.S_ISCHR(os.stat(device).st_mode)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISFIFO(os.stat(meta_fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "run") == sorted(
+        ["out.fifo", "new.meta.jsonl"] + (["null"] if device is not None else [])
+    )
+    assert snapshot(folder) == before
+
+
+def test_a_write_that_fails_names_its_file(run_copy, tmp_path):
+    import resource
+
+    def small_files() -> None:  # writes past 200 bytes fail with EFBIG ("File too large")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+
+    before = snapshot(run_copy.parent)
+    out = tmp_path / "kept.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "filter", str(run_copy), "--judge", "arith-oracle"]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=small_files,
+    )
+    one_line_error(
+        proc.returncode, proc.stderr, f"error: {tmp_path / '.kept.jsonl.partial'}: File too large"
+    )
+    assert not out.exists() and snapshot(run_copy.parent) == before
+
+
+def test_a_lone_surrogate_is_a_one_line_error_with_file_and_line(run_copy, tmp_path):
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text(
+        '{"question": "1+1", "answer": "2"}\n\n{"question": "x\\ud800", "answer": "1"}\n'
+    )
+    out = tmp_path / "out" / "o.jsonl"
+    code, _, stderr = amcs("generate", "--problems", str(problems), "--out", str(out))
+    one_line_error(code, stderr, f"{problems}:3: lone surrogate \\ud800 at column 16")
+    as_json = tmp_path / "problems.json"
+    as_json.write_text('[\n  {"question": "1+1", "answer": "2"},\n  {"question": "\\uDC00"}\n]\n')
+    code, _, stderr = amcs("generate", "--problems", str(as_json), "--out", str(out))
+    one_line_error(code, stderr, f"{as_json}:3: lone surrogate \\uDC00 at column 17")
+    # A valid pair (an emoji) is text, and so is an escaped backslash before "ud800": the file is
+    # read past its first line (to the missing answer on its second).
+    fine = tmp_path / "fine.jsonl"
+    fine.write_text('{"question": "\\ud83d\\ude00 \\\\ud800", "answer": "2"}\n{"question": "q"}\n')
+    code, _, stderr = amcs("generate", "--problems", str(fine), "--out", str(out))
+    one_line_error(code, stderr, f"{fine}:2: missing answer")
+    # A data file (train, export, filter read it): its second line holds one.
+    lines = run_copy.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"prompt": "', b'"prompt": "\\udfff', 1)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"".join(lines))
+    where = f"{bad}:2: lone surrogate \\udfff"
+    for args in (
+        ["train", "--data", str(bad), "--out", str(tmp_path / "prm")],
+        ["export", str(bad), "-f", "trl", "--out", str(tmp_path / "e.jsonl")],
+        ["filter", str(bad), "--judge", "arith-oracle", "--out", str(tmp_path / "k.jsonl")],
+    ):
+        code, _, stderr = amcs(*args, timeout=120)
+        one_line_error(code, stderr, where)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["run", "problems.jsonl", "problems.json", "fine.jsonl", "bad.jsonl"]
+    )
+
+
+def test_a_policy_is_no_token_cls_prm(tmp_path):
+    from amcs.assets import TINY_POLICY
+
+    data = tmp_path / "steps.jsonl"
+    data.write_text('{"problem": "1+1", "steps": ["1+1 = 2", "\\\\boxed{2}"], "label": -1}\n')
+    code, stdout, stderr = amcs(
+        "eval", "steps", "--data", str(data), "--prm", str(TINY_POLICY), "--prm-format", "token-cls"
+    )
+    assert code == 2 and "Traceback" not in stderr and "F1" not in stdout, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [stderr.strip().splitlines()[-1]], stderr[-2000:]
+    assert f"cannot use {TINY_POLICY} as a token-cls PRM" in errors[0]
+    assert "score.weight" in errors[0] and "--prm-format" in errors[0]
+    assert "MISSING" not in stderr  # transformers' load report is not shown for a refused one
+
+
+def test_the_bundled_prm_still_loads_with_its_head():
+    from amcs.assets import TINY_PRM
+    from amcs.prm import load_prm
+
+    scorer = load_prm(TINY_PRM)
+    assert scorer.prm_format == "token-cls"
+    scores = scorer.score_batch([("1+1", ["1+1 = 2", "\\boxed{2}"])])
+    assert len(scores[0]) == 2 and all(0.0 <= s <= 1.0 for s in scores[0])
+
+
+# --- issue 21 (c): secrets never leak, the viewer survives markup, NaN is refused -----------------
+#
+# A server that echoes the request's headers into its error body must not put the API key into
+# stderr, the meta file or the view page; a question full of markup must not break the page, and
+# `amcs view --serve` answers only to loopback names; NaN, infinities and MC values outside
+# [0, 1] are refused by every reader, naming file and line, before anything is written.
+
+PLANTED_KEY = "sk-amcs-PLANTED-3f9a7c21e5d84b60"
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.rglob("*")) if p.is_file()]
+
+
+def _sample_once(server, monkeypatch) -> Exception | None:
+    """One request of the openai backend to ``server`` with the planted key; what it raised."""
+    import asyncio
+
+    from amcs.assets import TINY_POLICY
+    from amcs.backends.base import SamplingParams
+    from amcs.backends.http import OpenAICompletionsBackend
+
+    monkeypatch.setenv("OPENAI_API_KEY", PLANTED_KEY)
+    backend = OpenAICompletionsBackend(server.url, str(TINY_POLICY))
+
+    async def go():
+        try:
+            await backend.sample([1, 2, 3], 2, SamplingParams(max_new_tokens=4))
+        except Exception as exc:  # noqa: BLE001 - returned for the test to look at
+            return exc
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(go())
+
+
+def test_an_api_key_the_server_echoes_is_redacted_from_stderr_records_and_the_page(
+    tmp_path, monkeypatch
+):
+    from amcs.backends.base import BackendConfigError
+    from tests.loopback_server import LoopbackServer
+
+    env = {"OPENAI_API_KEY": PLANTED_KEY}
+    server_args = ["--backend", "openai", "--url"]
+    run = tmp_path / "run" / "data.jsonl"
+    with LoopbackServer() as server:
+        # A 400 about the prompt's length fails each problem with the server's words as its
+        # reason; the body also echoes the request's headers, Authorization included.
+        server.echo_headers = (400, "This model's maximum context length is 64 tokens")
+        code, stdout, stderr = amcs(
+            "generate", "--problems", "arith:2", "--out", str(run), "-q", *SMALL,
+            *server_args, server.url, "--retries", "0", env=env,
+        )  # fmt: skip
+        assert code == 1, stderr[-3000:]
+        assert "2 problem(s) failed (2 ValueError" in stderr
+        # A 401 whose message quotes the key, as OpenAI's does (in process: a second program
+        # would load the tokenizer again): the error that stops a run holds no key.
+        server.echo_headers = (401, f"Incorrect API key provided: {PLANTED_KEY}")
+        refused = _sample_once(server, monkeypatch)
+        assert len(server.requests) >= 3  # the generation requests reached the echo
+    assert isinstance(refused, BackendConfigError), refused
+    assert "answered HTTP 401: Incorrect API key provided: [redacted]" in str(refused)
+    assert "'Authorization': 'Bearer [redacted]'" in str(refused)
+
+    records = read_meta(meta_path_for(run))
+    assert [m["status"] for m in records] == ["failed", "failed"]
+    for m in records:
+        # What the server said survives; only the secret is gone.
+        assert "answered HTTP 400: This model's maximum context length is 64 tokens" in m["reason"]
+        assert "'Authorization': 'Bearer [redacted]'" in m["reason"]
+        assert "'Host': '127.0.0.1:" in m["reason"]
+    assert "Bearer [redacted]" in stderr  # each failure's warning line quotes the reason
+
+    page = tmp_path / "run" / "page.html"
+    code3, stdout3, stderr3 = amcs("view", str(run), "--out", str(page), env=env)
+    assert code3 == 0, stderr3
+    assert "Bearer [redacted]" in page.read_text(encoding="utf-8")
+
+    written = _files_under(tmp_path)
+    assert page in written and meta_path_for(run) in written
+    for path in written:
+        assert PLANTED_KEY.encode() not in path.read_bytes(), path
+    for text in (stdout, stderr, stdout3, stderr3, str(refused)):
+        assert PLANTED_KEY not in text
+
+
+def test_redact_replaces_secrets_in_every_echo_format(monkeypatch):
+    from amcs.redaction import redact, remember_secret
+
+    # A key that looks like no known key format is redacted by its value (from the environment
+    # or registered by the backend that sent it); a short placeholder value is left alone.
+    monkeypatch.setenv("OPENAI_API_KEY", "plain-value-4471")
+    remember_secret("registered-1234567")
+    remember_secret("EMPTY")
+    cases = {
+        "401: key plain-value-4471 and registered-1234567 refused; EMPTY": (
+            "401: key [redacted] and [redacted] refused; EMPTY"
+        ),
+        "GET /v1 HTTP/1.1\r\nAuthorization: Bearer tok.abc-123\r\nHost: h\r\n": (
+            "GET /v1 HTTP/1.1\r\nAuthorization: Bearer [redacted]\r\nHost: h\r\n"
+        ),
+        "{'authorization': 'Basic dXNlcjpw', 'X-Api-Key': 'k9'}": (
+            "{'authorization': 'Basic [redacted]', 'X-Api-Key': '[redacted]'}"
+        ),
+        '{"api-key": "k9", "proxy-authorization": "Token t1"}': (
+            '{"api-key": "[redacted]", "proxy-authorization": "Token [redacted]"}'
+        ),
+        '{\\"Authorization\\": \\"Bearer t2\\"}': '{\\"Authorization\\": \\"Bearer [redacted]\\"}',
+        "GET /x?api_key=q1&n=2 Bearer b3; sk-abcdefghijklmnopqrstu9": (
+            "GET /x?api_key=[redacted]&n=2 Bearer [redacted]; [redacted]"
+        ),
+        "cannot reach http://me:pw0rd@host:8000/v1": "cannot reach http://me:[redacted]@host:8000/v1",
+        "Authorization header missing; maximum context length is 64 tokens": (
+            "Authorization header missing; maximum context length is 64 tokens"
+        ),
+    }
+    for text, expected in cases.items():
+        assert redact(text) == expected
+        assert redact(expected) == expected  # redacting twice changes nothing
+
+
+def _tiny_run(folder: Path) -> Path:
+    """A run of one failed problem, as the writer lays it out: enough for `amcs view`."""
+    folder.mkdir()
+    data = folder / "data.jsonl"
+    data.write_bytes(b"")
+    header = {"format": "amcs-meta", "version": 1, "fingerprint": {"method": "amcs"}}
+    record = {"problem_id": "p0", "question": "1 + 1?", "answer": "2", "status": "failed"}
+    record |= {"reason": "RuntimeError: x", "paths": 0, "stats": {}, "tree": None, "data_end": 0}
+    meta_path_for(data).write_text(json.dumps(header) + "\n" + json.dumps(record) + "\n")
+    return data
+
+
+def _get(port: int, path: str, host: str | None) -> tuple[int, bytes]:
+    """A raw GET with exactly this Host header (None: none at all)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        head = f"GET {path} HTTP/1.1\r\n" + (f"Host: {host}\r\n" if host is not None else "")
+        sock.sendall((head + "Connection: close\r\n\r\n").encode())
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    raw = b"".join(chunks)
+    return int(raw.split(b" ", 2)[1]), raw.partition(b"\r\n\r\n")[2]
+
+
+def test_view_serve_answers_only_loopback_host_names(tmp_path):
+    data = _tiny_run(tmp_path / "run")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "view", str(data), "--serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "http://127.0.0.1:" in line, (line, proc.stderr.read() if proc.poll() else "")
+        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        # DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends its own name.
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "", None):
+            for path in ("/", "/api/info", "/api/problem?index=0"):
+                status, body = _get(port, path, host)
+                assert status == 403, (host, path, status)
+                assert b"p0" not in body and b"1 + 1?" not in body
+        for host in ("127.0.0.1", f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+            status, body = _get(port, "/api/info", host)
+            assert status == 200 and json.loads(body)["total_problems"] == 1, host
+        status, _ = _get(port, "/", f"LOCALHOST:{port}")
+        assert status == 200
+        assert _get(port, "/", "localhost:1")[0] == 403  # another port is another origin
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+GOOD_ROW = {"prompt": "What is 1 + 1?", "completions": ["1 + 1 = 2", "2"], "labels": [True, True]}
+
+
+def _data_with_value(folder: Path, value: str) -> Path:
+    """A TRL/amcs data file whose second line has MC value ``value`` (JSON text, e.g. NaN)."""
+    folder.mkdir(exist_ok=True)
+    path = folder / "data.jsonl"
+    good = json.dumps(GOOD_ROW | {"values": [1.0, 1.0]})
+    bad = json.dumps(GOOD_ROW | {"labels": [True, False], "values": [1.0, 0.0]})
+    bad = bad.replace('"values": [1.0, 0.0]', f'"values": [1.0, {value}]')
+    path.write_text(good + "\n" + bad + "\n")
+    return path
+
+
+BAD_VALUES = ["NaN", "Infinity", "-Infinity", "-0.5", "7.0", "true", '"0.5"']
+
+
+def test_export_refuses_mc_values_that_are_not_in_0_1(tmp_path):
+    from amcs.export import export_records
+    from amcs.prm_data import PRMDataError
+
+    out = tmp_path / "exported.jsonl"
+    out.write_bytes(b"the previous export\n")
+    for value in BAD_VALUES:
+        data = _data_with_value(tmp_path / "in", value)
+        message = f"{data}:2: values must be MC values in [0, 1] or null, value 2 is {value}"
+        for fmt in ("trl", "shepherd", "processbench"):
+            with pytest.raises(PRMDataError) as refused:
+                export_records(data, fmt, out)
+            assert str(refused.value) == message
+            assert out.read_bytes() == b"the previous export\n"  # byte for byte as it was
+    # Through the program: one line, and still nothing written.
+    code, _, stderr = amcs("export", str(data), "--format", "trl", "--out", str(out))
+    one_line_error(code, stderr, message)
+    assert out.read_bytes() == b"the previous export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported.jsonl", "in"]
+
+
+def test_export_refuses_a_tree_mc_that_is_nan_or_out_of_range(tmp_path):
+    from amcs.export import ExportError, export_records
+
+    data = _tiny_run(tmp_path / "run")
+    meta = meta_path_for(data)
+    header, record = meta.read_text().splitlines()
+    tree = {"text": "", "mc": 0.5, "children": [{"text": "1 + 1 = 2", "children": []}]}
+    out = tmp_path / "tree.jsonl"
+    for mc in ("Infinity", "-0.5", "7.0", "NaN"):
+        ok = json.loads(record) | {"status": "ok", "reason": None, "tree": tree}
+        line = json.dumps(ok).replace('"children": []}', f'"children": [], "mc": {mc}}}')
+        meta.write_text(header + "\n" + line + "\n")
+        message = f"{meta}:2: problem 'p0': a search tree node's mc is {mc}, not an MC value"
+        with pytest.raises(ExportError, match=re.escape(message)):
+            export_records(data, "tree", out)
+        assert not out.exists()
+    code, _, stderr = amcs("export", str(data), "--format", "tree", "--out", str(out))
+    one_line_error(code, stderr, message)
+    assert not out.exists()
+
+
+def test_train_refuses_nan_values_by_file_and_line(tmp_path):
+    from amcs.prm_data import PRMDataError, load_prm_rows
+    from amcs.training.tokenize import relabel
+
+    data = _data_with_value(tmp_path, "NaN")
+    message = f"{data}:2: values must be MC values in [0, 1] or null, value 2 is NaN"
+    # Hard labels at a threshold: NaN > 0.5 is false, which made a silent "-" label.
+    out = tmp_path / "prm"
+    code, _, stderr = amcs("train", "--data", str(data), "--out", str(out), "--threshold", "0.5")
+    one_line_error(code, stderr, message)
+    assert not out.exists()
+    # Hard and soft training read rows through one loader (a second program would only import
+    # torch again); the relabelling refuses such rows built in code too.
+    for fmt in ("auto", "amcs", "trl"):
+        with pytest.raises(PRMDataError) as refused:
+            load_prm_rows(data, fmt)
+        assert str(refused.value) == message
+    with pytest.raises(ValueError, match=r"values must be MC values in \[0, 1\]"):
+        relabel(GOOD_ROW | {"values": [1.0, float("nan")]}, 0.5)
+
+
+def test_filter_and_the_run_reader_refuse_nan_values(tmp_path):
+    from amcs.records import RecordFormatError
+
+    data = _data_with_value(tmp_path, "NaN")
+    out = tmp_path / "kept.jsonl"
+    code, _, stderr = amcs("filter", str(data), "--judge", "arith-oracle", "--out", str(out))
+    one_line_error(
+        code, stderr, f"{data}:2: values must be MC values in [0, 1] or null, value 2 is NaN"
+    )
+    assert not out.exists() and not out.with_name("kept.jsonl.summary.json").exists()
+    data = _data_with_value(tmp_path, "7.0")
+    with pytest.raises(RecordFormatError, match=rf"{data}:2: values must be .* value 2 is 7.0"):
+        list(read_data(data))
+    # A label NaN is neither "+" nor "-".
+    data.write_text(json.dumps(GOOD_ROW).replace("[true, true]", "[true, NaN]") + "\n")
+    with pytest.raises(RecordFormatError, match=rf"{data}:1: labels must be booleans .* label 2"):
+        list(read_data(data))
+
+
+BAD_ANSWERS = [
+    ("[1, 2]", "got a list ([1, 2])"),
+    ('{"value": 2}', 'got a dict ({"value": 2})'),
+    ("true", "got the boolean true"),
+    ("NaN", "got NaN, not a finite number"),
+    ("-Infinity", "got -Infinity, not a finite number"),
+]
+
+
+def test_problem_answers_must_be_strings_or_numbers(tmp_path):
+    from amcs.problems import ProblemError, load_problems
+
+    problems = tmp_path / "p.jsonl"
+    for answer, message in BAD_ANSWERS:
+        problems.write_text(
+            '{"question": "What is 1 + 1?", "answer": "2"}\n'
+            f'{{"question": "What is 2 + 2?", "final_answer": {answer}}}\n'
+        )
+        expected = f"{problems}:2: field 'final_answer' must be a string or a number, {message}"
+        with pytest.raises(ProblemError) as refused:
+            load_problems(problems)
+        assert str(refused.value) == expected
+    # Through the program: one line before any model loads, nothing written.
+    out = tmp_path / "out" / "o.jsonl"
+    code, _, stderr = amcs("generate", "--problems", str(problems), "--out", str(out))
+    one_line_error(code, stderr, expected)
+    assert not out.parent.exists()
+    # Integers and finite floats are answers, as str() writes them.
+    problems.write_text('{"question": "a", "answer": 4}\n{"question": "b", "answer": 1.5}\n')
+    assert [p.answer for p in load_problems(problems)] == ["4", "1.5"]
+
+
+def test_problem_answers_from_parquet_are_checked_too(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from amcs.problems import ProblemError, load_problems
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(
+        pa.table({"question": ["1 + 1?", "2 + 2?"], "answer": [2.0, float("nan")]}), path
+    )
+    with pytest.raises(ProblemError, match=r"p.parquet:row 2: field 'answer' .* got NaN"):
+        load_problems(path)
+    pq.write_table(pa.table({"question": ["1 + 1?"], "answer": [[1, 2]]}), path)
+    with pytest.raises(ProblemError, match=r"p.parquet:row 1: field 'answer' .* got a list"):
+        load_problems(path)
+    pq.write_table(pa.table({"question": ["1 + 1?"], "answer": [True]}), path)
+    with pytest.raises(ProblemError, match=r"p.parquet:row 1: field 'answer' .* boolean true"):
+        load_problems(path)
+    pq.write_table(pa.table({"question": ["1 + 1?", "2 + 2?"], "answer": [2, 4]}), path)
+    assert [p.answer for p in load_problems(path)] == ["2", "4"]

@@ -683,3 +683,48 @@ def test_run_page_shows_kept_rollouts_folded_escaped_and_marked_when_cut(kept_ru
     assert "cut at max_new_tokens" in rollouts.first.inner_text()
     marks = rollouts.evaluate_all("els => els.map(e => e.dataset.correct)")
     assert marks == ["1" if r["correct"] else "0" for r in kept]
+
+
+# --- issue 21 (c): questions full of markup ---------------------------------------------------------
+
+HOSTILE_QUESTIONS = [
+    "<!--<script>",  # puts the HTML parser in "script data double escaped": the data block no
+    # longer ended at its own </script> when only "</" was escaped
+    "</script><script>window.__amcs_injected = 'script'</script>",
+    "<img src=x onerror=\"window.__amcs_injected = 'img'\"> & &amp; \u2028 \u2029",
+]
+
+
+def test_a_question_with_script_markup_renders_literally_and_runs_nothing(run, page, tmp_path):
+    data, meta = tmp_path / "h.jsonl", tmp_path / "h.meta.jsonl"
+    shutil.copy(run, data)
+    header, *lines = meta_path_for(run).read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    ok = [i for i, m in enumerate(records) if m["status"] == "ok"]
+    assert len(ok) >= len(HOSTILE_QUESTIONS)
+    for i, question in zip(ok, HOSTILE_QUESTIONS, strict=False):
+        records[i]["question"] = question
+    meta.write_text(
+        "\n".join([header, *(json.dumps(m, ensure_ascii=False) for m in records)]) + "\n",
+        encoding="utf-8",
+    )
+    code, output = _view(data, "--out", tmp_path / "h.html")
+    assert code == 0, output
+    html = (tmp_path / "h.html").read_text(encoding="utf-8")
+    block = html.split("id=amcs-data>", 1)[1].split("</script>", 1)[0]
+    assert "<" not in block and "&" not in block  # nothing in the data speaks HTML
+
+    page.goto((tmp_path / "h.html").as_uri())
+    # Not stuck on "loading…": the totals and every row are there.
+    assert _shown_totals(page)["problems"] == str(len(records))
+    assert page.locator("#loading").count() == 0
+    assert _shown_ids(page) == [m["problem_id"] for m in records]
+    for i, question in zip(ok, HOSTILE_QUESTIONS, strict=False):
+        pid = records[i]["problem_id"]
+        row = page.locator(f"tr[data-problem='{pid}'] td.q")
+        assert row.get_attribute("title") == question
+        page.click(f"tr[data-problem='{pid}']")
+        page.wait_for_selector("#detail h2")
+        assert page.locator("#detail pre").first.text_content() == question  # shown literally
+    assert page.evaluate("window.__amcs_injected") is None  # no injected script or handler ran
+    assert page.locator("#app img").count() == 0

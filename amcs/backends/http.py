@@ -16,6 +16,10 @@ Errors, for the engine to act on (every message names the server's URL):
   would fail the same way; the engine stops the run with the message.
 - ``ValueError``: a 4xx about this prompt (it does not fit the model's context): the problem fails.
 - ``ConnectionError``: any other 5xx, or an answer that is not what was asked for: retried.
+
+Every message built from what a server sent (its error body, a broken answer, an httpx error) goes
+through ``amcs.redaction.redact``: a server or proxy that echoes the request would otherwise put
+the API key of the ``Authorization`` header into stderr, the meta file and the view page.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from amcs.backends.base import (
     Rollout,
     SamplingParams,
 )
+from amcs.redaction import redact, remember_secret
 
 # httpx logs one INFO line per request; a run makes hundreds of thousands.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -64,8 +69,12 @@ def load_tokenizer(tokenizer):
 
 
 def error_message(resp: httpx.Response) -> str:
-    """The server's own words for a failed request: the ``message`` of an OpenAI-style error
-    (``{"error": {"message"}}`` or ``{"message"}``), else the body's start."""
+    """The server's own words for a failed request, secrets redacted: the ``message`` of an
+    OpenAI-style error (``{"error": {"message"}}`` or ``{"message"}``), else the body's start."""
+    return redact(_server_words(resp))
+
+
+def _server_words(resp: httpx.Response) -> str:
     try:
         data = resp.json()
     except ValueError:
@@ -83,7 +92,7 @@ def error_message(resp: httpx.Response) -> str:
 
 def http_error(status: int, message: str, url: str) -> Exception:
     """The exception for an HTTP error answer, by the module docstring's rules."""
-    what = f"{url} answered HTTP {status}: {message}"
+    what = redact(f"{url} answered HTTP {status}: {message}")
     if status in _UNAVAILABLE_STATUS or (status >= 500 and _UPSTREAM_DOWN.search(message)):
         return BackendUnavailableError(f"{what} (the server is not ready or overloaded)")
     if status in _TOO_LARGE_STATUS or (status in (400, 422) and _PROMPT_TOO_LONG.search(message)):
@@ -100,15 +109,17 @@ async def _post(
     try:
         resp = await client.post(url, json=body, headers=headers)
     except httpx.TimeoutException as exc:
-        raise BackendUnavailableError(f"request to {url} timed out: {exc!r}") from exc
+        raise BackendUnavailableError(redact(f"request to {url} timed out: {exc!r}")) from exc
     except httpx.TransportError as exc:
-        raise BackendUnavailableError(f"cannot reach {server} at {url}: {exc!r}") from exc
+        raise BackendUnavailableError(redact(f"cannot reach {server} at {url}: {exc!r}")) from exc
     if resp.status_code >= 400:
         raise http_error(resp.status_code, error_message(resp), url)
     try:
         return resp.json()
     except ValueError as exc:  # a broken answer is transient, not a bad request
-        raise ConnectionError(f"{url} sent a response that is not JSON: {resp.text[:200]}") from exc
+        raise ConnectionError(
+            redact(f"{url} sent a response that is not JSON: {resp.text[:200]}")
+        ) from exc
 
 
 def eos_ids(tokenizer) -> set[int]:
@@ -209,7 +220,7 @@ class SGLangHTTPBackend:
                         info = await self._client.get(f"{url}/get_server_info", timeout=30)
                 except httpx.HTTPError as exc:
                     raise BackendUnavailableError(
-                        f"cannot reach SGLang server at {url}: {type(exc).__name__}: {exc}"
+                        redact(f"cannot reach SGLang server at {url}: {type(exc).__name__}: {exc}")
                     ) from exc
                 if health.status_code != 200:
                     raise BackendUnavailableError(
@@ -317,6 +328,7 @@ class OpenAICompletionsBackend:
             {"include_stop_str_in_output": True} if extra_body is None else dict(extra_body)
         )
         key = os.environ.get(api_key_env) if api_key_env else None
+        remember_secret(key)  # never in a message, whatever the server echoes
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client: httpx.AsyncClient | None = None
         self._eos = eos_ids(self.tokenizer)
@@ -344,8 +356,10 @@ class OpenAICompletionsBackend:
                 resp = await self._client.get(models_url, headers=self._headers, timeout=30)
             except httpx.HTTPError as exc:
                 raise BackendUnavailableError(
-                    f"cannot reach OpenAI-compatible server at {self.url}: "
-                    f"{type(exc).__name__}: {exc}"
+                    redact(
+                        f"cannot reach OpenAI-compatible server at {self.url}: "
+                        f"{type(exc).__name__}: {exc}"
+                    )
                 ) from exc
             if resp.status_code == 404:  # a server without the list: trust the name we have
                 self.served = []
@@ -356,7 +370,10 @@ class OpenAICompletionsBackend:
                     data = resp.json().get("data") or []
                 except (ValueError, AttributeError) as exc:
                     raise ConnectionError(
-                        f"{models_url} sent a response that is not a model list: {resp.text[:200]}"
+                        redact(
+                            f"{models_url} sent a response that is not a model list: "
+                            f"{resp.text[:200]}"
+                        )
                     ) from exc
                 self.served = [m for m in data if isinstance(m, dict) and m.get("id")]
             entry = self._choose_model()
@@ -392,16 +409,20 @@ class OpenAICompletionsBackend:
             if self.served_model in by_id:
                 return by_id[self.served_model]
             raise BackendConfigError(
-                f"{self.url} does not serve a model named {self.served_model!r}; it serves "
-                f"{names}: pass one of them as the served model name (--served-model-name)"
+                redact(
+                    f"{self.url} does not serve a model named {self.served_model!r}; it serves "
+                    f"{names}: pass one of them as the served model name (--served-model-name)"
+                )
             )
         if len(by_id) == 1:
             return next(iter(by_id.values()))
         if self.model in by_id:
             return by_id[self.model]
         raise BackendConfigError(
-            f"{self.url} serves {names}, not {self.model!r}: pass the served model name "
-            f"(--served-model-name)"
+            redact(
+                f"{self.url} serves {names}, not {self.model!r}: pass the served model name "
+                f"(--served-model-name)"
+            )
         )
 
     def max_tokens(self, prompt_len: int, params: SamplingParams) -> int:

@@ -14,6 +14,20 @@ from amcs.training.config import PRMTrainingConfig
 
 PRM_CONFIG_FILE = "amcs_prm.json"
 LABEL_MEANING = {"1": "step correct", "0": "step wrong"}
+# What save_prm writes in its folder (transformers' model and tokenizer files, the step head of
+# a policy-features PRM, amcs_prm.json): `amcs train` checks none of them is an input.
+SAVED_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "step_head.safetensors",
+    PRM_CONFIG_FILE,
+)
 
 
 def prm_config(base: str, config: PRMTrainingConfig) -> dict[str, Any]:

@@ -42,6 +42,10 @@ def relabel(row: dict, threshold: float) -> dict:
         raise ValueError("a row with unmeasured (null) values needs 'labels'")
     if old is not None and len(old) != len(values):
         raise ValueError("'labels' and 'values' differ in length")
+    # The loaders refuse these by file and line; rows built in code get the same rule here, as
+    # NaN > threshold is false and would make a "-" label without a word.
+    if any(v is not None and not 0 <= float(v) <= 1 for v in values):
+        raise ValueError("values must be MC values in [0, 1] or null (NaN and inf are not)")
     labels = [
         bool(old[i]) if value is None else float(value) > threshold
         for i, value in enumerate(values)

@@ -18,9 +18,20 @@ def _asset(name: str) -> str:
     return files("amcs.view").joinpath("assets", name).read_text(encoding="utf-8")
 
 
+# Characters the HTML parser acts on inside a <script> element, as JSON escapes. Escaping "</"
+# alone is not enough: "<!--" followed by "<script" puts the parser in its "double-escaped" state,
+# where the block's own "</script>" no longer ends it and the page never leaves "loading…". With
+# no "<" at all the data cannot change the parser's state; ">" and "&" go too so the block is
+# inert in any context, and U+2028 / U+2029 because older JavaScript parsers end a line there.
+# The characters only ever occur inside JSON strings, where "\u003c" means "<" to JSON.parse.
+_SCRIPT_SAFE = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
 def _json_block(data: dict) -> str:
-    # Inside <script> only "</" could end the block early; JSON allows "<\/" for "</".
-    return json.dumps(data, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    """``data`` as JSON that is safe between ``<script type="application/json">`` tags."""
+    return json.dumps(data, ensure_ascii=False, allow_nan=False).translate(_SCRIPT_SAFE)
 
 
 def render(data: dict, title: str) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 
 from amcs.domains import arith
 from amcs.records import meta_path_for
+from amcs.redaction import redact
 
 STEP_JOIN = "\n\n"  # amcs.search.tree.Node.to_dict joins a node's steps with this
 _ID_RE = re.compile(rb'"problem_id"\s*:\s*("(?:[^"\\]|\\.)*")')
@@ -266,7 +267,7 @@ def problem_row(index: int, record: dict) -> list:
         stats.get("nodes", 0),
         arith_expression(question) is not None,
         question[:QUESTION_CHARS],
-        str(record.get("reason") or "")[:REASON_CHARS],
+        redact(str(record.get("reason") or ""))[:REASON_CHARS],  # older runs wrote it as said
     ]
 
 
@@ -438,6 +439,8 @@ def problem_detail(record: dict, paths: list[dict]) -> dict:
 
     root = nodes[0]
     info = {k: v for k, v in record.items() if k != "tree"}
+    if isinstance(info.get("reason"), str):  # a reason written before amcs redacted them
+        info["reason"] = redact(info["reason"])
     return info | {
         "has_tree": bool(record.get("tree")),
         "arith": expression is not None,

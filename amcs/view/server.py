@@ -17,6 +17,10 @@ from amcs.view.page import render, run_info
 from amcs.view.run import RunIndex, Totals, ViewError, problem_detail, problem_row
 
 MAX_CHUNK = 50_000
+# The names the page may be asked for by. A web page on another site can point its own host name
+# at 127.0.0.1 (DNS rebinding) and then read this server as same-origin; its requests carry that
+# name in Host, so anything but a loopback name is refused.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 ON_THE_SPOT = 1_000  # rows a request parses itself rather than wait for the background pass
 
 
@@ -89,6 +93,15 @@ class RunSource:
         return problem_detail(record, paths)
 
 
+def host_allowed(host: str | None, port: int) -> bool:
+    """Whether a request's Host header names this server by a loopback name: one of
+    LOOPBACK_HOSTS, alone or with the server's own port."""
+    if not host:
+        return False
+    host = host.strip().lower()
+    return any(host in (name, f"{name}:{port}") for name in LOOPBACK_HOSTS)
+
+
 def make_server(page: bytes, source: RunSource | None, port: int = 0) -> ThreadingHTTPServer:
     """A server on 127.0.0.1:port (0: any free port) for the page and, for a run, its API."""
 
@@ -108,6 +121,16 @@ def make_server(page: bytes, source: RunSource | None, port: int = 0) -> Threadi
             self._send(status, json.dumps(data).encode(), "application/json")
 
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            host = self.headers.get("Host")
+            if not host_allowed(host, self.server.server_address[1]):
+                self._json(
+                    403,
+                    {
+                        "error": f"Host {host!r} refused: open the page at http://127.0.0.1:"
+                        f"{self.server.server_address[1]}/ (loopback names only)"
+                    },
+                )
+                return
             url = urlparse(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             try:
