@@ -17,13 +17,68 @@ def shared_data(name: str) -> Path:
     return path
 
 
+# --- test tiers ---------------------------------------------------------------------------------
+# `uv run pytest` runs the fast tier (pyproject's addopts: not slow, servers or browser), in a few
+# minutes on 2 cores; `.ci/run` runs every tier. A test joins a tier by an explicit mark
+# (@pytest.mark.slow), by the fixtures it uses, or by its file being listed here. Run one tier with
+# `uv run pytest -m slow` (or servers, browser), all with `uv run pytest -m ""`.
+
+# Whole files of real `amcs` programs in subprocesses, benchmarks and multi-process training.
+SLOW_FILES = {
+    "test_hostile.py",
+    "test_label_quality.py",
+    "test_prm_comparison.py",
+    "test_gpu_check.py",
+    "test_training_distributed.py",
+}
+# Fixtures that start a real server (vLLM's CPU build, sglang-router) or run the real SmolLM2.
+SERVER_FIXTURES = {"vllm_server", "router_fleet", "smollm2"}
+SERVER_FILES = {"test_real_servers.py", "test_smollm2.py"}
+# Fixtures that drive headless Chromium.
+BROWSER_FIXTURES = {"browser", "page"}
+
+
+def tier_of(item) -> str | None:
+    """The tier marker an item gets besides its explicit ones (None: the fast tier)."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    name = item.path.name
+    if fixtures & SERVER_FIXTURES or name in SERVER_FILES:
+        return "servers"
+    if fixtures & BROWSER_FIXTURES:
+        return "browser"
+    if name in SLOW_FILES:
+        return "slow"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = tier_of(item)
+        if tier is not None and tier not in item.keywords:
+            item.add_marker(getattr(pytest.mark, tier))
+        if item.path.name in SERVER_FILES:
+            # One worker per file under `pytest -n 2 --dist loadgroup`: its server or SmolLM2
+            # run is started once.
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_configure(config):
+    """A pytest ended by SIGTERM (a CI timeout, `kill`) stops as on Ctrl-C, so its fixtures'
+    teardowns run and the servers they started are stopped rather than left behind."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 SMOLLM2_PREPARE = (

@@ -60,6 +60,7 @@ def test_rollouts_are_consistent(backend, prompts):
     assert r.logprob_sum == pytest.approx(expected.item(), abs=1e-3)
 
 
+@pytest.mark.slow
 def test_greedy_matches_transformers_generate(backend, prompts):
     for ids in prompts[:3]:
         (ours,) = run(backend.sample(ids, 1, SamplingParams(temperature=0, max_new_tokens=100)))
@@ -83,6 +84,7 @@ def _outcome(rollouts):
     return [(r.token_ids, r.logprob_sum) for r in rollouts]
 
 
+@pytest.mark.slow
 def test_seeded_rollouts_do_not_depend_on_batch_company(backend, prompts):
     """A seeded request gets the same token ids and bit-identical logprob_sums whether it is
     decoded alone or among rows of other lengths, joining before it, with it and mid-decode (so

@@ -213,6 +213,7 @@ def _generate(url: str, out, problems: str, *extra: str):
     )
 
 
+@pytest.mark.slow
 def test_cli_generate_end_to_end_with_cache_ratio(server, tmp_path):
     out = tmp_path / "d.jsonl"
     r = _generate(server.url, out, "arith:6")
@@ -228,6 +229,7 @@ def test_cli_generate_end_to_end_with_cache_ratio(server, tmp_path):
     assert cached / prompt > 0.8, f"cache hit ratio {cached / prompt:.2f}"
 
 
+@pytest.mark.slow
 def test_server_killed_mid_run_stops_after_the_patience_and_resumes(tmp_path):
     out = tmp_path / "d.jsonl"
     with LoopbackServer() as dying:

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from amcs.records import RecordWriter
@@ -82,6 +83,7 @@ def test_recipes_are_valid():
         make_config(recipe.get("method", "amcs"), **search)
 
 
+@pytest.mark.slow
 def test_tiny_recipe_runs_end_to_end_with_command_line_overrides(tmp_path):
     out = tmp_path / "r.jsonl"
     recipe = RECIPES / "tiny-arith" / "generate.yaml"
@@ -120,6 +122,7 @@ def test_prompt_format_options(tmp_path):
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.slow
 def test_train_command_trains_and_saves_a_prm(tmp_path):
     data = tmp_path / "d.jsonl"
     gen = runner.invoke(

@@ -48,6 +48,7 @@ async def _run(backend, problems, out, *, seed=0, method="amcs", retries=3, **kw
         )
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_files_and_other_seed_differs(backend, tmp_path):
     problems = arith_problems(6, seed=1)
     asyncio.run(_run(backend, problems, tmp_path / "a.jsonl", seed=3))
@@ -66,6 +67,7 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(backend, tmp_pat
     assert set(ds.column_names) >= {"prompt", "completions", "labels", "values", "rollouts"}
 
 
+@pytest.mark.slow
 def test_shards_partition_the_job_and_match_the_whole_run(backend, tmp_path):
     problems = arith_problems(6, seed=2)
     asyncio.run(_run(backend, problems, tmp_path / "all.jsonl"))
@@ -100,6 +102,7 @@ class FlakyBackend:
         pass
 
 
+@pytest.mark.slow
 def test_injected_faults_are_retried_or_recorded_and_retried_on_resume(backend, tmp_path):
     problems = arith_problems(8, seed=3)
     flaky = FlakyBackend(backend, 0.3, seed=1)
@@ -144,6 +147,7 @@ class OutageBackend:
         pass
 
 
+@pytest.mark.slow
 def test_an_outage_is_waited_for_and_no_problem_fails(backend, tmp_path):
     problems = arith_problems(6, seed=4)
     down = OutageBackend(backend, start=4, seconds=3)  # during the 6 root requests
@@ -203,6 +207,7 @@ def test_a_healthy_server_failing_one_request_fails_that_problem_only(backend, t
     assert poison.health_checks == 2  # asked once per failed attempt: healthy, so not an outage
 
 
+@pytest.mark.slow
 def test_an_outage_is_probed_with_the_health_check(backend, tmp_path):
     problems = arith_problems(3, seed=8)
     poison = PoisonBackend(backend, [-1])
@@ -272,6 +277,7 @@ def _start_run_of_40(out, committed):
     return proc, args, meta
 
 
+@pytest.mark.slow
 def test_kill_and_resume_holds_every_problem_exactly_once(tmp_path):
     out = tmp_path / "data.jsonl"
     proc, args, meta = _start_run_of_40(out, 5)
@@ -294,6 +300,7 @@ def test_kill_and_resume_holds_every_problem_exactly_once(tmp_path):
     assert all(per_problem.get(m["problem_id"], 0) == m["paths"] for m in records)
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_second_writer_and_an_existing_file(tmp_path):
     out = tmp_path / "d.jsonl"
     with RecordWriter(out):
@@ -315,6 +322,7 @@ def test_cli_bad_problem_file_stops_before_generation(tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_finishes_writes_and_leaves_a_resumable_file(tmp_path):
     out = tmp_path / "data.jsonl"
     proc, args, meta = _start_run_of_40(out, 3)
@@ -339,6 +347,7 @@ def _tree_nodes(tree):
     return nodes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["amcs", "shepherd"])
 def test_kept_rollouts_are_the_rollouts_of_each_estimate_and_change_no_label(
     backend, tmp_path, method

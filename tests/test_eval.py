@@ -155,6 +155,7 @@ def test_beam_at_n1_samples_one_step_per_depth():
 # --- the CLI --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_eval_writes_the_report(tmp_path):
     out = tmp_path / "report"
     result = runner.invoke(

@@ -178,6 +178,7 @@ def amcs(*args, cwd):
     )
 
 
+@pytest.mark.slow
 def test_cli_with_the_tiny_prm_and_the_oracle(tmp_path):
     data = tmp_path / "data.jsonl"
     write(data, arith_rows(8))
@@ -203,6 +204,7 @@ def test_cli_with_the_tiny_prm_and_the_oracle(tmp_path):
         (["--judge", "no-such-prm"], "cannot load the judge no-such-prm"),
     ],
 )
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path, args, message):
     write(tmp_path / "data.jsonl", arith_rows(2))
     base = ["filter", "data.jsonl", "--judge", "arith-oracle", "--out", "k.jsonl"]
@@ -289,6 +291,7 @@ def test_an_instruct_judge_filters_by_its_earliest_wrong_step(tmp_path):
     assert len(critic.prompts) == 4  # one critique per path (this tokenizer knows digits only)
 
 
+@pytest.mark.slow
 def test_cli_instruct_judge_runs_a_real_model(tmp_path):
     """The plumbing with a real model on the hf backend: the bundled tiny policy is no critic
     (it answers with arithmetic), so what it decides is its own; every path gets a verdict or

@@ -152,6 +152,7 @@ async def _gather_async(grader, pairs):
     return await asyncio.gather(*(grader.equivalent(p, r) for p, r in pairs))
 
 
+@pytest.mark.slow
 def test_math_verify_equivalence(runner, grader):
     pairs = EQUIVALENT + NOT_EQUIVALENT + [(None, "1")]
     results = _gather(runner, grader, pairs)
@@ -184,6 +185,7 @@ def test_check_completion(runner, grader):
     assert runner.run(scenario()) == [want for _, _, want in completions]
 
 
+@pytest.mark.slow
 def test_grade_many():
     pairs = [("1,000", "1000"), (r"\frac{1}{2}", "0.5"), (r"\frac{1}{3}", "0.5"), (None, "1")]
     assert grade_many(pairs, max_workers=1) == [True, True, False, False]
@@ -266,6 +268,7 @@ LOAD_SENSITIVE = [
 ]
 
 
+@pytest.mark.slow
 def test_equivalence_holds_on_a_busy_machine():
     async def scenario():
         async with Grader() as grader:
@@ -285,6 +288,7 @@ def test_equivalence_holds_on_a_busy_machine():
     assert counts["unresolved"] == 0 and counts["checks"] == 5
 
 
+@pytest.mark.slow
 def test_stuck_worker_is_replaced():
     # A CPU deadline the wall deadline always beats: the worker is still busy when the parent's
     # deadline passes, as for work no signal interrupts, so each attempt kills the pool.
@@ -301,6 +305,7 @@ def test_stuck_worker_is_replaced():
     assert counts["unresolved"] == 1 and counts["retried"] == 1
 
 
+@pytest.mark.slow
 def test_worker_crash_does_not_propagate():
     others = {process.pid for process in multiprocessing.active_children()}  # other graders
 
@@ -346,6 +351,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_no_worker_tracebacks(tmp_path):
     script = tmp_path / "grade.py"
     script.write_text(_INTERRUPTED_SCRIPT)
@@ -383,6 +389,7 @@ def test_grader_rejects_use_after_close():
 # --- real data ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_math500_reference_solutions_grade_correct(runner, grader):
     rows = _read_jsonl("math500.jsonl")
     assert len(rows) == 500
@@ -423,6 +430,7 @@ def test_gsm8k_answers_extract():
 # --- grading timeouts in a generate run -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_grading_timeouts_reach_the_run_files_and_summaries(tmp_path):
     from amcs.backends.hf import HFBackend
     from amcs.engine import generate_to_file

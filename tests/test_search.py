@@ -139,6 +139,7 @@ def planted(problem, backend, rng):
     return i, ids
 
 
+@pytest.mark.slow
 def test_binary_search_finds_planted_first_errors(backend, grader):
     """Plant an error in a reference solution: the binary search, estimating MC with the real
     policy, must point at the planted step, which the exact checker confirms is the first error."""
@@ -164,6 +165,7 @@ def test_binary_search_finds_planted_first_errors(backend, grader):
     assert found >= 0.75 * total, f"located {found}/{total} planted errors"
 
 
+@pytest.mark.slow
 def test_labelled_paths_are_consistent_with_the_search(backend, grader):
     """Every AMCS path: labels are MC > threshold where measured; steps before the last are
     positive; a path ending in a negative step ends at a measured MC of 0 from at least k0
@@ -205,6 +207,7 @@ def test_labelled_paths_are_consistent_with_the_search(backend, grader):
     searches=st.integers(1, 6),
     seed=st.integers(0, 10_000),
 )
+@pytest.mark.slow
 def test_amcs_never_exceeds_its_budget(backend, grader, budget, k0, eps, searches, seed):
     problem = arith_problems(1, seed=seed)[0]
     result = label(
@@ -623,6 +626,7 @@ class Recording:
         pass
 
 
+@pytest.mark.slow
 def test_a_60_problem_run_writes_one_label_per_prefix_and_none_on_a_cut_step(
     backend, grader, tmp_path
 ):

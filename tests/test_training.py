@@ -157,6 +157,7 @@ def test_truncation_at_step_boundary_and_drop(tokenizer):
     assert tokenize_prm_row(row, tokenizer, max_length=prompt_len + lengths[0] - 1) is None
 
 
+@pytest.mark.slow
 def test_lora_head_trainable_base_frozen_and_learns(tokenizer):
     torch.manual_seed(0)
     model = build_prm_model(str(TINY_POLICY), PRMTrainingConfig(lora_r=4, lora_alpha=8))

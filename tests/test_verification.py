@@ -553,6 +553,7 @@ async def run_all(name, ctx, problems, n):
     return await asyncio.gather(*(run_strategy(name, ctx, p.question, n) for p in problems))
 
 
+@pytest.mark.slow
 def test_oracle_best_of_8_beats_majority_and_picks_solved_samples(policy, problems):
     ctx = VerifyContext(policy, ArithOracleScorer(), VerifyConfig(aggregation="min", seed=1))
     maj = run(run_all("majority", ctx, problems, 8))
@@ -587,6 +588,7 @@ def test_real_step_search_counts_every_token(policy, problems, name):
             assert solved(p, r.text)
 
 
+@pytest.mark.slow
 def test_real_runs_are_reproducible(policy, problems):
     ctx = VerifyContext(policy, ArithOracleScorer(), VerifyConfig(seed=7, expansions=2))
     for name in STRATEGIES:

@@ -243,6 +243,7 @@ def test_tree_records_how_each_estimate_stopped(run):
                 assert sum(n["clusters"]) == n["rollouts"] and not n["early_exit"]
 
 
+@pytest.mark.slow
 def test_run_page_shows_the_files_totals_filters_and_trees(run, page, tmp_path):
     code, output = _view(run, "--out", tmp_path / "run.html")
     assert code == 0, output
@@ -520,6 +521,7 @@ def start_server(path: Path) -> tuple[subprocess.Popen, str, float]:
     return proc, line.split(" at ")[1].split()[0], started
 
 
+@pytest.mark.slow
 def test_100k_problem_run_opens_with_serve(run, page, tmp_path):
     big = tmp_path / "big.jsonl"
     expected = synthesize_run(run, big, 100_000)
