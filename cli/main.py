@@ -151,7 +151,7 @@ def _first_leaf(exc: BaseException) -> BaseException:
 
 def _report(exc: Exception) -> None:
     """One line for an error, exit code 2 for what the user can fix, 1 for a bug."""
-    from amcs.backends.base import BackendConfigError
+    from amcs.backends.base import BackendConfigError, PromptTooLongError
     from amcs.fields import ConfigError
     from amcs.jsonl import JSONLinesError
     from amcs.outputs import OutputPathError
@@ -171,6 +171,7 @@ def _report(exc: Exception) -> None:
         | ConfigError
         | RecipeError
         | BackendConfigError
+        | PromptTooLongError
         | UnicodeDecodeError,
     ):
         fail(str(exc))

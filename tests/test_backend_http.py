@@ -10,7 +10,12 @@ from typer.testing import CliRunner
 
 from amcs.assets import TINY_POLICY
 from amcs.backends import make_backend
-from amcs.backends.base import BackendConfigError, BackendUnavailableError, SamplingParams
+from amcs.backends.base import (
+    BackendConfigError,
+    BackendUnavailableError,
+    PromptTooLongError,
+    SamplingParams,
+)
 from amcs.backends.http import OpenAICompletionsBackend, SGLangHTTPBackend, http_error
 from amcs.prompts import prompt_ids
 from amcs.records import meta_path_for, read_meta
@@ -155,14 +160,14 @@ ANSWERS = [
         400,
         "This model's maximum context length is 512 tokens. However, your prompt contains 540 "
         "input tokens, which exceeds this limit even without any output tokens.",
-        ValueError,
+        PromptTooLongError,
     ),
     (
         400,
         "The input (600 tokens) is longer than the model's context length (512 tokens).",
-        ValueError,
+        PromptTooLongError,
     ),
-    (413, "Payload Too Large", ValueError),
+    (413, "Payload Too Large", PromptTooLongError),
 ]
 
 

@@ -1059,7 +1059,17 @@ def test_an_api_key_the_server_echoes_is_redacted_from_stderr_records_and_the_pa
             *server_args, server.url, "--retries", "0", env=env,
         )  # fmt: skip
         assert code == 1, stderr[-3000:]
-        assert "2 problem(s) failed (2 ValueError" in stderr
+        assert "2 problem(s) failed (2 PromptTooLongError" in stderr
+        # An eval cannot go on without its samples: it stops with the server's words, one line.
+        code2, stdout2, stderr2 = amcs(
+            "eval", "--problems", "arith-heldout:2", "--strategies", "greedy", "--n", "1",
+            "--prm", "arith-oracle", "--out", str(tmp_path / "eval"), "-q",
+            *server_args, server.url, env=env,
+        )  # fmt: skip
+        assert code2 == 2, stderr2[-3000:]
+        assert "answered HTTP 400: This model's maximum context length" in stderr2
+        assert "'Authorization': 'Bearer [redacted]'" in stderr2
+        assert "internal error" not in stderr2
         # A 401 whose message quotes the key, as OpenAI's does (in process: a second program
         # would load the tokenizer again): the error that stops a run holds no key.
         server.echo_headers = (401, f"Incorrect API key provided: {PLANTED_KEY}")
@@ -1087,7 +1097,7 @@ def test_an_api_key_the_server_echoes_is_redacted_from_stderr_records_and_the_pa
     assert page in written and meta_path_for(run) in written
     for path in written:
         assert PLANTED_KEY.encode() not in path.read_bytes(), path
-    for text in (stdout, stderr, stdout3, stderr3, str(refused)):
+    for text in (stdout, stderr, stdout2, stderr2, stdout3, stderr3, str(refused)):
         assert PLANTED_KEY not in text
 
 

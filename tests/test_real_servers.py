@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from amcs.assets import TINY_POLICY
 from amcs.backends import BackendConfigError, BackendUnavailableError, make_backend
-from amcs.backends.base import SamplingParams
+from amcs.backends.base import PromptTooLongError, SamplingParams
 from amcs.backends.hf import HFBackend
 from amcs.backends.http import (
     OpenAICompletionsBackend,
@@ -252,7 +252,7 @@ def test_real_server_errors_map_to_the_engines_kinds(vllm_server):
         (ok | {"max_tokens": 600}, BackendConfigError, "max_model_len"),
         (ok | {"temperature": -1}, BackendConfigError, "temperature"),
         (ok | {"prompt": [99999]}, BackendConfigError, "out of vocabulary"),
-        (ok | {"prompt": [5] * 540}, ValueError, "maximum context length"),
+        (ok | {"prompt": [5] * 540}, PromptTooLongError, "maximum context length"),
     ]
 
     async def go():

@@ -68,6 +68,12 @@ class BackendConfigError(RuntimeError):
     run with this message instead of recording failed problems. The message says what to change."""
 
 
+class PromptTooLongError(ValueError):
+    """The server refused one request as longer than the model's context: that problem's own
+    fault, so generate records the problem as failed and goes on; a command that cannot go on
+    without the answer (eval) stops with this message."""
+
+
 class BackendUnavailableError(ConnectionError):
     """The server cannot be reached or is not ready (connection refused, 502/503, a timeout). The
     engine waits for it with bounded patience instead of failing the problem."""

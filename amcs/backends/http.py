@@ -38,6 +38,7 @@ from transformers import AutoTokenizer
 from amcs.backends.base import (
     BackendConfigError,
     BackendUnavailableError,
+    PromptTooLongError,
     Rollout,
     SamplingParams,
 )
@@ -96,7 +97,7 @@ def http_error(status: int, message: str, url: str) -> Exception:
     if status in _UNAVAILABLE_STATUS or (status >= 500 and _UPSTREAM_DOWN.search(message)):
         return BackendUnavailableError(f"{what} (the server is not ready or overloaded)")
     if status in _TOO_LARGE_STATUS or (status in (400, 422) and _PROMPT_TOO_LONG.search(message)):
-        return ValueError(what)
+        return PromptTooLongError(what)
     if 400 <= status < 500:
         return BackendConfigError(what)
     return ConnectionError(what)
