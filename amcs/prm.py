@@ -57,6 +57,14 @@ from transformers import (
 )
 
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
+from amcs.scorer_names import (
+    ARITH_ORACLE,
+    POLICY_CONFIDENCE,
+    SCORER_NAMES,
+    TINY_PRM_NAME,
+    ScorerError,
+    is_policy_confidence,
+)
 from amcs.step_features import (
     STEP_INPUT_PAD,
     STEP_INPUTS,
@@ -525,9 +533,6 @@ def load_prm(
     )
 
 
-POLICY_CONFIDENCE = "policy-confidence"
-
-
 def load_policy_confidence(
     policy: str | Path,
     *,
@@ -553,3 +558,54 @@ def load_policy_confidence(
         separator=separator,
         step_inputs=True,
     )
+
+
+# --- one loader for every scorer name a command takes (eval, eval steps, filter) ---------------
+
+
+def load_scorer(
+    spec: str | None,
+    *,
+    prm_format: str | None = None,
+    policy: str | Path | None = None,
+    separator: str | None = None,
+    max_batch_size: int = 32,
+    device: str | None = None,
+):
+    """The step scorer ``spec`` names, the same for every command:
+
+    - None or ``tiny-prm``: the bundled PRM (:data:`amcs.assets.TINY_PRM`);
+    - ``arith-oracle``: the exact arithmetic checker (:class:`amcs.verification.ArithOracleScorer`);
+    - ``policy-confidence`` (from ``policy``, default the bundled tiny policy) or
+      ``policy-confidence:MODEL``: the training-free baseline, on steps joined by ``separator``;
+    - anything else: a PRM checkpoint directory or hub id for :func:`load_prm`, in
+      ``prm_format`` or the one its files show.
+
+    Raises :class:`ScorerError` naming the spec and the names that work."""
+    from amcs.assets import TINY_POLICY, TINY_PRM
+
+    if spec == ARITH_ORACLE:
+        from amcs.verification import ArithOracleScorer
+
+        return ArithOracleScorer()
+    if is_policy_confidence(spec):
+        model = spec.partition(":")[2] or policy or TINY_POLICY
+        try:
+            return load_policy_confidence(
+                model,
+                device=device,
+                max_batch_size=max_batch_size,
+                separator=separator or DEFAULT_SEPARATOR,
+            )
+        except (OSError, ValueError) as exc:
+            raise ScorerError(
+                f"{POLICY_CONFIDENCE} reads the policy's probabilities: cannot load the policy "
+                f"{model} with transformers ({exc})"
+            ) from None
+    path = TINY_PRM if spec in (None, TINY_PRM_NAME) else spec
+    try:
+        return load_prm(path, prm_format, device=device, max_batch_size=max_batch_size)
+    except (OSError, ValueError) as exc:
+        raise ScorerError(
+            f"cannot load the PRM {spec or TINY_PRM_NAME}: {exc} ({SCORER_NAMES})"
+        ) from None

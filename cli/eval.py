@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from amcs.problems import ProblemError, load_problems
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
 from amcs.redaction import redact_logging
+from amcs.scorer_names import (
+    ARITH_ORACLE,
+    POLICY_CONFIDENCE,
+    SCORER_NAMES,
+    TINY_PRM_NAME,
+    is_policy_confidence,
+    scorer_location,
+)
 from cli.common import (
     check_backend_options,
     check_number,
@@ -32,7 +39,6 @@ from cli.common import (
     say,
 )
 
-ORACLE = "arith-oracle"
 ALL_STRATEGIES = "greedy,majority,best-of-n,weighted-vote,beam,mcts"
 
 DEFAULTS: dict[str, Any] = {
@@ -78,35 +84,22 @@ def _scorer(
     policy: str | None = None,
     separator: str | None = None,
 ):
-    """The PRM the options name: a checkpoint directory, the exact arithmetic oracle, or the
-    policy's own confidence (the training-free baseline, read from ``policy``, on steps joined
-    by ``separator`` as the policy wrote them; default "\\n\\n")."""
-    if prm == ORACLE:
-        from amcs.verification import ArithOracleScorer
+    """The scorer --prm names (:func:`amcs.prm.load_scorer`: a PRM directory or hub id,
+    tiny-prm, arith-oracle, policy-confidence[:MODEL] read from ``policy``), or a one-line
+    error."""
+    from amcs.prm import load_scorer
+    from amcs.scorer_names import ScorerError
 
-        return ArithOracleScorer()
-    from amcs.assets import TINY_POLICY, TINY_PRM
-    from amcs.prm import POLICY_CONFIDENCE, load_policy_confidence, load_prm
-    from amcs.steps import DEFAULT_SEPARATOR
-
-    if prm == POLICY_CONFIDENCE:
-        try:
-            return load_policy_confidence(
-                policy or TINY_POLICY,
-                max_batch_size=batch_size,
-                separator=separator or DEFAULT_SEPARATOR,
-            )
-        except (OSError, ValueError) as exc:
-            fail(
-                f"--prm {POLICY_CONFIDENCE} reads the policy's probabilities: cannot load the "
-                f"policy {policy} with transformers ({exc})"
-            )
-
-    path = prm or TINY_PRM
     try:
-        return load_prm(path, prm_format, max_batch_size=batch_size)
-    except (OSError, ValueError) as exc:
-        fail(f"cannot load the PRM {path}: {exc} (a PRM from `amcs train`, a hub id, or {ORACLE})")
+        return load_scorer(
+            prm,
+            prm_format=prm_format,
+            policy=policy,
+            separator=separator,
+            max_batch_size=batch_size,
+        )
+    except ScorerError as exc:
+        fail(f"--prm: {exc}")
 
 
 def prm_separator(prm: str | None) -> tuple[str, Path] | None:
@@ -116,7 +109,10 @@ def prm_separator(prm: str | None) -> tuple[str, Path] | None:
     from amcs.assets import TINY_PRM
     from amcs.training.save import PRM_CONFIG_FILE, load_prm_config
 
-    path = Path(str(prm or TINY_PRM)).expanduser() / PRM_CONFIG_FILE
+    folder = TINY_PRM if prm in (None, TINY_PRM_NAME) else scorer_location(prm)
+    if folder is None:
+        return None
+    path = Path(folder) / PRM_CONFIG_FILE
     if not path.is_file():
         return None
     try:
@@ -134,7 +130,22 @@ def prm_separator(prm: str | None) -> tuple[str, Path] | None:
         fail(str(exc))
 
 
-@app.callback()
+def strategy_parameters_help() -> str:
+    """The --set keys with their help, allowed values and defaults, from VerifyConfig's fields."""
+    from amcs.fields import field_help
+    from amcs.verification.config import VerifyConfig
+
+    rows = [
+        f"  {name:<19} {text} [default: {default!r}]"
+        for name, text, default in field_help(VerifyConfig)
+        if name != "n"
+    ]
+    return "Strategy parameters (--set KEY=VALUE, or a recipe's verify: section):\n\n\b\n" + (
+        "\n".join(rows)
+    )
+
+
+@app.callback(epilog=strategy_parameters_help())
 def eval_command(
     ctx: typer.Context,
     recipe: Path | None = typer.Option(
@@ -156,10 +167,9 @@ def eval_command(
     ),
     prm: str | None = typer.Option(
         None,
-        help=f"PRM directory (amcs train, TRL, Math-Shepherd, Qwen2.5-Math-PRM), {ORACLE} "
-        "(the exact checker; arithmetic only) or policy-confidence (no training: a step scores "
-        "the policy's lowest probability for one of its tokens, read from --model with "
-        "transformers). [default: the bundled tiny PRM]",
+        help=f"Who scores the steps: {SCORER_NAMES}. A directory may hold a PRM of `amcs train`, "
+        "TRL, Math-Shepherd or Qwen2.5-Math-PRM; policy-confidence reads --model unless it names "
+        f"its own. [default: {TINY_PRM_NAME}]",
     ),
     prm_format: str | None = typer.Option(
         None, help="token-cls | step-tag | qwen-prm. [default: read from the checkpoint]"
@@ -193,11 +203,7 @@ def eval_command(
     set_: list[str] = typer.Option(
         [],
         "--set",
-        help="Strategy parameter KEY=VALUE, repeatable: temperature, top_p, max_new_tokens, "
-        "step_max_new_tokens, expansions, max_depth, c_puct, dedupe, separator (escapes \\n, "
-        "\\t decoded; default: the one the PRM was trained with, from its amcs_prm.json, else "
-        "\\n\\n), min_step_chars, max_solution_steps (how samples split into steps, as for "
-        "generate).",
+        help="Strategy parameter KEY=VALUE, repeatable (the keys are listed below).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log lines instead of a live bar."),
 ) -> None:
@@ -247,9 +253,8 @@ def eval_command(
     verify["seed"] = int(opts["seed"])
 
     from amcs.evaluation import PRM_STRATEGIES, RESCORING_STRATEGIES, Cell, make_cells
-    from amcs.prm import POLICY_CONFIDENCE
     from amcs.steps import DEFAULT_SEPARATOR
-    from amcs.verification import VerifyConfig, make_verify_config
+    from amcs.verification import make_verify_config
 
     check_backend_options(opts)
     from amcs.outputs import EVAL_FILES
@@ -258,14 +263,10 @@ def eval_command(
     check_output(
         "--out",
         out_dir,
-        inputs=[opts["problems"], recipe, opts["prm"], opts["model"]],
+        inputs=[opts["problems"], recipe, scorer_location(opts["prm"]), opts["model"]],
         beside=[(name, out_dir / name) for name in EVAL_FILES],
         folder=True,
     )
-    known = {f.name for f in fields(VerifyConfig)} - {"n"}
-    bad = set(verify) - known
-    if bad:
-        fail(f"unknown strategy parameter(s) {', '.join(sorted(bad))}; known: {sorted(known)}")
     if verify.get("separator") is None:
         verify.pop("separator", None)
         recorded = prm_separator(opts["prm"])
@@ -290,14 +291,14 @@ def eval_command(
     needs_prm = any(c.strategy in PRM_STRATEGIES for c in cells)
     if opts["baseline"] is None:
         opts["baseline"] = opts["backend"] == "hf"
-    if opts["baseline"] and opts["prm"] != POLICY_CONFIDENCE:
+    if opts["baseline"] and not is_policy_confidence(opts["prm"]):
         cells += [
             Cell(c.strategy, c.n, POLICY_CONFIDENCE)
             for c in cells
             if c.strategy in RESCORING_STRATEGIES
         ]
-    if opts["prm"] == ORACLE and any("expression" not in p.meta for p in todo):
-        fail(f"--prm {ORACLE} scores arithmetic problems only (arith, arith-heldout)")
+    if opts["prm"] == ARITH_ORACLE and any("expression" not in p.meta for p in todo):
+        fail(f"--prm {ARITH_ORACLE} scores arithmetic problems only (arith, arith-heldout)")
     logging.basicConfig(
         level=logging.INFO if quiet else logging.WARNING, format="%(asctime)s %(message)s"
     )
@@ -324,7 +325,6 @@ def _run_eval(opts, config, cells, todo, needs_prm: bool, quiet: bool) -> None:
         if needs_prm
         else None
     )
-    from amcs.prm import POLICY_CONFIDENCE
 
     other_scorers = {}
     if any(c.scorer == POLICY_CONFIDENCE for c in cells):
@@ -439,8 +439,7 @@ def steps_command(
     ),
     prm: str | None = typer.Option(
         None,
-        help=f"PRM directory, hub id, {ORACLE} or policy-confidence (the policy's lowest token "
-        "probability per step, from --model). [default: the bundled tiny PRM]",
+        help=f"Who scores the steps: {SCORER_NAMES}. [default: {TINY_PRM_NAME}]",
     ),
     prm_format: str | None = typer.Option(None, help="token-cls | step-tag | qwen-prm."),
     threshold: float = typer.Option(
@@ -483,7 +482,7 @@ def steps_command(
     source = None if is_arith_source(data) else data
     for option, path in (("--write-data", write_data), ("--out", out)):
         if path is not None:
-            check_output(option, path, inputs=[prm, model], runs=[source])
+            check_output(option, path, inputs=[scorer_location(prm), model], runs=[source])
     try:
         check_distinct([("--write-data", write_data), ("--out", out)])
     except OutputPathError as exc:

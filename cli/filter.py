@@ -7,35 +7,21 @@ from pathlib import Path
 
 import typer
 
+from amcs.scorer_names import SCORER_NAMES, scorer_location
 from cli.common import check_backend_options, check_number, fail, open_backend, say
-
-ORACLE = "arith-oracle"
-
 
 INSTRUCT = "instruct"
 
 
 def _judge(judge: str, prm_format: str | None, batch_size: int):
-    """The step scorer `judge` names: the exact arithmetic oracle, or a PRM checkpoint."""
-    if judge == ORACLE:
-        from amcs.verification import ArithOracleScorer
+    """The step scorer --judge names (:func:`amcs.prm.load_scorer`), or a one-line error."""
+    from amcs.prm import load_scorer
+    from amcs.scorer_names import ScorerError
 
-        return ArithOracleScorer()
-    from amcs.assets import TINY_PRM
-    from amcs.prm import load_prm
-
-    path = TINY_PRM if judge == "tiny-prm" else judge
     try:
-        return load_prm(path, prm_format, max_batch_size=batch_size)
-    except (OSError, ValueError) as exc:
-        fail(
-            f"cannot load the judge {judge}: {exc} (a PRM directory or hub id, tiny-prm, {ORACLE})"
-        )
-
-
-def _judge_path(judge: str) -> str | None:
-    """The judge as a file or folder that --out must not replace (None: bundled or built in)."""
-    return None if judge in (ORACLE, "tiny-prm") else judge
+        return load_scorer(judge, prm_format=prm_format, max_batch_size=batch_size)
+    except ScorerError as exc:
+        fail(f"cannot load the judge {judge}: {exc}")
 
 
 def filter_command(
@@ -44,8 +30,8 @@ def filter_command(
         "tiny-prm",
         "--judge",
         "-j",
-        help=f"Who judges the steps: a PRM directory or hub id, 'tiny-prm' (bundled), {ORACLE}, "
-        f"or {INSTRUCT} (an instruct model asked for the earliest wrong step: --judge-model).",
+        help=f"Who judges the steps: {SCORER_NAMES}, or {INSTRUCT} (an instruct model asked "
+        "for the earliest wrong step: --judge-model).",
     ),
     judge_model: str | None = typer.Option(
         None, help=f"--judge {INSTRUCT}: the model (path or hub id; for servers the tokenizer)."
@@ -109,7 +95,7 @@ def filter_command(
     from amcs.shards import check_combinable
 
     try:
-        check_paths(data, out, judge_model if judge == INSTRUCT else _judge_path(judge))
+        check_paths(data, out, judge_model if judge == INSTRUCT else scorer_location(judge))
         check_combinable([data])  # a concatenated file may name two questions by one id
     except ValueError as exc:  # FilterError, ShardError
         fail(str(exc))

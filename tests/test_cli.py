@@ -285,3 +285,80 @@ def test_resume_says_whether_the_file_will_be_byte_identical(tmp_path):
         app, [*args, "--backend", "openai", "--url", "http://127.0.0.1:9", "--deterministic"]
     )
     assert bad.exit_code == 2 and "--deterministic needs the hf backend" in bad.output
+
+
+# --- one meaning per --set key and per scorer name, in every command (issue 22) -----------------
+
+
+@pytest.mark.parametrize(
+    ("command", "setting", "words"),
+    [
+        (["generate", "--problems", "arith:1"], "temperature=abc", "temperature must be a number"),
+        (["generate", "--problems", "arith:1"], "top_k=-5", "top_k must be an integer >= 0"),
+        (["eval", "--problems", "arith-heldout:1"], "temperature=abc", "temperature must be a"),
+        (["eval", "--problems", "arith-heldout:1"], "top_k=-5", "top_k must be an integer >= 0"),
+        (
+            ["eval", "--problems", "arith-heldout:1"],
+            "aggregation=max",
+            "aggregation must be one of",
+        ),
+        (["eval", "--problems", "arith-heldout:1"], "nosuch=1", "unknown strategy parameter(s)"),
+        (["train"], "learning_rate=abc", "learning_rate"),
+        (["train"], "lora_r=-1", "lora_r"),
+    ],
+)
+def test_a_bad_set_value_is_one_line_naming_the_key(tmp_path, command, setting, words):
+    out = tmp_path / ("out.jsonl" if command[0] == "generate" else "out")
+    result = runner.invoke(app, [*command, "--set", setting, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.output
+    assert setting.split("=")[0] in lines[0]
+    assert not out.exists()  # refused before anything was written
+
+
+def test_scorer_names_mean_the_same_in_every_command():
+    from amcs.assets import TINY_PRM
+    from amcs.prm import load_scorer
+    from amcs.scorer_names import ScorerError, scorer_location
+    from amcs.verification import ArithOracleScorer
+
+    assert isinstance(load_scorer("arith-oracle"), ArithOracleScorer)
+    bundled = load_scorer("tiny-prm")
+    assert bundled.prm_format == "token-cls"
+    # The name and the directory are one PRM: the same scores for the same steps.
+    steps = [("What is 2 + 3?", ["2 + 3 = 5", "\\boxed{5}"]), ("1+1", ["1 + 1 = 3"])]
+    assert bundled.score_batch(steps) == load_scorer(str(TINY_PRM)).score_batch(steps)
+    assert bundled.score_batch(steps) == load_scorer(None).score_batch(steps)
+    with pytest.raises(ScorerError, match=r"cannot load the PRM no-such-prm: .*tiny-prm"):
+        load_scorer("no-such-prm")
+    with pytest.raises(ScorerError, match="policy-confidence reads the policy's probabilities"):
+        load_scorer("policy-confidence:/no/such/model")
+    # Built-in names are no files that an output could overwrite; a directory is.
+    assert [scorer_location(s) for s in ("tiny-prm", "arith-oracle", "policy-confidence")] == [
+        None
+    ] * 3
+    assert scorer_location(str(TINY_PRM)) == TINY_PRM
+
+
+@pytest.mark.slow
+def test_eval_and_eval_steps_take_tiny_prm_as_filter_does(tmp_path):
+    from amcs.assets import TINY_PRM
+
+    out = tmp_path / "eval"
+    args = ["eval", "--problems", "arith-heldout:2", "--strategies", "best-of-n", "--n", "2"]
+    result = runner.invoke(app, [*args, "--prm", "tiny-prm", "--no-baseline", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "results.json").read_text())["results"]
+    assert [(r["strategy"], r["n"]) for r in rows] == [("best-of-n", 2)]
+    reports = []
+    for prm in ("tiny-prm", str(TINY_PRM)):
+        report = tmp_path / f"steps-{len(reports)}.json"
+        args = ["eval", "steps", "--prm", prm, "--data", "arith-heldout:16", "--out", str(report)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(report.read_text()))
+    # One PRM under two names: the same predictions at every threshold of the sweep.
+    assert reports[0]["prm"] == "tiny-prm" and reports[0]["n"] == 16
+    assert reports[0]["n_erroneous"] > 0 and reports[0]["n_correct"] > 0
+    assert reports[0]["sweep"] == reports[1]["sweep"] and reports[0]["f1"] == reports[1]["f1"]

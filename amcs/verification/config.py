@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from amcs.fields import ConfigError, option, validate
 from amcs.steps import DEFAULT_SEPARATOR, check_separator, check_step_rules, parse_separator
 from amcs.verification.aggregation import AGGREGATIONS
 
@@ -28,37 +29,34 @@ class VerifyConfig:
     ``amcs_prm.json`` unless given).
     """
 
-    n: int = 8
-    temperature: float = 0.7
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 512
-    step_max_new_tokens: int = 128
-    separator: str = DEFAULT_SEPARATOR
-    min_step_chars: int = 0
-    max_solution_steps: int = 0
-    seed: int = 0
-    aggregation: str = "last"
-    expansions: int = 4
-    max_depth: int = 40
-    dedupe: bool = False
-    c_puct: float = 1.0
+    n: int = option(8, "samples / candidate steps per depth / iterations (--n sets it)", min=1)
+    temperature: float = option(0.7, "sampling temperature (0 = greedy)", min=0)
+    top_p: float = option(1.0, "nucleus sampling mass", above=0, max=1)
+    top_k: int = option(0, "sample from the k most likely tokens (0 = all)", min=0)
+    max_new_tokens: int = option(512, "tokens a whole solution may generate", min=1)
+    step_max_new_tokens: int = option(
+        128, "tokens one step of beam search or MCTS may generate", min=1
+    )
+    separator: str = option(
+        DEFAULT_SEPARATOR,
+        "text that ends a step; escapes \\n, \\t decoded (default: the one the PRM was trained "
+        "with, from its amcs_prm.json, else \\n\\n)",
+    )
+    min_step_chars: int = option(
+        0, "a step shorter than this joins the next one (as for generate)", min=0
+    )
+    max_solution_steps: int = option(
+        0, "most steps per solution, the rest is the last step (0 = no cap)", min=0
+    )
+    seed: int = option(0, "sampling seed")
+    aggregation: str = option("last", "step scores -> solution score", choices=tuple(AGGREGATIONS))
+    expansions: int = option(4, "next steps sampled per beam / expanded MCTS leaf", min=1)
+    max_depth: int = option(40, "most steps in a beam or MCTS path", min=1)
+    dedupe: bool = option(False, "beam search drops a candidate equal to an earlier one")
+    c_puct: float = option(1.0, "MCTS exploration constant", min=0)
 
     def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError("n must be >= 1")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(
-                f"unknown aggregation {self.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}"
-            )
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
-        if self.max_new_tokens < 1 or self.step_max_new_tokens < 1:
-            raise ValueError("max_new_tokens and step_max_new_tokens must be >= 1")
-        if self.expansions < 1 or self.max_depth < 1:
-            raise ValueError("expansions and max_depth must be >= 1")
-        if self.c_puct < 0:
-            raise ValueError("c_puct must be >= 0")
+        validate(self)
         check_separator(self.separator)
         check_step_rules(self.min_step_chars, self.max_solution_steps)
 
@@ -80,6 +78,13 @@ class VerifyConfig:
 def make_verify_config(**settings: Any) -> VerifyConfig:
     """A VerifyConfig from settings as a recipe's ``verify:`` or ``--set`` gives them: a
     separator's escapes decoded (:func:`amcs.steps.parse_separator`)."""
+    known = {f.name for f in fields(VerifyConfig)}
+    unknown = set(settings) - known
+    if unknown:
+        raise ConfigError(
+            f"unknown strategy parameter(s): {', '.join(sorted(unknown))}; known: "
+            f"{', '.join(sorted(known - {'n'}))}"
+        )
     if "separator" in settings:
         settings["separator"] = parse_separator(settings["separator"])
     return VerifyConfig(**settings)

@@ -46,7 +46,7 @@ from amcs.backends.hf import HFBackend
 from amcs.domains.arith import HELD_OUT_CONFIG, generate_problems, held_out_problems
 from amcs.engine import RunCounters, generate_to_file
 from amcs.grading import Grader
-from amcs.prm import POLICY_CONFIDENCE, load_policy_confidence, load_prm
+from amcs.prm import POLICY_CONFIDENCE, load_policy_confidence, load_scorer
 from amcs.prm_data import load_prm_rows
 from amcs.problems import arith_problems
 from amcs.recipes import load_recipe
@@ -161,11 +161,6 @@ async def step_eval_examples(dev: bool = False):
         await backend.aclose()
 
 
-def load_scorer(prm: Path | str):
-    """A PRM directory's scorer, or the policy's own confidence ("policy-confidence")."""
-    return load_policy_confidence(TINY_POLICY) if prm == POLICY_CONFIDENCE else load_prm(prm)
-
-
 def step_scores(scorer, examples) -> list[list[float]]:
     return scorer.score_batch([(e.problem, e.steps) for e in examples])
 
@@ -231,7 +226,7 @@ def main() -> None:
     dev_examples = asyncio.run(step_eval_examples(dev=True))
     results = {}
     scorers = (
-        ("prm", load_scorer(staging)),
+        ("prm", load_scorer(str(staging))),
         ("policy_confidence", load_scorer(POLICY_CONFIDENCE)),
         ("base_confidence", load_policy_confidence(base)),
     )
