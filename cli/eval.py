@@ -426,6 +426,8 @@ def _report(opts, config, cells, todo, needs_prm, records, grading, out_dir, mod
     console = Console()
     console.print(Markdown(paths["markdown"].read_text()))
     err.print(f"report: {', '.join(str(p) for p in paths.values())}")
+    if "plot" not in paths:
+        say("no plot: matplotlib is not installed (pip install 'amcs-prm[plots]')")
 
 
 @app.command("steps")

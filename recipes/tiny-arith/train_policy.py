@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-from trl import SFTConfig, SFTTrainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tokenizer import build_tokenizer  # noqa: E402
@@ -47,6 +46,13 @@ def training_rows(n: int) -> list[dict]:
 
 
 def main() -> None:
+    try:
+        from trl import SFTConfig, SFTTrainer
+    except ImportError:
+        sys.exit(
+            "train_policy.py trains with TRL's SFTTrainer: install the recipes extra "
+            "(uv sync --extra recipes, or pip install 'amcs-prm[recipes]')"
+        )
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("amcs/assets/tiny-arith-policy"))
     ap.add_argument("--steps", type=int, default=3600)
