@@ -271,22 +271,17 @@ _NOT_SETTINGS = {"output_dir", "logging_dir", "use_cpu", "disable_tqdm", "report
 
 
 def changed_settings(config: Any) -> dict[str, Any]:
-    """The fields of a dataclass config whose value differs from the field's default (the
-    training config a card shows: what the user chose)."""
-    changed = {}
-    for f in dataclasses.fields(config):
-        if not f.init or f.name in _NOT_SETTINGS:
-            continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = dataclasses.MISSING
-        value = getattr(config, f.name)
-        if value != default and not (value is None and default == ""):
-            changed[f.name] = value
-    return changed
+    """The fields of a dataclass config whose value differs from a default-built one of its
+    class (the training config a card shows: what the user chose). Both go through the same
+    ``__post_init__``, so values it fills in (TrainingArguments' derived fields) cancel out."""
+    defaults = type(config)()
+    return {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.init
+        and f.name not in _NOT_SETTINGS
+        and getattr(config, f.name) != getattr(defaults, f.name)
+    }
 
 
 def data_file_facts(sources: Sequence[str | Path]) -> list[dict[str, Any]]:
@@ -321,11 +316,12 @@ def model_card(
     labels: str,
     metrics: dict[str, Any],
     data: Sequence[dict[str, Any]],
+    policy_features: bool = False,
 ) -> str:
     """The README.md of a trained PRM folder. ``settings``: the training config's changed
     fields; ``metrics``: ``train_prm``'s (held-out step accuracy and first-error F1);
     ``data``: :func:`data_file_facts` of its training sources."""
-    local_base = Path(base).exists() or base.startswith(("/", ".", "~"))
+    local_base = Path(base).exists() or base.startswith(("/", ".", "~", "amcs/"))
     metadata: dict[str, Any] = {
         "library_name": "transformers",
         "pipeline_tag": "token-classification",
@@ -380,7 +376,12 @@ def model_card(
         + _table((k, _number(v)) for k, v in evaluation)
         + "\nThe held-out problems never appear in training. The reference is the training "
         "data's own labels (Monte Carlo estimates for amcs data), not human labels.\n",
-        _USAGE.format(separator=json.dumps(separator)),
+        _USAGE_AMCS
+        + (
+            _USAGE_POLICY_FEATURES
+            if policy_features
+            else _USAGE_TRANSFORMERS.format(separator=json.dumps(separator))
+        ),
         "## License\n\n" + LICENSE_NOTE + "\n",
     ]
     return head + "\n" + "\n".join(sections)
@@ -397,7 +398,7 @@ def _plain(value: Any) -> Any:
     return str(getattr(value, "value", value))
 
 
-_USAGE = """\
+_USAGE_AMCS = """\
 ## Use it
 
 With amcs (best-of-N, beam search, ProcessBench-style step F1):
@@ -406,8 +407,9 @@ With amcs (best-of-N, beam search, ProcessBench-style step F1):
 amcs eval --prm THIS_FOLDER --problems arith-heldout:100 --strategies best_of_n --n 8
 amcs eval steps --prm THIS_FOLDER --data steps.jsonl
 ```
-
-With transformers:
+"""
+_USAGE_TRANSFORMERS = """
+With transformers (the inputs amcs builds; THIS_FOLDER is this repository or folder):
 
 ```python
 import torch
@@ -417,23 +419,56 @@ prm = AutoModelForTokenClassification.from_pretrained("THIS_FOLDER").eval()
 tok = AutoTokenizer.from_pretrained("THIS_FOLDER")
 separator = {separator}
 question, steps = "What is 2 + 3 * 4?", ["3 * 4 = 12", "2 + 12 = 14"]
-ids, ends = tok(question, add_special_tokens=True)["input_ids"], []
+bos = tok("a")["input_ids"][:1]  # the BOS token, where the tokenizer adds one
+ids = (bos if bos == [tok.bos_token_id] else []) + tok(question, add_special_tokens=False)["input_ids"]
+ends = []
 for step in steps:
     ids += tok(step + separator, add_special_tokens=False)["input_ids"]
     ends.append(len(ids) - 1)
 with torch.no_grad():
-    probs = prm(torch.tensor([ids])).logits[0].softmax(-1)[:, 1]
-print([round(float(probs[i]), 3) for i in ends])  # P(step correct) per step
+    p_correct = prm(torch.tensor([ids])).logits[0].float().softmax(-1)[:, 1]
+scores = [float(p_correct[i]) for i in ends]  # P(step correct) per step
+print(scores)
 ```
 
-With vLLM: a token-classification model is served by vLLM's pooling runner
-(`vllm serve THIS_FOLDER --runner pooling`); ask the `/pooling` endpoint for per-token
-probabilities with the input built as above and read class 1 at each step's last token.
+With vLLM (not yet checked by amcs's tests): its pooling runner serves token-classification
+models (`vllm serve THIS_FOLDER --runner pooling`); give it the token ids built as above and
+read class 1 of each step's last token from the per-token probabilities.
+"""
+_USAGE_POLICY_FEATURES = """
+This PRM is a frozen base model plus a small step head (`step_head.safetensors`) that reads the
+base's token probabilities: it loads with amcs (`amcs.prm.load_prm`), not as a plain
+transformers model, and vLLM does not serve it.
 """
 
 
-def write_model_card(folder: str | Path, card: str) -> Path:
-    """Write ``card`` as ``folder``/README.md."""
+def prm_card(base: str, config: Any, metrics: dict[str, Any], data_files: Sequence[str]) -> str:
+    """The model card of a PRM that ``amcs.training.train_prm`` trained with ``config`` (a
+    PRMTrainingConfig) and reported ``metrics`` on, from ``data_files``."""
+    if config.policy_features:
+        prm_format = "token-cls with policy features (frozen base + step head, amcs.step_features)"
+    else:
+        prm_format = "token-cls (amcs train)" + (" with LoRA merged in" if config.uses_lora else "")
+    from amcs.assets import TINY_POLICY, TINY_POLICY_NAME
+
+    if Path(base).resolve() == TINY_POLICY.resolve():
+        base = f"{TINY_POLICY_NAME} (bundled with amcs)"
+    return model_card(
+        base=str(base),
+        settings=changed_settings(config),
+        prm_format=prm_format,
+        separator=config.separator,
+        labels=config.labels,
+        metrics=metrics,
+        data=data_file_facts(data_files),
+        policy_features=bool(config.policy_features),
+    )
+
+
+def write_model_card(folder: str | Path, card: str | None) -> Path | None:
+    """Write ``card`` as ``folder``/README.md (nothing when ``card`` is None)."""
+    if card is None:
+        return None
     path = Path(folder) / CARD_FILE
     path.write_text(card, encoding="utf-8")
     return path
