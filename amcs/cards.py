@@ -404,7 +404,7 @@ _USAGE_AMCS = """\
 With amcs (best-of-N, beam search, ProcessBench-style step F1):
 
 ```bash
-amcs eval --prm THIS_FOLDER --problems arith-heldout:100 --strategies best_of_n --n 8
+amcs eval --prm THIS_FOLDER --problems arith-heldout:100 --strategies best-of-n --n 8
 amcs eval steps --prm THIS_FOLDER --data steps.jsonl
 ```
 """
