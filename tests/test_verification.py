@@ -301,7 +301,8 @@ def test_tokens_and_prm_calls_are_counted(name):
         "mcts": result.stats.get("nodes", 1) - 1,  # one call per distinct new node
     }
     assert result.prm_calls == expected_calls[name]
-    assert result.answer is not None and result.text == result.candidates[result.chosen].text
+    assert result.text == result.candidates[result.chosen].text
+    assert result.answer == extract_answer(result.text) in {"0", "1", "2", "3", "4"}
     for _, n, params in backend.requests:
         if name == "greedy":
             assert params.temperature == 0 and n == 1
