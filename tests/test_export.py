@@ -179,7 +179,8 @@ def test_success_replaces_the_old_output_and_keeps_its_mode(two_step, tmp_path):
 
 def test_export_into_a_new_directory(two_step, tmp_path):
     out = tmp_path / "exports" / "deep" / "trl.jsonl"
-    assert export_records(two_step, "trl", out) == 1 and out.exists()
+    assert export_records(two_step, "trl", out) == 1
+    assert [json.loads(line)["labels"] for line in out.read_text().splitlines()] == [[False, True]]
 
 
 # --- hostile input: bad rows ---

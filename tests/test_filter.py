@@ -186,11 +186,17 @@ def test_cli_with_the_tiny_prm_and_the_oracle(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "kept 8 of 8 paths" in proc.stderr
     assert len(read(tmp_path / "k.jsonl")) == 8
-    # The bundled tiny PRM as the judge: it runs and reports; what it keeps is its own opinion.
+    # The bundled tiny PRM as the judge (the default): it finds every planted first-step error
+    # and never calls a right first step wrong (a constant score would do one or the other);
+    # what it says of later steps of right solutions is its own opinion.
     proc = amcs("filter", str(data), "--out", "p.jsonl", "--mode", "mark", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     marked = read(tmp_path / "p.jsonl")
-    assert len(marked) == 8 and all("judge_first_error" in m for m in marked)
+    assert [m["id"] for m in marked] == list(range(8))
+    assert [m["mc_first_error"] for m in marked] == [-1, 0] * 4
+    judged = [m["judge_first_error"] for m in marked]
+    assert judged[1::2] == [0] * 4 and 0 not in judged[::2], judged
+    assert all(m["consensus"] == (m["mc_first_error"] == m["judge_first_error"]) for m in marked)
     kept = sum(m["consensus"] for m in marked)
     assert f"kept {kept} of 8 paths" in proc.stderr
 

@@ -70,7 +70,8 @@ def test_runs_over_two_problem_files_train_together(two_runs, tmp_path):
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     assert f"training on {len(a_lines) + len(b_lines)} labelled paths" in r.output
-    assert (out / "amcs_prm.json").exists()
+    prm = json.loads((out / "amcs_prm.json").read_text())
+    assert (prm["separator"], prm["labels"]) == ("\n\n", "hard")  # as both runs record
 
 
 def test_one_id_naming_two_questions_is_refused_naming_both_files(two_runs, tmp_path):

@@ -1,5 +1,6 @@
 import asyncio
 import json
+from threading import Event
 
 import pytest
 import torch
@@ -175,7 +176,15 @@ def test_token_cls_without_config_file(token_cls_dir, tmp_path):
     assert detect_prm_format(tmp_path) == "token-cls"
     scorer = load_prm(tmp_path, device="cpu")
     assert scorer.separator == "\n\n"
-    assert len(scorer.score_batch([(QUESTION, STEPS)])[0]) == len(STEPS)
+    # Each step is scored on the last token of its "\n\n", not on the "\n" the config named.
+    encoded = scorer.encode(QUESTION, STEPS)
+    ids, positions = encoded.ids, encoded.positions
+    text = [scorer.tokenizer.decode(ids[: p + 1]) for p in positions]
+    assert [t.endswith(step + "\n\n") for t, step in zip(text, STEPS, strict=True)] == [True] * 3
+    with torch.no_grad():
+        logits = scorer.model(input_ids=torch.tensor([ids])).logits
+    scores = scorer.score_batch([(QUESTION, STEPS)])[0]
+    assert scores == pytest.approx(probs_at(logits, positions), abs=1e-6)
 
 
 def test_empty_steps_and_too_long(token_cls):
@@ -267,23 +276,42 @@ def varied_items(n: int) -> list[tuple[str, list[str]]]:
     return [(f"What is {i} + {i}?", STEPS[: 1 + i % len(STEPS)]) for i in range(n)]
 
 
-def test_concurrent_calls_share_forward_passes(token_cls_dir):
+def test_concurrent_calls_share_forward_passes(token_cls_dir, monkeypatch):
     scorer = load_prm(token_cls_dir, device="cpu", max_batch_size=8)
     items = varied_items(20)
-    expected = scorer.score_batch(items)
+    expected_first, *expected = scorer.score_batch([(QUESTION, STEPS), *items])
     calls, passes = scorer.calls, scorer.forward_passes
+    # The first call's forward pass waits until the other 20 calls are queued, so how they are
+    # batched does not depend on how the worker thread and the event loop are scheduled.
+    forward, entered, release, batch_sizes = scorer.model.forward, Event(), Event(), []
+
+    def gated(input_ids, **kwargs):
+        batch_sizes.append(len(input_ids))
+        entered.set()
+        assert release.wait(600)  # a hang guard
+        return forward(input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(scorer.model, "forward", gated)
 
     async def main():
         try:
-            return await asyncio.gather(*(scorer.score(q, s) for q, s in items))
+            first = asyncio.create_task(scorer.score(QUESTION, STEPS))
+            await asyncio.to_thread(entered.wait, 600)
+            rest = [asyncio.create_task(scorer.score(q, s)) for q, s in items]
+            await asyncio.sleep(0)  # each call runs up to its await: all 20 are queued
+            release.set()
+            return await first, await asyncio.gather(*rest)
         finally:
             await scorer.aclose()
 
-    results = asyncio.run(main())
+    first, results = asyncio.run(main())
+    assert first == pytest.approx(expected_first, abs=1e-5)
     for got, want in zip(results, expected, strict=True):
         assert got == pytest.approx(want, abs=1e-5)
-    assert scorer.calls - calls == 20
-    assert 3 <= scorer.forward_passes - passes <= 6
+    # One pass for the first call, then the 20 queued ones in batches of max_batch_size.
+    assert batch_sizes == [1, 8, 8, 4]
+    assert scorer.forward_passes - passes == 4
+    assert scorer.calls - calls == 21
     assert scorer._thread is None
 
 
@@ -297,8 +325,8 @@ def test_errors_reach_their_callers(token_cls_dir, monkeypatch):
             scorer.score(QUESTION, []),
             return_exceptions=True,
         )
-        assert len(results[0]) == len(STEPS)
-        assert isinstance(results[1], ValueError)
+        assert results[0] == pytest.approx(scorer.score_batch([(QUESTION, STEPS)])[0], abs=1e-5)
+        assert isinstance(results[1], ValueError) and "512 positions" in str(results[1])
         assert results[2] == []
 
     asyncio.run(bad_input())

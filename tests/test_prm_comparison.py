@@ -259,6 +259,14 @@ def test_markdown_rows_and_verdict():
     assert "- f1 at 100 tokens: amcs beats omegaprm by 0.100 (one seed: no range)" in text
 
 
+def _is_count(x: float) -> bool:
+    return abs(x - round(x)) < 1e-9
+
+
+def _f1(a1: float, a2: float) -> float:
+    return 2 * a1 * a2 / (a1 + a2) if a1 + a2 else 0.0
+
+
 @pytest.mark.slow
 def test_quick_end_to_end_and_resume(tmp_path):
     """--quick: 1 method, 1 seed, budgets 3000 and 6000, 4 pool problems (~40 s on 2 cores)."""
@@ -271,10 +279,28 @@ def test_quick_end_to_end_and_resume(tmp_path):
         ("amcs", 3000),
         ("amcs", 6000),
     ]
+    small, large = result["cells"]
+    # The 6000-token cut keeps the 3000-token one and more (the longest prefix of one stream).
+    assert 0 < small["tokens"] <= 3000 < large["tokens"] <= 6000
+    assert 0 < small["paths"] < large["paths"]
+    assert small["labelled_steps"] < large["labelled_steps"]
     for c in result["cells"]:
-        assert 0 < c["tokens"] <= c["budget"] and c["paths"] > 0
-        assert 0 <= c["f1"] <= 1 and 0 <= c["best_of_16"] <= 1
-    assert {"majority_16", "oracle_16"} <= set(result["reference"])
+        assert c["failed_problems"] == 0 and c["negative_steps"] <= c["labelled_steps"]
+        best = c["best_threshold"]
+        erroneous, correct = best["n_erroneous"], best["n_correct"]
+        assert erroneous > 0 and correct > 0 and erroneous + correct == c["step_eval"]
+        # F1 is the harmonic mean of the two accuracies, each a count over its solutions; the
+        # sweep's best is at least the F1 at 0.5.
+        for row in (c, best):
+            assert _is_count(row["a1_erroneous"] * erroneous), row
+            assert _is_count(row["a2_correct"] * correct), row
+            assert row["f1"] == pytest.approx(_f1(row["a1_erroneous"], row["a2_correct"]))
+        assert best["f1"] >= c["f1"]
+        # best-of-16 and weighted vote are accuracies over the pool's problems.
+        assert _is_count(c["best_of_16"] * c["pool_problems"])
+        assert _is_count(c["weighted_vote_16"] * c["pool_problems"])
+    reference = result["reference"]
+    assert _is_count(reference["majority_16"] * 4) and reference["oracle_16"] == 1.0
     assert (tmp_path / "r" / "prm_comparison.png").stat().st_size > 0
     assert not list((tmp_path / "w").glob("prm-*"))  # PRMs deleted once scored
     # A rerun trains nothing and generates nothing.

@@ -21,7 +21,7 @@ from amcs.training.collator import PRMCollator
 from amcs.training.loss import prm_loss
 from amcs.training.model import build_prm_model
 from amcs.training.tokenize import IGNORE_INDEX, tokenize_prm_row, tokenize_rows
-from amcs.training.trainer import PRMTrainer
+from amcs.training.trainer import PRMTrainer, evaluate_step_accuracy, split_features
 from cli.common import parse_sets
 from cli.main import app
 
@@ -200,27 +200,21 @@ def test_train_prm_end_to_end_save_and_reload(tmp_path):
     }
     huge_first = {"prompt": "What is 1 + 1?", "completions": ["1" * 300], "labels": [True]}
     out = tmp_path / "prm"
-    metrics = train_prm(
-        rows + [long_row, huge_first],
-        str(TINY_POLICY),
-        out,
-        PRMTrainingConfig(
-            lora_r=4,
-            lora_alpha=8,
-            learning_rate=5e-3,
-            per_device_train_batch_size=16,
-            max_length=128,
-            eval_fraction=0.1,
-            max_steps=4,
-        ),
+    training = PRMTrainingConfig(
+        lora_r=4,
+        lora_alpha=8,
+        learning_rate=5e-3,
+        per_device_train_batch_size=16,
+        max_length=128,
+        eval_fraction=0.1,
+        max_steps=4,
     )
+    metrics = train_prm(rows + [long_row, huge_first], str(TINY_POLICY), out, training)
     assert metrics["rows_dropped"] == 1
     assert metrics["rows_truncated"] == 1
     assert metrics["steps_dropped"] >= 2
     assert metrics["n_eval_rows"] == 6 and metrics["n_train_rows"] == 59
     assert metrics["train_steps"] == 4 and math.isfinite(metrics["train_loss"])
-    assert 0.0 <= metrics["eval_step_accuracy"] <= 1.0 and metrics["eval_steps"] > 0
-
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "amcs_prm.json"}
     assert not any(p.is_dir() for p in out.iterdir())
     config = json.loads((out / "amcs_prm.json").read_text())
@@ -233,11 +227,16 @@ def test_train_prm_end_to_end_save_and_reload(tmp_path):
     model = AutoModelForTokenClassification.from_pretrained(str(out))
     assert model.config.num_labels == 2
     assert not any("lora" in n or "modules_to_save" in n for n, _ in model.named_parameters())
+    # The saved model (LoRA merged in) is the one the metrics describe: on the same held-out rows
+    # it has the step accuracy and loss that training reported.
     tok = AutoTokenizer.from_pretrained(str(out))
-    feat = tokenize_prm_row(EXAMPLE, tok)
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor([feat["input_ids"]])).logits
-    assert logits.shape == (1, len(feat["input_ids"]), 2)
+    features, _ = tokenize_rows(rows + [long_row, huge_first], tok, training)
+    _, held_out = split_features(features, training.eval_fraction, training.seed)
+    again = evaluate_step_accuracy(model, held_out, PRMCollator(tok.pad_token_id), 8)
+    steps = sum(label != IGNORE_INDEX for f in held_out for label in f["labels"])
+    assert again["n_steps"] == metrics["eval_steps"] == steps
+    assert again["step_accuracy"] == pytest.approx(metrics["eval_step_accuracy"], abs=1e-9)
+    assert again["loss"] == pytest.approx(metrics["eval_loss"], rel=1e-4)
 
 
 def test_train_prm_soft_labels(tmp_path):

@@ -301,7 +301,8 @@ def test_tokens_and_prm_calls_are_counted(name):
         "mcts": result.stats.get("nodes", 1) - 1,  # one call per distinct new node
     }
     assert result.prm_calls == expected_calls[name]
-    assert result.answer is not None and result.text == result.candidates[result.chosen].text
+    assert result.text == result.candidates[result.chosen].text
+    assert result.answer == extract_answer(result.text) in {"0", "1", "2", "3", "4"}
     for _, n, params in backend.requests:
         if name == "greedy":
             assert params.temperature == 0 and n == 1
@@ -561,7 +562,6 @@ def test_oracle_best_of_8_beats_majority_and_picks_solved_samples(policy, proble
     maj_acc = sum(correct(p, r.answer) for p, r in zip(problems, maj, strict=True))
     best_acc = sum(correct(p, r.answer) for p, r in zip(problems, best, strict=True))
     assert best_acc >= maj_acc
-    assert best_acc > 0
     some_solved = 0
     for p, m, b in zip(problems, maj, best, strict=True):
         # Same seed, same first request: both strategies judged the same 8 samples.
@@ -570,7 +570,9 @@ def test_oracle_best_of_8_beats_majority_and_picks_solved_samples(policy, proble
         if any(solved(p, c.text) for c in b.candidates):
             some_solved += 1
             assert solved(p, b.text) and correct(p, b.answer)
-    assert some_solved >= 6
+    # The oracle finds every solved problem's solution; the seeded samples solve 10 of 12 and
+    # majority voting gets 9 of them right.
+    assert (maj_acc, best_acc, some_solved) == (9, 10, 10)
 
 
 @pytest.mark.parametrize("name", ["beam", "mcts"])
@@ -580,12 +582,15 @@ def test_real_step_search_counts_every_token(policy, problems, name):
     results = run(run_all(name, ctx, problems[:6], 8))
     assert sum(r.tokens for r in results) == sum(r.num_tokens for r in recording.returned)
     assert sum(r.prm_calls for r in results) == ctx.scorer.calls
+    scored_right = 0
     for p, r in zip(problems[:6], results, strict=True):
         chosen = r.candidates[r.chosen]
         assert r.text == chosen.text
         # The oracle's scores of the step-by-step path agree with checking the whole text.
         if chosen.score == 1.0:
+            scored_right += 1
             assert solved(p, r.text)
+    assert scored_right == 6  # every problem's chosen path is a right one
 
 
 @pytest.mark.slow
