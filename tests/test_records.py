@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -19,11 +18,9 @@ from amcs.records import (
     RecordFormatError,
     RecordWriter,
     meta_path_for,
-    parse_shard,
     read_data,
     read_meta,
     read_run_header,
-    shard_problems,
 )
 
 
@@ -419,32 +416,3 @@ def test_output_is_a_directory_or_unwritable(tmp_path):
             RecordWriter(locked / "d.jsonl")
     finally:
         locked.chmod(0o755)
-
-
-def test_shards_partition_stably():
-    problems = [SimpleNamespace(id=f"problem-{i}") for i in range(200)]
-    shards = [shard_problems(problems, i, 4) for i in range(4)]
-    ids = [[p.id for p in shard] for shard in shards]
-    assert sorted(sum(ids, [])) == sorted(p.id for p in problems)
-    assert all(len(shard) > 20 for shard in ids)  # and none is empty or nearly so
-    assert ids == [[p.id for p in shard_problems(problems, i, 4)] for i in range(4)]
-    order = [p.id for p in problems]
-    assert all(shard == sorted(shard, key=order.index) for shard in ids)
-
-
-def test_shard_is_independent_of_the_process():
-    # Python's hash() of a str changes per process; the sha1-based shard must not.
-    code = (
-        "from types import SimpleNamespace as S; from amcs.records import shard_problems;"
-        "print([p.id for p in shard_problems([S(id=str(i)) for i in range(50)], 1, 3)])"
-    )
-    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout}
-    problems = [SimpleNamespace(id=str(i)) for i in range(50)]
-    assert runs == {str([p.id for p in shard_problems(problems, 1, 3)]) + "\n"}
-
-
-def test_parse_shard():
-    assert parse_shard("0/4") == (0, 4) and parse_shard(" 3 / 4 ") == (3, 4)
-    for bad in ("4/4", "1/0", "-1/4", "1", "a/b", "1/2/3", ""):
-        with pytest.raises(ValueError, match="bad shard"):
-            parse_shard(bad)
