@@ -230,7 +230,7 @@ def eval_settings() -> dict:
 def candidate_pool(work: Path, problems: int) -> list[dict]:
     """N samples per held-out problem, their steps, answers and grades; cached (and extended) in
     WORK/pool.jsonl. The samples are those `amcs eval` draws for majority/best-of-n/weighted vote
-    at n=N: one request seeded call_seed(seed, question, 0)."""
+    at n=N: one request seeded as verification's first call (``Run.sample``)."""
     from amcs.problems import arith_problems
 
     path = work / "pool.jsonl"
@@ -255,8 +255,8 @@ async def _sample_pool(problems: list) -> list[dict]:
     from amcs.backends.hf import HFBackend
     from amcs.grading import Grader
     from amcs.prompts import prompt_ids
+    from amcs.seeds import derive_seed
     from amcs.steps import split_steps
-    from amcs.verification.context import call_seed
 
     settings = eval_settings()
     backend = HFBackend(TINY_POLICY, max_batch_size=128)
@@ -267,7 +267,7 @@ async def _sample_pool(problems: list) -> list[dict]:
                 params = SamplingParams(
                     temperature=settings["temperature"],
                     max_new_tokens=settings["max_new_tokens"],
-                    seed=call_seed(settings["seed"], problem.question, 0),
+                    seed=derive_seed(settings["seed"], problem.question, 0, separator="\x00"),
                 )
                 ids = prompt_ids(backend.tokenizer, problem.question)
                 rollouts = await backend.sample(ids, N, params)

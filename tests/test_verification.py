@@ -12,6 +12,7 @@ from amcs.backends.base import Rollout
 from amcs.backends.hf import HFBackend
 from amcs.domains.arith import ArithConfig, check_steps, generate_problems
 from amcs.grading import answers_match_fast, extract_answer
+from amcs.seeds import derive_seed
 from amcs.verification import (
     MCTS,
     STRATEGIES,
@@ -23,7 +24,6 @@ from amcs.verification import (
     VerifyContext,
     aggregate,
     best_index,
-    call_seed,
     puct,
     run_strategy,
     split_steps,
@@ -317,8 +317,12 @@ def test_seeds_come_from_seed_question_and_call_index():
     run(r.sample([], 1))
     run(r.sample([], 1))
     seeds = [p.seed for _, _, p in backend.requests]
-    assert seeds == [call_seed(11, QUESTION, 0), call_seed(11, QUESTION, 1)]
-    assert len({call_seed(11, QUESTION, 0), call_seed(12, QUESTION, 0), call_seed(11, "q", 0)}) == 3
+
+    def seed(*parts):
+        return derive_seed(*parts, separator="\x00")
+
+    assert seeds == [seed(11, QUESTION, 0), seed(11, QUESTION, 1)]
+    assert len({seed(11, QUESTION, 0), seed(12, QUESTION, 0), seed(11, "q", 0)}) == 3
 
 
 def test_strategies_need_a_prm_and_a_known_name():

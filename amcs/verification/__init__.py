@@ -13,7 +13,7 @@ from amcs.verification.aggregation import AGGREGATIONS, aggregate, best_index
 from amcs.verification.base import Candidate, StepScorer, StrategyResult
 from amcs.verification.beam import beam_search
 from amcs.verification.config import VerifyConfig, make_verify_config
-from amcs.verification.context import Run, VerifyContext, call_seed
+from amcs.verification.context import Run, VerifyContext
 from amcs.verification.mcts import MCTS, mcts, puct
 from amcs.verification.oracle import ArithOracleScorer
 from amcs.verification.sampling import best_of_n, greedy, majority, weighted_vote
@@ -35,7 +35,6 @@ __all__ = [
     "beam_search",
     "best_index",
     "best_of_n",
-    "call_seed",
     "greedy",
     "group_answers",
     "majority",
