@@ -17,10 +17,12 @@ from amcs.records import (
     OutputMismatchError,
     RecordFormatError,
     RecordWriter,
+    committed_tokens,
     meta_path_for,
     read_data,
     read_meta,
     read_run_header,
+    within_budget,
 )
 
 
@@ -416,3 +418,47 @@ def test_output_is_a_directory_or_unwritable(tmp_path):
             RecordWriter(locked / "d.jsonl")
     finally:
         locked.chmod(0o755)
+
+
+# --- the budget cut (benchmarks/prm_comparison.py's data streams) --------------------------------------------------------------------------------
+
+
+def one_step_path(step):
+    return {
+        "completions": [step],
+        "labels": [True],
+        "values": [1.0],
+        "rollouts": [1],
+        "method": "amcs",
+        "model": "m",
+    }
+
+
+def write_stream(tmp_path):
+    """a ok 100 (2 paths), b failed 50, c ok 200, d ok 100, b retried ok 30 (1 path)."""
+    out = tmp_path / "s.jsonl"
+    with RecordWriter(out) as w:
+        w.write_problem(
+            "a", "qa", "1", [one_step_path("a1"), one_step_path("a2")], stats={"tokens": 100}
+        )
+        w.write_problem("b", "qb", "2", [], status="failed", reason="x", stats={"tokens": 50})
+        w.write_problem("c", "qc", "3", [one_step_path("c1")], stats={"tokens": 200})
+        w.write_problem("d", "qd", "4", [one_step_path("d1")], stats={"tokens": 100})
+    with RecordWriter(out) as w:  # a resumed run retries b
+        w.write_problem("b", "qb", "2", [one_step_path("b1")], stats={"tokens": 30})
+    return out
+
+
+def test_budget_cut_keeps_the_longest_prefix_and_no_rows_of_failed_problems(tmp_path):
+    out = write_stream(tmp_path)
+    # 100 + 50 + 200 = 350 fits 360; d would make 450. b failed inside the prefix (its tokens
+    # count) and its ok retry lies beyond it: none of b's rows.
+    rows, spent, problems, failed = within_budget(out, 360)
+    assert (spent, problems, failed) == (350, 2, 1)
+    assert [r["completions"][0] for r in rows] == ["a1", "a2", "c1"]
+    assert within_budget(out, 350)[1:] == (350, 2, 1)  # the budget itself fits
+    assert within_budget(out, 99)[1:] == (0, 0, 0)
+    rows, spent, problems, failed = within_budget(out, 10_000)
+    assert (spent, problems, failed) == (480, 4, 1)
+    assert sorted(r["completions"][0] for r in rows) == ["a1", "a2", "b1", "c1", "d1"]
+    assert committed_tokens(out) == (480, 4)

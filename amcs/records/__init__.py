@@ -34,10 +34,11 @@ a second writer; the OS drops it when its process dies, and a clean close remove
 
 Modules: ``format`` (file names, line shapes, errors), ``fingerprint`` (what makes two runs the same
 run), ``writer`` (``RecordWriter``), ``lock`` (the flock), ``resume`` (the checks above and the cut),
-``reader`` (meta records, run header, data lines). Sharding (``parse_shard``, ``shard_problems``)
+``reader`` (meta records, run header, data lines), ``budget`` (a run cut at a token budget). Sharding (``parse_shard``, ``shard_problems``)
 lives in ``amcs.shards`` and is re-exported here.
 """
 
+from amcs.records.budget import budget_cut, committed_tokens, within_budget
 from amcs.records.fingerprint import ADDED_LATER, fingerprint_differences, run_fingerprint
 from amcs.records.format import (
     HOW_TO_PROCEED,
@@ -80,7 +81,9 @@ __all__ = [
     "OutputMismatchError",
     "RecordFormatError",
     "RecordWriter",
+    "budget_cut",
     "committed_end",
+    "committed_tokens",
     "data_row_problem",
     "fingerprint_differences",
     "is_data_row",
@@ -96,4 +99,5 @@ __all__ = [
     "shard_of",
     "shard_problems",
     "values_problem",
+    "within_budget",
 ]

@@ -18,7 +18,13 @@ from amcs.verification.mcts import MCTS, mcts, puct
 from amcs.verification.oracle import ArithOracleScorer
 from amcs.verification.sampling import best_of_n, greedy, majority, weighted_vote
 from amcs.verification.strategies import STRATEGIES, run_strategy
-from amcs.verification.voting import group_answers, same_answer, vote
+from amcs.verification.voting import (
+    group_answers,
+    majority_choice,
+    same_answer,
+    vote,
+    weighted_choice,
+)
 
 __all__ = [
     "AGGREGATIONS",
@@ -37,6 +43,7 @@ __all__ = [
     "best_of_n",
     "greedy",
     "group_answers",
+    "majority_choice",
     "majority",
     "make_verify_config",
     "mcts",
@@ -45,5 +52,6 @@ __all__ = [
     "same_answer",
     "split_steps",
     "vote",
+    "weighted_choice",
     "weighted_vote",
 ]
