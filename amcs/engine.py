@@ -44,7 +44,8 @@ from amcs.problems import Problem
 from amcs.prompts import prompt_ids as default_prompt_ids
 from amcs.records import RecordWriter, run_fingerprint
 from amcs.redaction import redact
-from amcs.search import AnswerChecker, SearchConfig, SearchResult, derive_seed, run_search
+from amcs.search import AnswerChecker, SearchConfig, SearchResult, run_search
+from amcs.seeds import derive_seed
 from amcs.steps import StepSplitter
 
 log = logging.getLogger("amcs.engine")

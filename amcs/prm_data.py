@@ -6,7 +6,7 @@ them. Other keys of the source are dropped.
 
 Formats (``fmt``; ``auto`` picks one from the keys of the first row):
 
-- ``trl`` / ``amcs``: TRL's format and ``amcs generate`` data files (``amcs/records.py``);
+- ``trl`` / ``amcs``: TRL's format and ``amcs generate`` data files (``amcs.records``);
   labels may be bools or 0/1, ``values`` is kept when present.
 - ``shepherd``: Math-Shepherd, ``{"input": "<question> Step 1: <step> ки\\nStep 2: <step> ки",
   "label": <input with each "ки" replaced by + or ->}``. The question is the text before the first

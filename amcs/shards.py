@@ -5,23 +5,52 @@ take them all (repeated, or as a glob such as ``'part*.jsonl'``). Files of diffe
 same problems (two methods, two models) combine too. ``check_combinable`` refuses what would
 corrupt the data set: a problem id that names two questions, and a problem in two shards of one
 run (the same shard run twice, or two runs with different n would count it twice).
+``parse_shard`` reads ``--shard i/n`` and ``shard_problems`` picks a shard's problems.
+
+``amcs.records`` re-exports the shard functions, so this module reads the records package only
+inside the functions that need it (importing it here would be circular).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from amcs.jsonl import JSONLinesError, read_json_lines
-from amcs.records import committed_end, meta_path_for, read_run_header
 
 _GLOB_CHARS = set("*?[")
+_SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 
 class ShardError(ValueError):
     """Sources that cannot be combined; the message names the files."""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n), 0-based: '0/4' is the first of four shards."""
+    match = _SHARD_RE.match(text)
+    if match is None:
+        raise ValueError(f"bad shard {text!r}: expected I/N, e.g. 0/4 for the first of 4")
+    index, count = int(match[1]), int(match[2])
+    if not 0 <= index < count:
+        raise ValueError(f"bad shard {text!r}: need 0 <= I < N (shards are numbered from 0)")
+    return index, count
+
+
+def shard_of(problem_id: str, count: int) -> int:
+    # sha1, not hash(): Python salts str hashes per process, and shards must agree across machines.
+    return int.from_bytes(hashlib.sha1(problem_id.encode("utf-8")).digest(), "big") % count
+
+
+def shard_problems(problems: Sequence, index: int, count: int) -> list:
+    """The problems (objects with ``.id``) of shard ``index`` of ``count``, in their order."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard index must satisfy 0 <= {index} < {count}")
+    return [p for p in problems if shard_of(p.id, count) == index]
 
 
 def expand_sources(specs: Iterable[str | Path]) -> list[str]:
@@ -51,6 +80,8 @@ def expand_sources(specs: Iterable[str | Path]) -> list[str]:
 def _run_key(path: Path) -> str | None:
     """What names the run that wrote ``path``: its fingerprint less the shard (the shards of one
     run differ only there), or None when it has no meta file or no fingerprint."""
+    from amcs.records import meta_path_for, read_run_header
+
     meta = meta_path_for(path)
     if not meta.is_file():
         return None
@@ -67,6 +98,8 @@ def _id_questions(path: Path) -> Iterator[tuple[str, str, str]]:
     """(problem id, question, FILE:LINE) of every committed data line that has a problem id; the
     question is the line's ``prompt`` (TRL's convention: the bare question). A line that is not
     JSON is a ShardError, a bad meta file a RecordFormatError, both naming file and line."""
+    from amcs.records import committed_end
+
     try:
         for line_no, record in read_json_lines(path, committed_end(path)):
             if isinstance(record, dict):

@@ -45,7 +45,7 @@ from amcs.jsonl import JSONLinesError, read_json_lines
 from amcs.outputs import naming
 from amcs.prompts import prompt_ids
 from amcs.records import RecordFormatError
-from amcs.search.context import derive_seed
+from amcs.seeds import derive_seed
 from amcs.steps import split_steps
 
 DEFAULT_THRESHOLD = 0.5

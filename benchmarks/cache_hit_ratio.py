@@ -16,11 +16,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from loopback_server import LoopbackServer  # noqa: E402
-
-from amcs.records import meta_path_for, read_meta  # noqa: E402
-from cli.main import app  # noqa: E402
+from amcs.records import meta_path_for, read_meta
+from amcs.testing import LoopbackServer
+from cli.main import app
 
 
 def main() -> None:

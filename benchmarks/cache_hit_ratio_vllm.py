@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from amcs.assets import TINY_POLICY, TINY_POLICY_NAME  # noqa: E402
 from amcs.backends.http import OpenAICompletionsBackend  # noqa: E402
 from amcs.engine import RunCounters, generate_to_file  # noqa: E402

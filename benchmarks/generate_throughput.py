@@ -17,13 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from backend_hf import measure  # noqa: E402
+from backend_hf import measure  # a sibling script: its folder is on the path when run
 
 from amcs.backends.base import Rollout, SamplingParams  # noqa: E402
 from amcs.backends.hf import HFBackend  # noqa: E402

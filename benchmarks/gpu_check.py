@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from amcs.assets import TINY_POLICY, TINY_POLICY_NAME  # noqa: E402
 from amcs.backends.hf import HFBackend  # noqa: E402

@@ -23,11 +23,11 @@ import argparse
 import asyncio
 import json
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from amcs.assets.tiny_arith import POLICY_TRAIN_SEED, policy_training_rows
 from amcs.backends.hf import HFBackend
 from amcs.domains.arith import check_steps
 from amcs.engine import RunCounters, generate_to_file
@@ -38,9 +38,6 @@ from amcs.records import read_data
 from amcs.search import make_config
 from amcs.search.context import SearchContext
 from amcs.steps import StepSplitter
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes" / "tiny-arith"))
-from train_policy import TRAIN_SEED, training_rows  # noqa: E402
 
 PROBLEM_SEED = 777
 MAX_NEW_TOKENS = 160
@@ -94,8 +91,8 @@ MODES = {
 
 def held_out_problems(n: int) -> list[Problem]:
     """Arithmetic problems the tiny policy never saw in training."""
-    trained = {row["prompt"] for row in training_rows(3600 * 32)}
-    assert TRAIN_SEED != PROBLEM_SEED
+    trained = {row["prompt"] for row in policy_training_rows(3600 * 32)}
+    assert POLICY_TRAIN_SEED != PROBLEM_SEED
     candidates = arith_problems(2 * n + 50, seed=PROBLEM_SEED)
     kept = [p for p in candidates if prompt_text(p) not in trained]
     return kept[:n]

@@ -6,19 +6,20 @@ best-of-16 / weighted-vote@16 accuracy on the same held-out problems.
     uv run python benchmarks/prm_comparison.py --quick --work /tmp/w --results /tmp/r
 
 1. Data, once per (method, seed) stream: the tiny policy labels training problems drawn with
-   that seed (recipes/tiny-arith's generate settings, sampling at train_prm.DATA_TEMPERATURE;
-   amcs with the recipe's search settings, omegaprm and shepherd with k=16 and the recipe's
-   max_new_tokens), searched with that seed, in chunks until the committed tokens reach the
+   that seed (recipes/tiny-arith's generate settings, sampling at DATA_TEMPERATURE of
+   amcs.assets.tiny_arith; amcs with the recipe's search settings, omegaprm and shepherd with k=16
+   and the recipe's max_new_tokens), searched with that seed, in chunks until the committed tokens reach the
    largest budget. Each budget cuts the same stream: the longest prefix of problems (file order)
-   whose generated tokens fit the budget; failed problems cost their tokens and give no rows.
-2. Training: each cut trains a PRM with recipes/tiny-arith/train_prm.py's `train` (seed = the
-   stream's seed) over the tiny policy as frozen base, or over --base (e.g. the bundled PRM's
+   whose generated tokens fit the budget (amcs.records.within_budget); failed problems cost
+   their tokens and give no rows.
+2. Training: each cut trains a PRM the way recipes/tiny-arith/train_prm.py does
+   (amcs.assets.tiny_arith.train; seed = the stream's seed) over the tiny policy as frozen base, or over --base (e.g. the bundled PRM's
    base, tiny-prm-work/base: then the base's own confidence is a reference row too).
-3. Scoring, the same for every PRM: ProcessBench's step F1 (threshold 0.5) on train_prm's 500
+3. Scoring, the same for every PRM: ProcessBench's step F1 (threshold 0.5) on the recipe's 500
    held-out tiny-policy solutions, and best-of-16 / weighted-vote@16 on one cached pool of 16
    tiny-policy samples per held-out problem (recipes/tiny-arith/eval.yaml's temperature,
    max_new_tokens, aggregation and seed; the samples `amcs eval` draws for n=16), with the same
-   choice rules as amcs.verification.sampling. Reference rows: majority@16 and the pool's oracle
+   choice rules as amcs.verification (majority_choice, best_index, weighted_choice). Reference rows: majority@16 and the pool's oracle
    (any sample right), and the training-free policy-confidence scorer.
 
 Everything resumes: data files continue, the step-eval set and the pool are cached, and each
@@ -40,16 +41,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes" / "tiny-arith"))
-import train_prm  # noqa: E402
+import amcs.assets.tiny_arith as tiny_arith
+from amcs.grading import extract_answer
+from amcs.recipes import load_recipe
+from amcs.records import committed_tokens, within_budget
+from amcs.verification import (
+    Candidate,
+    aggregate,
+    best_index,
+    majority_choice,
+    weighted_choice,
+)
 
-from amcs.grading import extract_answer  # noqa: E402
-from amcs.recipes import load_recipe  # noqa: E402
-from amcs.records import meta_path_for, read_data, read_meta  # noqa: E402
-from amcs.verification.aggregation import aggregate, best_index  # noqa: E402
-from amcs.verification.base import Candidate  # noqa: E402
-from amcs.verification.voting import group_answers, vote  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 METHODS = {"amcs": {}, "omegaprm": {"k": 16}, "shepherd": {"k": 16}}
 DEFAULTS = {
@@ -57,7 +61,7 @@ DEFAULTS = {
     "seeds": "0,1,2",
     "budgets": "100000,500000,750000,1000000,1500000",
     "pool_problems": 200,
-    "step_problems": train_prm.STEP_EVAL["problems"],
+    "step_problems": tiny_arith.STEP_EVAL["problems"],
 }
 QUICK = {
     "methods": "amcs",
@@ -81,45 +85,11 @@ def log(message: str) -> None:
 # --- data: one stream per (method, seed), cut at each budget ---------------------------------------
 
 
-def budget_cut(meta: Sequence[dict], budget: int) -> tuple[set[str], int, int]:
-    """The longest prefix of meta records (file order) whose generated tokens (stats.tokens) fit
-    `budget`: (ids of its problems that finished ok, tokens it cost, failed records in it). A
-    failed attempt's tokens count (they were spent) but its problem gives no rows; a problem
-    retried ok later counts only if that later record is inside the prefix."""
-    spent, kept, failed = 0, set(), 0
-    for record in meta:
-        tokens = int((record.get("stats") or {}).get("tokens", 0))
-        if spent + tokens > budget:
-            break
-        spent += tokens
-        if record.get("status", "ok") == "ok":
-            kept.add(record["problem_id"])
-        else:
-            failed += 1
-    return kept, spent, failed
-
-
-def within_budget(data_path: Path, budget: int) -> tuple[list[dict], int, int, int]:
-    """Data rows of the budget's prefix of problems: (rows, tokens, problems ok, failed)."""
-    kept, spent, failed = budget_cut(read_meta(meta_path_for(data_path)), budget)
-    rows = [row for row in read_data(data_path) if row["problem_id"] in kept]
-    return rows, spent, len(kept), failed
-
-
-def committed_tokens(data_path: Path) -> tuple[int, int]:
-    """(generated tokens, distinct problems searched) of a data file's committed meta records."""
-    if not meta_path_for(data_path).exists():
-        return 0, 0
-    meta = read_meta(meta_path_for(data_path))
-    tokens = sum(int((r.get("stats") or {}).get("tokens", 0)) for r in meta)
-    return tokens, len({r["problem_id"] for r in meta})
-
-
 def problem_pool(n: int, seed: int) -> list:
-    """The first n training problems of draw `seed` (train_prm.training_problems drops held-out
+    """The first n training problems of draw `seed` (tiny_arith.training_problems drops held-out
     expressions, so it may return fewer than asked; the draw is prefix-stable)."""
     ask = n + n // 20 + 10
-    while len(pool := train_prm.training_problems(ask, seed=seed)) < n:
+    while len(pool := tiny_arith.training_problems(ask, seed=seed)) < n:
         ask *= 2
     return pool[:n]
 
@@ -135,7 +105,7 @@ def next_chunk(spent: int, searched: int, target: int) -> int:
 
 async def generate_stream(out: Path, method: str, seed: int, target: int, timing: Path) -> None:
     """Label problems of draw `seed` with `method`, searched with seed `seed`, until the file's
-    committed tokens reach `target`, chunk by chunk with train_prm.generate_data on one backend.
+    committed tokens reach `target`, chunk by chunk with tiny_arith.generate_data on one backend.
     Appends each chunk's seconds to `timing`."""
     from amcs.assets import TINY_POLICY
     from amcs.backends.hf import HFBackend
@@ -148,7 +118,7 @@ async def generate_stream(out: Path, method: str, seed: int, target: int, timing
         while spent < target:
             start = time.monotonic()
             problems = problem_pool(searched + next_chunk(spent, searched, target), seed)
-            await train_prm.generate_data(
+            await tiny_arith.generate_data(
                 out, problems, method, seed=seed, backend=backend, **METHODS[method]
             )
             seconds = time.monotonic() - start
@@ -182,16 +152,16 @@ def stream_seconds(timing: Path) -> dict[str, float]:
 
 
 def step_examples(work: Path, problems: int) -> list:
-    """train_prm's step-eval solutions (the first `problems` held-out problems with the same
-    settings when fewer than train_prm's), cached in WORK."""
+    """the recipe's step-eval solutions (the first `problems` held-out problems with the same
+    settings when fewer than the recipe's), cached in WORK."""
     from amcs.stepeval import arith_step_examples, read_step_examples, write_step_examples
 
     path = work / f"step-eval-{problems}.jsonl"
     if path.exists():
         return read_step_examples(path)
     start = time.monotonic()
-    if problems == train_prm.STEP_EVAL["problems"]:
-        examples = asyncio.run(train_prm.step_eval_examples())
+    if problems == tiny_arith.STEP_EVAL["problems"]:
+        examples = asyncio.run(tiny_arith.step_eval_examples())
     else:
         from amcs.assets import TINY_POLICY
         from amcs.backends.hf import HFBackend
@@ -203,8 +173,8 @@ def step_examples(work: Path, problems: int) -> list:
                 return await arith_step_examples(
                     backend,
                     held_out_problems(problems),
-                    temperature=train_prm.STEP_EVAL["temperature"],
-                    seed=train_prm.STEP_EVAL["seed"],
+                    temperature=tiny_arith.STEP_EVAL["temperature"],
+                    seed=tiny_arith.STEP_EVAL["seed"],
                 )
             finally:
                 await backend.aclose()
@@ -217,7 +187,7 @@ def step_examples(work: Path, problems: int) -> list:
 
 def eval_settings() -> dict:
     """Sampling and aggregation of recipes/tiny-arith/eval.yaml (what `amcs eval` uses)."""
-    recipe = load_recipe(train_prm.HERE / "eval.yaml")
+    recipe = load_recipe(tiny_arith.RECIPE / "eval.yaml")
     verify = recipe["verify"]
     return {
         "temperature": float(verify["temperature"]),
@@ -230,7 +200,7 @@ def eval_settings() -> dict:
 def candidate_pool(work: Path, problems: int) -> list[dict]:
     """N samples per held-out problem, their steps, answers and grades; cached (and extended) in
     WORK/pool.jsonl. The samples are those `amcs eval` draws for majority/best-of-n/weighted vote
-    at n=N: one request seeded call_seed(seed, question, 0)."""
+    at n=N: one request seeded as verification's first call (``Run.sample``)."""
     from amcs.problems import arith_problems
 
     path = work / "pool.jsonl"
@@ -255,8 +225,8 @@ async def _sample_pool(problems: list) -> list[dict]:
     from amcs.backends.hf import HFBackend
     from amcs.grading import Grader
     from amcs.prompts import prompt_ids
+    from amcs.seeds import derive_seed
     from amcs.steps import split_steps
-    from amcs.verification.context import call_seed
 
     settings = eval_settings()
     backend = HFBackend(TINY_POLICY, max_batch_size=128)
@@ -267,7 +237,7 @@ async def _sample_pool(problems: list) -> list[dict]:
                 params = SamplingParams(
                     temperature=settings["temperature"],
                     max_new_tokens=settings["max_new_tokens"],
-                    seed=call_seed(settings["seed"], problem.question, 0),
+                    seed=derive_seed(settings["seed"], problem.question, 0, separator="\x00"),
                 )
                 ids = prompt_ids(backend.tokenizer, problem.question)
                 rollouts = await backend.sample(ids, N, params)
@@ -296,30 +266,18 @@ async def _sample_pool(problems: list) -> list[dict]:
         await backend.aclose()
 
 
-# --- choosing an answer from a pool (the rules of amcs.verification.sampling) ---------------------
+# --- choosing an answer from a pool (amcs.verification's rules) ------------------------------------
 
 
-def majority_choice(answers: Sequence[str | None]) -> int | None:
-    """majority@n: the first sample of the most voted answer group (ties: first to appear);
-    the first sample when none states an answer."""
-    winner, _ = vote(answers)
-    return winner if winner is not None else (0 if answers else None)
-
-
-def best_of_choice(answers: Sequence[str | None], scores: Sequence[float]) -> int | None:
-    """best-of-n: the highest score among samples stating an answer; ties to the earliest."""
-    return best_index([Candidate("", a, s) for a, s in zip(answers, scores, strict=True)])
-
-
-def weighted_choice(answers: Sequence[str | None], scores: Sequence[float]) -> int | None:
-    """weighted vote: the answer group with the largest score sum (ties: first to appear); its
-    best-scored sample (ties: earliest). best-of-n when no sample states an answer."""
-    winner, _ = vote(answers, scores)
-    if winner is None:
-        return best_of_choice(answers, scores)
-    groups = group_answers(answers)
-    members = [i for i, g in enumerate(groups) if g == groups[winner]]
-    return max(members, key=lambda i: (scores[i], -i))
+def pool_choices(answers: Sequence[str | None], scores: Sequence[float]) -> dict[str, int | None]:
+    """The sample majority@N, best-of-N and weighted-vote@N choose from one pool problem, by
+    amcs.verification's own rules (the answers and aggregated scores as its candidates)."""
+    candidates = [Candidate("", a, s) for a, s in zip(answers, scores, strict=True)]
+    return {
+        "majority": majority_choice(candidates)[0],
+        "best-of-n": best_index(candidates),
+        "weighted-vote": weighted_choice(candidates)[0],
+    }
 
 
 def pool_accuracy(
@@ -335,7 +293,7 @@ def pool_accuracy(
         hits = {"majority_16": 0, "oracle_16": 0}
         for problem in pool:
             cands = problem["candidates"]
-            pick = majority_choice([c["answer"] for c in cands])
+            pick = pool_choices([c["answer"] for c in cands], [0.0] * len(cands))["majority"]
             hits["majority_16"] += pick is not None and cands[pick]["correct"]
             hits["oracle_16"] += any(c["correct"] for c in cands)
     else:
@@ -344,10 +302,9 @@ def pool_accuracy(
             cands = problem["candidates"]
             answers = [c["answer"] for c in cands]
             scores = [aggregate(s, aggregation) for s in per_candidate]
-            for key, pick in (
-                ("best_of_16", best_of_choice(answers, scores)),
-                ("weighted_vote_16", weighted_choice(answers, scores)),
-            ):
+            picks = pool_choices(answers, scores)
+            for key, rule in (("best_of_16", "best-of-n"), ("weighted_vote_16", "weighted-vote")):
+                pick = picks[rule]
                 hits[key] += pick is not None and cands[pick]["correct"]
     return {k: v / len(pool) for k, v in hits.items()}
 
@@ -577,7 +534,7 @@ def score_scorer(scorer, examples, pool, aggregation: str) -> dict:
     """Step F1 on ``examples``, best-of-16 and weighted-vote@16 on ``pool``."""
     from amcs.stepeval import step_report
 
-    report = step_report(train_prm.step_scores(scorer, examples), [e.label for e in examples])
+    report = step_report(tiny_arith.step_scores(scorer, examples), [e.label for e in examples])
     accuracy = pool_accuracy(pool, score_pool(scorer, pool), aggregation)
     return {
         "f1": report["f1"],
@@ -614,7 +571,7 @@ def run_cell(
         shutil.rmtree(d, ignore_errors=True)
     train_dir.mkdir(parents=True)
     start = time.monotonic()
-    metrics = train_prm.train(
+    metrics = tiny_arith.train(
         [cut], prm_dir, train_dir, seed=seed, **({"base": base} if base else {})
     )
     train_seconds = time.monotonic() - start
@@ -683,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "--step-problems",
         type=int,
         help="held-out problems of the step-eval set, "
-        f"default {DEFAULTS['step_problems']} (train_prm's)",
+        f"default {DEFAULTS['step_problems']} (the recipe's)",
     )
     ap.add_argument("--work", type=Path, default=Path("prm-comparison-work"))
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
@@ -803,7 +760,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "samples_per_problem": N,
             "step_eval_solutions": len(examples),
             "step_eval_erroneous": sum(e.label >= 0 for e in examples),
-            "data_temperature": train_prm.DATA_TEMPERATURE,
+            "data_temperature": tiny_arith.DATA_TEMPERATURE,
             "base": base or "the tiny policy",
         }
         | settings,

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_view import CHROMIUM_ARGS, _chromium, start_server, synthesize_run  # noqa: E402
-
-from cli.main import app  # noqa: E402
+from cli.main import app
+from tests.test_view import CHROMIUM_ARGS, _chromium, start_server, synthesize_run
 
 RESULTS = Path(__file__).resolve().parent / "results" / "view_serve.json"
 

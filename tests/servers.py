@@ -18,7 +18,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -320,8 +319,7 @@ def router_fleet_fixture():
     """A real sglang-router (round robin) in front of two loopback /generate servers; yields
     (router, [worker, worker])."""
     require_server_env()
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tests.loopback_server import LoopbackServer
+    from amcs.testing import LoopbackServer
 
     workers = [LoopbackServer(), LoopbackServer()]
     router = None

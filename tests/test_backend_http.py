@@ -19,8 +19,8 @@ from amcs.backends.base import (
 from amcs.backends.http import OpenAICompletionsBackend, SGLangHTTPBackend, http_error
 from amcs.prompts import prompt_ids
 from amcs.records import meta_path_for, read_meta
+from amcs.testing import LoopbackServer
 from cli.main import app
-from tests.loopback_server import LoopbackServer
 
 runner = CliRunner()
 STOP = SamplingParams(temperature=1.0, max_new_tokens=60, stop=("\n\n",), seed=7)

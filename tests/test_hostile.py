@@ -353,7 +353,7 @@ class RestartableServer:
     """The loopback /generate server, which can stop listening and come back on the same port."""
 
     def __init__(self):
-        from tests.loopback_server import LoopbackServer
+        from amcs.testing import LoopbackServer
 
         self.server = LoopbackServer()
         self.url = self.server.url
@@ -1049,7 +1049,7 @@ def test_an_api_key_the_server_echoes_is_redacted_from_stderr_records_and_the_pa
     tmp_path, monkeypatch
 ):
     from amcs.backends.base import BackendConfigError
-    from tests.loopback_server import LoopbackServer
+    from amcs.testing import LoopbackServer
 
     env = {"OPENAI_API_KEY": PLANTED_KEY}
     server_args = ["--backend", "openai", "--url"]

@@ -13,7 +13,6 @@ import pytest
 
 from amcs.assets import TINY_POLICY
 from amcs.backends.base import Rollout
-from amcs.records import RecordWriter
 from amcs.verification import VerifyConfig, VerifyContext, run_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,46 +22,7 @@ pc = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pc)
 
 
-# --- the budget cut --------------------------------------------------------------------------------
-
-
-def path(step):
-    return {
-        "completions": [step],
-        "labels": [True],
-        "values": [1.0],
-        "rollouts": [1],
-        "method": "amcs",
-        "model": "m",
-    }
-
-
-def write_stream(tmp_path):
-    """a ok 100 (2 paths), b failed 50, c ok 200, d ok 100, b retried ok 30 (1 path)."""
-    out = tmp_path / "s.jsonl"
-    with RecordWriter(out) as w:
-        w.write_problem("a", "qa", "1", [path("a1"), path("a2")], stats={"tokens": 100})
-        w.write_problem("b", "qb", "2", [], status="failed", reason="x", stats={"tokens": 50})
-        w.write_problem("c", "qc", "3", [path("c1")], stats={"tokens": 200})
-        w.write_problem("d", "qd", "4", [path("d1")], stats={"tokens": 100})
-    with RecordWriter(out) as w:  # a resumed run retries b
-        w.write_problem("b", "qb", "2", [path("b1")], stats={"tokens": 30})
-    return out
-
-
-def test_budget_cut_keeps_the_longest_prefix_and_no_rows_of_failed_problems(tmp_path):
-    out = write_stream(tmp_path)
-    # 100 + 50 + 200 = 350 fits 360; d would make 450. b failed inside the prefix (its tokens
-    # count) and its ok retry lies beyond it: none of b's rows.
-    rows, spent, problems, failed = pc.within_budget(out, 360)
-    assert (spent, problems, failed) == (350, 2, 1)
-    assert [r["completions"][0] for r in rows] == ["a1", "a2", "c1"]
-    assert pc.within_budget(out, 350)[1:] == (350, 2, 1)  # the budget itself fits
-    assert pc.within_budget(out, 99)[1:] == (0, 0, 0)
-    rows, spent, problems, failed = pc.within_budget(out, 10_000)
-    assert (spent, problems, failed) == (480, 4, 1)
-    assert sorted(r["completions"][0] for r in rows) == ["a1", "a2", "b1", "c1", "d1"]
-    assert pc.committed_tokens(out) == (480, 4)
+# --- the data streams -----------------------------------------------------------------------------
 
 
 def test_next_chunk_and_problem_pool_prefix():
@@ -128,21 +88,7 @@ def test_verdict_text():
     ]
 
 
-# --- choosing from a pool, the way amcs eval does -------------------------------------------------
-
-
-def test_majority_best_of_and_weighted_vote_pick_different_known_answers():
-    answers = ["5", "5.0", "5", "7", "7", None, "9"]
-    scores = [0.1, 0.1, 0.1, 0.6, 0.6, 0.99, 0.95]
-    assert pc.majority_choice(answers) == 0  # "5" has 3 votes ("5.0" is the same number)
-    assert pc.best_of_choice(answers, scores) == 6  # 0.95; the 0.99 sample states no answer
-    assert pc.weighted_choice(answers, scores) == 3  # "7": 1.2 > "9": 0.95 > "5": 0.3
-    # Ties: best-of to the earliest, vote totals to the answer that appeared first.
-    assert pc.best_of_choice(["1", "2"], [0.5, 0.5]) == 0
-    assert pc.weighted_choice(["2", "1", "1"], [0.5, 0.25, 0.25]) == 0
-    assert pc.weighted_choice(["2", "1", "1"], [0.5, 0.2, 0.4]) == 2  # best sample of "1"
-    assert pc.majority_choice([None, None]) == 0
-    assert pc.weighted_choice([None, None], [0.2, 0.3]) == 1
+# --- choosing from a pool, the way amcs eval does (amcs.verification's rules) -------------------------------------------------
 
 
 def test_pool_accuracy_on_a_hand_made_pool():
@@ -235,9 +181,8 @@ def test_choices_agree_with_amcs_eval_strategies(case):
     def chosen(name):
         return asyncio.run(run_strategy(name, ctx, "q", n)).chosen
 
-    assert pc.majority_choice(answers) == chosen("majority")
-    assert pc.best_of_choice(answers, scores) == chosen("best-of-n")
-    assert pc.weighted_choice(answers, scores) == chosen("weighted-vote")
+    picks = pc.pool_choices(answers, scores)
+    assert picks == {name: chosen(name) for name in ("majority", "best-of-n", "weighted-vote")}
 
 
 # --- markdown, and a tiny end-to-end run ---------------------------------------------------------

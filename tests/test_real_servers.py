@@ -34,8 +34,8 @@ from amcs.backends.http import (
 from amcs.problems import load_problems
 from amcs.prompts import prompt_ids
 from amcs.records import meta_path_for, read_meta
+from amcs.testing import LoopbackServer
 from cli.main import app
-from tests.loopback_server import LoopbackServer
 from tests.servers import (  # noqa: F401  (pytest fixtures)
     ALIAS,
     BLOCK_SIZE,

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -18,12 +17,12 @@ from amcs.records import (
     OutputMismatchError,
     RecordFormatError,
     RecordWriter,
+    committed_tokens,
     meta_path_for,
-    parse_shard,
     read_data,
     read_meta,
     read_run_header,
-    shard_problems,
+    within_budget,
 )
 
 
@@ -421,30 +420,45 @@ def test_output_is_a_directory_or_unwritable(tmp_path):
         locked.chmod(0o755)
 
 
-def test_shards_partition_stably():
-    problems = [SimpleNamespace(id=f"problem-{i}") for i in range(200)]
-    shards = [shard_problems(problems, i, 4) for i in range(4)]
-    ids = [[p.id for p in shard] for shard in shards]
-    assert sorted(sum(ids, [])) == sorted(p.id for p in problems)
-    assert all(len(shard) > 20 for shard in ids)  # and none is empty or nearly so
-    assert ids == [[p.id for p in shard_problems(problems, i, 4)] for i in range(4)]
-    order = [p.id for p in problems]
-    assert all(shard == sorted(shard, key=order.index) for shard in ids)
+# --- the budget cut (benchmarks/prm_comparison.py's data streams) --------------------------------------------------------------------------------
 
 
-def test_shard_is_independent_of_the_process():
-    # Python's hash() of a str changes per process; the sha1-based shard must not.
-    code = (
-        "from types import SimpleNamespace as S; from amcs.records import shard_problems;"
-        "print([p.id for p in shard_problems([S(id=str(i)) for i in range(50)], 1, 3)])"
-    )
-    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout}
-    problems = [SimpleNamespace(id=str(i)) for i in range(50)]
-    assert runs == {str([p.id for p in shard_problems(problems, 1, 3)]) + "\n"}
+def one_step_path(step):
+    return {
+        "completions": [step],
+        "labels": [True],
+        "values": [1.0],
+        "rollouts": [1],
+        "method": "amcs",
+        "model": "m",
+    }
 
 
-def test_parse_shard():
-    assert parse_shard("0/4") == (0, 4) and parse_shard(" 3 / 4 ") == (3, 4)
-    for bad in ("4/4", "1/0", "-1/4", "1", "a/b", "1/2/3", ""):
-        with pytest.raises(ValueError, match="bad shard"):
-            parse_shard(bad)
+def write_stream(tmp_path):
+    """a ok 100 (2 paths), b failed 50, c ok 200, d ok 100, b retried ok 30 (1 path)."""
+    out = tmp_path / "s.jsonl"
+    with RecordWriter(out) as w:
+        w.write_problem(
+            "a", "qa", "1", [one_step_path("a1"), one_step_path("a2")], stats={"tokens": 100}
+        )
+        w.write_problem("b", "qb", "2", [], status="failed", reason="x", stats={"tokens": 50})
+        w.write_problem("c", "qc", "3", [one_step_path("c1")], stats={"tokens": 200})
+        w.write_problem("d", "qd", "4", [one_step_path("d1")], stats={"tokens": 100})
+    with RecordWriter(out) as w:  # a resumed run retries b
+        w.write_problem("b", "qb", "2", [one_step_path("b1")], stats={"tokens": 30})
+    return out
+
+
+def test_budget_cut_keeps_the_longest_prefix_and_no_rows_of_failed_problems(tmp_path):
+    out = write_stream(tmp_path)
+    # 100 + 50 + 200 = 350 fits 360; d would make 450. b failed inside the prefix (its tokens
+    # count) and its ok retry lies beyond it: none of b's rows.
+    rows, spent, problems, failed = within_budget(out, 360)
+    assert (spent, problems, failed) == (350, 2, 1)
+    assert [r["completions"][0] for r in rows] == ["a1", "a2", "c1"]
+    assert within_budget(out, 350)[1:] == (350, 2, 1)  # the budget itself fits
+    assert within_budget(out, 99)[1:] == (0, 0, 0)
+    rows, spent, problems, failed = within_budget(out, 10_000)
+    assert (spent, problems, failed) == (480, 4, 1)
+    assert sorted(r["completions"][0] for r in rows) == ["a1", "a2", "b1", "c1", "d1"]
+    assert committed_tokens(out) == (480, 4)

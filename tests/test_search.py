@@ -21,9 +21,9 @@ from amcs.records import read_data
 from amcs.search import make_config, run_search
 from amcs.search.context import SearchContext
 from amcs.search.estimators import AdaptiveEstimator, FixedEstimator, kmeans, wilson_interval
-from amcs.search.omega import Candidate, TreeSearch
 from amcs.search.selection import candidate_score, q_value, u_value
 from amcs.search.shepherd import ShepherdSearch
+from amcs.search.tree_search import CandidateRollout, TreeSearch
 from amcs.steps import StepSplitter
 
 
@@ -151,7 +151,9 @@ def test_binary_search_finds_planted_first_errors(backend, grader):
         ctx.root.mc = 0.5
         i, ids = planted(problem, backend, rng)
         steps = run(
-            TreeSearch(ctx)._locate_first_error(Candidate(ctx.root, Rollout(ids, "", 0.0, "stop")))
+            TreeSearch(ctx)._locate_first_error(
+                CandidateRollout(ctx.root, Rollout(ids, "", 0.0, "stop"))
+            )
         )
         total += 1
         full = [ctx.splitter.text(s) for s in ctx.splitter.split(ids)]
@@ -463,7 +465,9 @@ def test_known_prefixes_narrow_the_binary_search_without_new_rollouts(tokenizer,
     script.calls.clear()
     ids = tokenizer(WRONG2, add_special_tokens=False)["input_ids"]
     path = run(
-        TreeSearch(ctx)._locate_first_error(Candidate(ctx.root, Rollout(ids, WRONG2, 0.0, "stop")))
+        TreeSearch(ctx)._locate_first_error(
+            CandidateRollout(ctx.root, Rollout(ids, WRONG2, 0.0, "stop"))
+        )
     )
     # Only the unknown prefix between them (S0 S1) is estimated; the error is S2W.
     assert {p for p, _ in script.calls} == {S0 + S1}
@@ -487,7 +491,7 @@ def test_u_is_defined_at_the_first_pop(tokenizer, grader):
 def _candidate(ctx, mc, visits, tokens=50):
     node = ctx.root.add_child([[1]])
     node.mc, node.visits = mc, visits
-    return Candidate(node, Rollout([1] * tokens, "", 0.0, "stop"))
+    return CandidateRollout(node, Rollout([1] * tokens, "", 0.0, "stop"))
 
 
 def test_selection_explores_first_and_exploits_later(tokenizer, grader):
@@ -507,7 +511,7 @@ def test_candidates_are_rescored_at_every_pop(tokenizer, grader):
     ctx.total_visits = 2
     search = TreeSearch(ctx)
     x1 = _candidate(ctx, 0.5, visits=1)
-    x2 = Candidate(x1.node, x1.rollout)
+    x2 = CandidateRollout(x1.node, x1.rollout)
     y = _candidate(ctx, 0.5, visits=1)
     search.pool = [x1, x2, y]
     first = search._pop(1)

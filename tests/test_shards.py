@@ -3,11 +3,24 @@ training, and so do runs over the same problems; overlapping shards of one run, 
 names two questions, are refused."""
 
 import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
 
+import pytest
 from typer.testing import CliRunner
 
-from amcs.records import RecordWriter, shard_problems
-from amcs.shards import ShardError, check_combinable, expand_sources
+import amcs.records
+from amcs.records import RecordWriter
+from amcs.shards import (
+    ShardError,
+    check_combinable,
+    expand_sources,
+    parse_shard,
+    shard_of,
+    shard_problems,
+)
 from cli.main import app
 
 runner = CliRunner()
@@ -122,3 +135,45 @@ def test_sources_expand_and_a_retried_problem_counts_once(tmp_path):
     with RecordWriter(retried) as w:
         w.write_problem("x", "q", "1", [_path(["s", "t"])])
     check_combinable([retried, *files])  # one file, one problem x: no overlap
+
+
+def test_shards_partition_stably():
+    problems = [SimpleNamespace(id=f"problem-{i}") for i in range(200)]
+    shards = [shard_problems(problems, i, 4) for i in range(4)]
+    ids = [[p.id for p in shard] for shard in shards]
+    assert sorted(sum(ids, [])) == sorted(p.id for p in problems)
+    assert all(len(shard) > 20 for shard in ids)  # and none is empty or nearly so
+    assert ids == [[p.id for p in shard_problems(problems, i, 4)] for i in range(4)]
+    order = [p.id for p in problems]
+    assert all(shard == sorted(shard, key=order.index) for shard in ids)
+
+
+def test_shard_is_independent_of_the_process():
+    # Python's hash() of a str changes per process; the sha1-based shard must not.
+    # Importing amcs.shards first (not through amcs.records) must work too: the two import each other.
+    code = (
+        "from types import SimpleNamespace as S; from amcs.shards import shard_problems;"
+        "print([p.id for p in shard_problems([S(id=str(i)) for i in range(50)], 1, 3)])"
+    )
+    problems = [SimpleNamespace(id=str(i)) for i in range(50)]
+    expected = str([p.id for p in shard_problems(problems, 1, 3)]) + "\n"
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        child = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env
+        )
+        assert child.stdout == expected, child.stderr
+
+
+def test_parse_shard():
+    assert parse_shard("0/4") == (0, 4) and parse_shard(" 3 / 4 ") == (3, 4)
+    for bad in ("4/4", "1/0", "-1/4", "1", "a/b", "1/2/3", ""):
+        with pytest.raises(ValueError, match="bad shard"):
+            parse_shard(bad)
+
+
+def test_records_re_exports_the_shard_functions():
+    # Code that imports them from amcs.records (as before sharding moved here) gets these ones.
+    assert amcs.records.parse_shard is parse_shard
+    assert amcs.records.shard_problems is shard_problems
+    assert amcs.records.shard_of is shard_of

@@ -4,7 +4,6 @@ solution of a solution row), and a short run that saves a base the PRM trainer a
 
 import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from amcs.prompts import plain_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "tiny-arith"
-sys.path.insert(0, str(RECIPE))
 _spec = importlib.util.spec_from_file_location("train_base", RECIPE / "train_base.py")
 tb = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tb)

@@ -12,6 +12,7 @@ from amcs.backends.base import Rollout
 from amcs.backends.hf import HFBackend
 from amcs.domains.arith import ArithConfig, check_steps, generate_problems
 from amcs.grading import answers_match_fast, extract_answer
+from amcs.seeds import derive_seed
 from amcs.verification import (
     MCTS,
     STRATEGIES,
@@ -23,11 +24,12 @@ from amcs.verification import (
     VerifyContext,
     aggregate,
     best_index,
-    call_seed,
+    majority_choice,
     puct,
     run_strategy,
     split_steps,
     vote,
+    weighted_choice,
 )
 
 SEP = "\n\n"
@@ -318,8 +320,34 @@ def test_seeds_come_from_seed_question_and_call_index():
     run(r.sample([], 1))
     run(r.sample([], 1))
     seeds = [p.seed for _, _, p in backend.requests]
-    assert seeds == [call_seed(11, QUESTION, 0), call_seed(11, QUESTION, 1)]
-    assert len({call_seed(11, QUESTION, 0), call_seed(12, QUESTION, 0), call_seed(11, "q", 0)}) == 3
+
+    def seed(*parts):
+        return derive_seed(*parts, separator="\x00")
+
+    assert seeds == [seed(11, QUESTION, 0), seed(11, QUESTION, 1)]
+    assert len({seed(11, QUESTION, 0), seed(12, QUESTION, 0), seed(11, "q", 0)}) == 3
+
+
+def test_majority_best_of_and_weighted_vote_pick_different_known_answers():
+    answers = ["5", "5.0", "5", "7", "7", None, "9"]
+    scores = [0.1, 0.1, 0.1, 0.6, 0.6, 0.99, 0.95]
+
+    def cands(answers, scores):
+        return [Candidate("", a, s) for a, s in zip(answers, scores, strict=True)]
+
+    pool = cands(answers, scores)
+    assert majority_choice(pool) == (0, {"5": 3.0, "7": 2.0, "9": 1.0})  # "5.0" is the same number
+    assert best_index(pool) == 6  # 0.95; the 0.99 sample states no answer
+    assert weighted_choice(pool)[0] == 3  # "7": 1.2 > "9": 0.95 > "5": 0.3
+    assert weighted_choice(pool)[1] == pytest.approx({"5": 0.3, "7": 1.2, "9": 0.95})
+    # Ties: best-of to the earliest, vote totals to the answer that appeared first.
+    assert best_index(cands(["1", "2"], [0.5, 0.5])) == 0
+    assert weighted_choice(cands(["2", "1", "1"], [0.5, 0.25, 0.25]))[0] == 0
+    assert weighted_choice(cands(["2", "1", "1"], [0.5, 0.2, 0.4]))[0] == 2  # best sample of "1"
+    assert majority_choice(cands([None, None], [None, None])) == (0, {})
+    assert majority_choice([]) == (None, {})
+    assert weighted_choice(cands([None, None], [0.2, 0.3])) == (1, {})
+    assert weighted_choice(cands(["4", "4"], [None, 0.5]))[0] == 1  # a missing score counts 0
 
 
 def test_strategies_need_a_prm_and_a_known_name():

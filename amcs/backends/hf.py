@@ -63,6 +63,7 @@ from transformers.masking_utils import sdpa_mask
 
 from amcs.assets import TINY_POLICY
 from amcs.backends.base import Rollout, SamplingParams
+from amcs.seeds import derive_seed
 from amcs.threads import hand_over
 
 log = logging.getLogger("amcs.backends.hf")
@@ -70,11 +71,6 @@ log = logging.getLogger("amcs.backends.hf")
 ATTENTION = "amcs"  # the backend's attention (_attention), registered with transformers
 ROW_BLOCKS = (4, 8, 16, 32)  # rule 2: the row blocks calibrate_row_block tries, smallest first
 SPARE_COLUMNS = 64  # the cache grows by this many columns at a time
-
-
-def row_seed(seed: int, index: int) -> int:
-    """A well-mixed 63-bit seed for rollout `index` of a request seeded with `seed`."""
-    return random.Random(f"{seed}:{index}").getrandbits(63)
 
 
 @dataclass(eq=False)
@@ -348,7 +344,9 @@ class HFBackend:
         rows = []
         for i in range(n):
             seed = (
-                row_seed(params.seed, i) if params.seed is not None else self._rng.getrandbits(63)
+                derive_seed(params.seed, i, mixer="mt")
+                if params.seed is not None
+                else self._rng.getrandbits(63)
             )
             rows.append(_Row(list(prompt_ids), params, seed, loop.create_future(), loop, budget))
         with self._wake:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from amcs.backends.base import Backend
 from amcs.problems import Problem
 from amcs.search.config import METHODS, PRESETS, SearchConfig, make_config
-from amcs.search.context import AnswerChecker, SearchContext, SearchResult, derive_seed
-from amcs.search.omega import TreeSearch
+from amcs.search.context import AnswerChecker, SearchContext, SearchResult
 from amcs.search.shepherd import ShepherdSearch
+from amcs.search.tree_search import TreeSearch
 from amcs.steps import StepSplitter
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "SearchResult",
     "make_config",
     "run_search",
-    "derive_seed",
 ]
 
 

@@ -3,7 +3,6 @@ seeds, the prefix index, and turning evaluated prefixes into labelled paths."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -12,17 +11,12 @@ from amcs.problems import Problem
 from amcs.search.config import SearchConfig
 from amcs.search.estimators import Estimate, Outcome, make_estimator
 from amcs.search.tree import Node
+from amcs.seeds import derive_seed
 from amcs.steps import StepSplitter
 
 
 class AnswerChecker(Protocol):
     async def check_completion(self, completion_text: str, reference: str) -> bool: ...
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from any parts, stable across processes and machines."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 @dataclass

@@ -13,12 +13,18 @@ from amcs.verification.aggregation import AGGREGATIONS, aggregate, best_index
 from amcs.verification.base import Candidate, StepScorer, StrategyResult
 from amcs.verification.beam import beam_search
 from amcs.verification.config import VerifyConfig, make_verify_config
-from amcs.verification.context import Run, VerifyContext, call_seed
+from amcs.verification.context import Run, VerifyContext
 from amcs.verification.mcts import MCTS, mcts, puct
 from amcs.verification.oracle import ArithOracleScorer
 from amcs.verification.sampling import best_of_n, greedy, majority, weighted_vote
 from amcs.verification.strategies import STRATEGIES, run_strategy
-from amcs.verification.voting import group_answers, same_answer, vote
+from amcs.verification.voting import (
+    group_answers,
+    majority_choice,
+    same_answer,
+    vote,
+    weighted_choice,
+)
 
 __all__ = [
     "AGGREGATIONS",
@@ -35,9 +41,9 @@ __all__ = [
     "beam_search",
     "best_index",
     "best_of_n",
-    "call_seed",
     "greedy",
     "group_answers",
+    "majority_choice",
     "majority",
     "make_verify_config",
     "mcts",
@@ -46,5 +52,6 @@ __all__ = [
     "same_answer",
     "split_steps",
     "vote",
+    "weighted_choice",
     "weighted_vote",
 ]

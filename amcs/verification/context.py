@@ -3,23 +3,15 @@ seeds, generated tokens, rollouts, requests and PRM calls."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from amcs.backends.base import Backend, Rollout, SamplingParams
 from amcs.prompts import prompt_ids as default_prompt_ids
+from amcs.seeds import derive_seed
 from amcs.verification.base import Candidate, StepScorer, StrategyResult
 from amcs.verification.config import VerifyConfig
-
-
-def call_seed(seed: int, question: str, index: int) -> int:
-    """The seed of a run's index-th backend call: a 63-bit hash of (seed, question, index),
-    stable across processes, so a run is reproducible and two strategies with the same seed
-    draw the same first samples (majority and best-of-n then judge the same n solutions)."""
-    digest = hashlib.sha256(f"{seed}\x00{question}\x00{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 @dataclass
@@ -66,7 +58,9 @@ class Run:
             top_k=cfg.top_k,
             max_new_tokens=cfg.max_new_tokens if max_new_tokens is None else max_new_tokens,
             stop=stop,
-            seed=call_seed(cfg.seed, self.question, self.requests),
+            # Stable across processes: two strategies with the same seed draw the same first
+            # samples (majority and best-of-n then judge the same n solutions).
+            seed=derive_seed(cfg.seed, self.question, self.requests, separator="\x00"),
         )
         self.requests += 1
         return self._sample(self.prompt_ids + list(prefix_ids), n, params)

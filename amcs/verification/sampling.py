@@ -14,7 +14,7 @@ from amcs.steps import split_steps, step_rules
 from amcs.verification.aggregation import aggregate, best_index
 from amcs.verification.base import Candidate, StrategyResult, final_answer
 from amcs.verification.context import Run, VerifyContext
-from amcs.verification.voting import group_answers, vote
+from amcs.verification.voting import group_answers, majority_choice, weighted_choice
 
 
 async def greedy(ctx: VerifyContext, question: str, n: int | None = None) -> StrategyResult:
@@ -49,13 +49,10 @@ async def majority(ctx: VerifyContext, question: str, n: int | None = None) -> S
     candidate's score is its answer's vote share. No PRM calls."""
     run = Run(ctx, "majority", question, n)
     candidates = [_candidate(r) for r in await _samples(run)]
-    answers = [c.answer for c in candidates]
-    winner, votes = vote(answers)
-    groups = group_answers(answers)
+    chosen, votes = majority_choice(candidates)  # none states an answer: the first sample
+    groups = group_answers([c.answer for c in candidates])
     for c, g in zip(candidates, groups, strict=True):
         c.score = None if g is None else groups.count(g) / len(candidates)
-    # No sample states an answer: report the first one, whose answer is None anyway.
-    chosen = winner if winner is not None else (0 if candidates else None)
     return run.result(candidates, chosen, votes=votes)
 
 
@@ -73,11 +70,5 @@ async def weighted_vote(ctx: VerifyContext, question: str, n: int | None = None)
     not vote. The text is the best-scored sample with the winning answer (ties: earliest)."""
     run = Run(ctx, "weighted-vote", question, n)
     candidates = await _scored(run, await _samples(run))
-    winner, votes = vote([c.answer for c in candidates], [c.score or 0.0 for c in candidates])
-    if winner is None:
-        chosen = best_index(candidates)
-    else:
-        groups = group_answers([c.answer for c in candidates])
-        members = [i for i, g in enumerate(groups) if g == groups[winner]]
-        chosen = max(members, key=lambda i: (candidates[i].score or 0.0, -i))
+    chosen, votes = weighted_choice(candidates)
     return run.result(candidates, chosen, votes=votes)

@@ -1,4 +1,5 @@
-"""Voting over final answers: answers that mean the same number vote together."""
+"""Voting over final answers: answers that mean the same number vote together; the choice rules of
+majority@n and the PRM-weighted vote (best-of-n's is ``aggregation.best_index``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import math
 from collections.abc import Sequence
 
 from amcs.grading import answers_match_fast
+from amcs.verification.aggregation import best_index
+from amcs.verification.base import Candidate
 
 
 def same_answer(a: str, b: str) -> bool:
@@ -59,3 +62,25 @@ def vote(
             winner = g
     table = {answers[first[g]]: totals[g] for g in sorted(totals)}
     return (first[winner] if winner is not None else None), table
+
+
+def majority_choice(candidates: Sequence[Candidate]) -> tuple[int | None, dict[str, float]]:
+    """majority@n: the first candidate of the most voted answer (``vote``: ties to the answer
+    that appeared first); the first candidate when none states an answer, None for none. Returns
+    (that index, the vote totals)."""
+    winner, votes = vote([c.answer for c in candidates])
+    return (winner if winner is not None else (0 if candidates else None)), votes
+
+
+def weighted_choice(candidates: Sequence[Candidate]) -> tuple[int | None, dict[str, float]]:
+    """PRM-weighted vote: answer a totals sum_{i: answer_i = a} score_i (a missing score counts
+    0; ties to the answer that appeared first); the chosen candidate is the best-scored one with
+    the winning answer (ties: earliest), or ``best_index`` when no candidate states an answer.
+    Returns (that index, the vote totals)."""
+    scores = [c.score or 0.0 for c in candidates]
+    winner, votes = vote([c.answer for c in candidates], scores)
+    if winner is None:
+        return best_index(candidates), votes
+    groups = group_answers([c.answer for c in candidates])
+    members = [i for i, g in enumerate(groups) if g == groups[winner]]
+    return max(members, key=lambda i: (scores[i], -i)), votes

@@ -11,19 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from train_policy import held_out_problems  # noqa: E402
-
-from amcs.assets import TINY_POLICY  # noqa: E402
-from amcs.backends.base import SamplingParams  # noqa: E402
-from amcs.backends.hf import HFBackend  # noqa: E402
-from amcs.domains.arith import STEP_SEPARATOR, check_steps  # noqa: E402
-from amcs.prompts import prompt_ids  # noqa: E402
+from amcs.assets import TINY_POLICY
+from amcs.backends.base import SamplingParams
+from amcs.backends.hf import HFBackend
+from amcs.domains.arith import STEP_SEPARATOR, check_steps, held_out_problems
+from amcs.prompts import prompt_ids
 
 
 async def evaluate(model: Path, n: int, temperature: float, seed: int) -> dict:

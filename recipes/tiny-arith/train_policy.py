@@ -8,7 +8,8 @@ wrong operands, skipped operations) so that step labels have something to find. 
 steps, not wall-clock time, so the result does not depend on the machine; on 2 idle CPU cores it
 takes about 18 minutes. Where other processes compete for the cores, set OMP_WAIT_POLICY=PASSIVE:
 spinning OpenMP threads otherwise make each step several times slower. The held-out evaluation set
-(amcs.domains.arith.held_out_problems) is excluded from training.
+(amcs.domains.arith.held_out_problems) is excluded from training; the rows are
+amcs.assets.tiny_arith.policy_training_rows.
 """
 
 from __future__ import annotations
@@ -19,30 +20,10 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from tokenizer import build_tokenizer  # a sibling script: its folder is on the path when run
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tokenizer import build_tokenizer  # noqa: E402
-
-from amcs.domains.arith import (  # noqa: E402
-    ArithConfig,
-    generate_problems,
-    held_out_problems,
-)
-from amcs.prompts import plain_prompt  # noqa: E402
-
-TRAIN_SEED = 1234
-
-
-def training_rows(n: int) -> list[dict]:
-    excluded = {p.expression for p in held_out_problems()}
-    problems = generate_problems(n + len(excluded), seed=TRAIN_SEED, config=ArithConfig())
-    rows = [
-        {"prompt": plain_prompt(p.question), "completion": p.solution}
-        for p in problems
-        if p.expression not in excluded
-    ]
-    return rows[:n]
+from amcs.assets.tiny_arith import policy_training_rows
 
 
 def main() -> None:
@@ -80,7 +61,7 @@ def main() -> None:
     model = LlamaForCausalLM(config)
     print(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
 
-    dataset = Dataset.from_list(training_rows(args.steps * args.batch_size))
+    dataset = Dataset.from_list(policy_training_rows(args.steps * args.batch_size))
     sft = SFTConfig(
         output_dir=str(args.work_dir),
         max_steps=args.steps,

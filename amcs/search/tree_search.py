@@ -1,4 +1,5 @@
-"""The OmegaPRM-style tree search, run by the `amcs` and `omegaprm` presets.
+"""The tree search that the `amcs` (default) and `omegaprm` methods run (OmegaPRM-style; the
+`shepherd` baseline is in shepherd.py).
 
 Estimate MC at the root; every incorrect rollout from a node with 0 < MC < 1 becomes a candidate
 (unless it was cut at max_new_tokens, or the candidate filter rejects it). Repeatedly select the
@@ -29,7 +30,11 @@ def garbled(text: str) -> bool:
 
 
 @dataclass(eq=False)
-class Candidate:
+class CandidateRollout:
+    """A wrong rollout from ``node`` waiting in the pool to have its first error located (not to
+    be confused with ``amcs.verification.Candidate``, a solution a verification strategy
+    considered)."""
+
     node: Node
     rollout: Rollout
 
@@ -38,7 +43,7 @@ class TreeSearch:
     def __init__(self, ctx: SearchContext) -> None:
         self.ctx = ctx
         self.config = ctx.config
-        self.pool: list[Candidate] = []
+        self.pool: list[CandidateRollout] = []
 
     def searchable(self, rollout: Rollout) -> bool:
         """The candidate filter: a rollout worth bisecting (complete, not garbled, not too
@@ -61,15 +66,15 @@ class TreeSearch:
             if ok:
                 continue
             if self.searchable(rollout):
-                self.pool.append(Candidate(node, rollout))
+                self.pool.append(CandidateRollout(node, rollout))
             elif not truncated(rollout):
                 self.ctx.stats.filtered += 1
 
-    def _pop(self, t: int) -> Candidate:
+    def _pop(self, t: int) -> CandidateRollout:
         """The best candidate by its score now (Q from its node's MC, U from the visit counts as
         they stand at this pop)."""
 
-        def score(c: Candidate) -> float:
+        def score(c: CandidateRollout) -> float:
             return candidate_score(
                 c.node.mc,
                 c.rollout.num_tokens,
@@ -121,7 +126,7 @@ class TreeSearch:
                 paths.append(path)
         return ctx.finish(paths)
 
-    async def _locate_first_error(self, candidate: Candidate) -> list[list[int]] | None:
+    async def _locate_first_error(self, candidate: CandidateRollout) -> list[list[int]] | None:
         """Binary search for the first wrong step of an incorrect rollout (OmegaPRM); returns the
         steps of the path it found (labelled later by `SearchContext.finish`).
 

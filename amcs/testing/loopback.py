@@ -1,4 +1,4 @@
-"""A stand-in inference server on 127.0.0.1 for the HTTP backends' tests.
+"""A stand-in inference server on 127.0.0.1 for the HTTP backends' tests and benchmarks.
 
 It serves SGLang's native ``/health``, ``/server_info`` and ``/generate`` and the
 OpenAI-compatible ``/v1/models`` and ``/v1/completions``, sampling from the bundled tiny policy
