@@ -207,7 +207,7 @@ def test_step_tag_scores_match_manual(step_tag_dir):
     assert scores == pytest.approx(expected, abs=1e-6)
     assert abs(scores[0] - scores[1]) > 1e-3
     # Without logits_to_keep (models that lack it) the full logits give the same scores.
-    scorer._keeps_logits = False
+    scorer.format.keeps_logits = False
     assert scorer.score_batch([(question, steps)])[0] == pytest.approx(expected, abs=1e-6)
 
 
@@ -284,7 +284,7 @@ def test_concurrent_calls_share_forward_passes(token_cls_dir):
         assert got == pytest.approx(want, abs=1e-5)
     assert scorer.calls - calls == 20
     assert 3 <= scorer.forward_passes - passes <= 6
-    assert scorer._thread is None
+    assert not scorer.worker.running
 
 
 def test_errors_reach_their_callers(token_cls_dir, monkeypatch):
