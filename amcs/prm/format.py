@@ -205,7 +205,7 @@ def load_trained(loader, path: Path, prm_format: str, **kwargs):
     the model needs: transformers would initialise them at random (a policy or base model loaded
     as a classifier gets a random score head) and every score would be noise, with exit code 0.
     The loader's own missing-keys report decides, so the model loads once."""
-    from amcs.prm.registry import PRM_FORMATS  # the registry imports the formats, which use this
+    from amcs.prm.registry import FORMATS  # the registry imports the formats, which use this
 
     with _held_load_report() as held:
         model, info = loader.from_pretrained(str(path), output_loading_info=True, **kwargs)
@@ -217,7 +217,7 @@ def load_trained(loader, path: Path, prm_format: str, **kwargs):
         raise ValueError(
             f"cannot use {path} as a {prm_format} PRM: its checkpoint has no trained weights for "
             f"{shown} (a policy or base model, not a PRM?); train one with amcs train, or pass "
-            f"the --prm-format it was trained for (one of {', '.join(PRM_FORMATS)})"
+            f"the --prm-format it was trained for (one of {', '.join(FORMATS)})"
         )
     logger = logging.getLogger("transformers.modeling_utils")
     for record in held:

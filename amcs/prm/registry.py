@@ -26,7 +26,7 @@ PRM_FORMATS = tuple(FORMATS)
 def format_named(name: str) -> type[PRMFormat]:
     """The format class called ``name``; ValueError naming the known ones otherwise."""
     if name not in FORMATS:
-        raise ValueError(f"unknown PRM format {name!r}; expected one of {PRM_FORMATS}")
+        raise ValueError(f"unknown PRM format {name!r}; expected one of {tuple(FORMATS)}")
     return FORMATS[name]
 
 
@@ -37,7 +37,7 @@ def detect_prm_format(path: str | Path, *, step_tag: str = DEFAULT_STEP_TAG) -> 
 
     Raises ValueError, naming the path, when the directory matches none of the formats."""
     path = Path(path)
-    hint = f"pass --prm-format (one of {', '.join(PRM_FORMATS)})"
+    hint = f"pass --prm-format (one of {', '.join(FORMATS)})"
     for name, format_class in FORMATS.items():
         if format_class.own_file and (path / format_class.own_file).is_file():
             return name
