@@ -21,6 +21,25 @@ def items(loop, values):
     return [Item(future=loop.create_future(), loop=loop, value=v) for v in values]
 
 
+def serve_all(job: BatchJob, values, cancelled=()) -> list:
+    """Queue items of ``values`` at once (those at the ``cancelled`` indexes given up), on a
+    worker running ``job``; their results (exceptions as values), the worker closed."""
+    worker = BatchWorker(job, name="test-batching", what="test")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        queued = items(loop, values)
+        for index in cancelled:
+            queued[index].future.cancel()
+        worker.submit(queued)  # all queued before the worker's first round
+        results = await asyncio.gather(*(i.future for i in queued), return_exceptions=True)
+        await worker.aclose()
+        assert not worker.running
+        return results
+
+    return asyncio.run(main())
+
+
 class Doubling(BatchJob[Item]):
     """Each round doubles its items' values; a negative value fails the whole round."""
 
@@ -38,22 +57,10 @@ class Doubling(BatchJob[Item]):
 
 def test_waiting_requests_go_in_rounds_of_the_jobs_room_and_cancelled_ones_are_skipped():
     job = Doubling(3)
-    worker = BatchWorker(job, name="test-batching", what="test")
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        queued = items(loop, range(7))
-        queued[4].future.cancel()
-        worker.submit(queued)  # all queued before the worker's first round
-        results = await asyncio.gather(*(i.future for i in queued), return_exceptions=True)
-        await worker.aclose()
-        return results
-
-    results = asyncio.run(main())
+    results = serve_all(job, range(7), cancelled=[4])
     assert job.rounds == [[0, 1, 2], [3, 5, 6]]
     assert [r for i, r in enumerate(results) if i != 4] == [0, 2, 4, 6, 10, 12]
     assert isinstance(results[4], asyncio.CancelledError)
-    assert not worker.running
 
 
 def test_a_failing_round_fails_its_callers_only_and_the_worker_goes_on():
@@ -149,19 +156,10 @@ class Countdown(BatchJob[Item]):
 
 def test_a_busy_job_runs_rounds_without_new_requests_and_takes_only_its_room():
     job = Countdown(2)
-    worker = BatchWorker(job, name="test-batching", what="test")
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        queued = items(loop, [3, 1, 2])
-        worker.submit(queued)
-        results = await asyncio.gather(*(i.future for i in queued))
-        await worker.aclose()
-        return results
-
+    results = serve_all(job, [3, 1, 2])
     # Rounds 1-3: the 3-round item; the 1-round one ends in round 1, so the 2-round one joins in
     # round 2 (no room in round 1) and ends in round 3.
-    assert asyncio.run(main()) == [3, 1, 3]
+    assert results == [3, 1, 3]
     assert job.rounds == 3
 
 
