@@ -132,14 +132,6 @@ def load_prm_config(path: str | Path) -> dict[str, Any]:
     return json.loads((Path(path) / PRM_CONFIG_FILE).read_text())
 
 
-def read_policy_features(path: str | Path) -> dict | None:
-    """The ``policy_features`` entry of a saved PRM's amcs_prm.json, or None for a plain PRM (or
-    a checkpoint without amcs_prm.json)."""
-    if not is_amcs_checkpoint(path):
-        return None
-    return load_prm_config(path).get("policy_features")
-
-
 def load_model(path: Path, dtype: torch.dtype | None) -> tuple[torch.nn.Module, dict]:
     """The token-classification model at ``path`` (a :class:`StepFeaturePRM` when its
     amcs_prm.json has ``policy_features``) and the scorer options its checkpoint sets:
