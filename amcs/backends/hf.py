@@ -1,7 +1,7 @@
 """The transformers backend: the CPU default, also runs on CUDA.
 
 Concurrent ``sample`` calls become rows (one per requested rollout) that a single worker thread
-decodes together with a KV cache, by continuous batching: rows that arrive while others are being
+(:mod:`amcs.batching`, the job ``_Decoding``) decodes together with a KV cache, by continuous batching: rows that arrive while others are being
 decoded are prefilled and join the running batch at the next step, and finished rows leave it at
 once, so many searches share every forward pass and the event loop never blocks. Rows of one
 request share one prefill of their prompt. The cache grows in place (``_GrowingLayer``: spare
