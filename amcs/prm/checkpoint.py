@@ -7,6 +7,7 @@ A saved PRM is a directory holding:
 - or, for a policy-features PRM (:class:`amcs.step_features.StepFeaturePRM`), the frozen base as
   a causal LM checkpoint plus the trained step head in ``step_head.safetensors``;
 - the tokenizer's files;
+- a model card, ``README.md`` (:func:`amcs.cards.prm_card`), when the trainer gives one;
 - ``amcs_prm.json`` (:data:`PRM_CONFIG_FILE`): ``separator`` (the text after each step; a step's
   label and score sit on the last token of step + separator), ``label_meaning``, ``base_model``,
   ``labels`` (hard | soft) and, for a policy-features PRM, ``policy_features`` (its features,
@@ -30,6 +31,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForTokenClassification
 
+from amcs.cards import CARD_FILE, write_model_card
 from amcs.prm.format import load_trained
 from amcs.step_features import HEAD_FILE, StepFeaturePRM
 from amcs.steps import DEFAULT_SEPARATOR
@@ -37,7 +39,7 @@ from amcs.steps import DEFAULT_SEPARATOR
 PRM_CONFIG_FILE = "amcs_prm.json"
 LABEL_MEANING = {"1": "step correct", "0": "step wrong"}
 # What write_checkpoint writes in its folder (transformers' model and tokenizer files, the step
-# head of a policy-features PRM, amcs_prm.json): `amcs train` checks none of them is an input.
+# head of a policy-features PRM, the model card, amcs_prm.json): `amcs train` checks none of them is an input.
 SAVED_FILES = (
     "config.json",
     "generation_config.json",
@@ -48,6 +50,7 @@ SAVED_FILES = (
     "special_tokens_map.json",
     "chat_template.jinja",
     HEAD_FILE,
+    CARD_FILE,
     PRM_CONFIG_FILE,
 )
 
@@ -62,10 +65,12 @@ def prm_settings(*, separator: str, base_model: str, labels: str) -> dict[str, A
     }
 
 
-def write_checkpoint(model, tokenizer, out_dir: str | Path, settings: dict[str, Any]) -> None:
-    """Save ``model``, ``tokenizer`` and ``amcs_prm.json`` (``settings``, plus the
-    ``policy_features`` entry when the model's save_pretrained returns one, as
-    :meth:`StepFeaturePRM.save_pretrained` does) to ``out_dir``, through a directory beside it
+def write_checkpoint(
+    model, tokenizer, out_dir: str | Path, settings: dict[str, Any], card: str | None = None
+) -> None:
+    """Save ``model``, ``tokenizer``, ``amcs_prm.json`` (``settings``, plus the
+    ``policy_features`` entry that :meth:`StepFeaturePRM.save_pretrained` returns) and the model
+    card ``card`` (none when None) to ``out_dir``, through a directory beside it
     (:func:`_move_into_place`)."""
     out_dir = Path(out_dir)
     if not out_dir.parent.is_dir():
@@ -81,6 +86,7 @@ def write_checkpoint(model, tokenizer, out_dir: str | Path, settings: dict[str, 
             settings["policy_features"] = saved
         text = json.dumps(settings, indent=2) + "\n"
         (staging / PRM_CONFIG_FILE).write_text(text)
+        write_model_card(staging, card)
         _move_into_place(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

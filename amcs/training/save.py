@@ -1,6 +1,6 @@
 """Saving a trained PRM in the checkpoint format of :mod:`amcs.prm.checkpoint` (model with LoRA
-merged in, tokenizer, ``amcs_prm.json``), written by one process only, however many processes
-trained it."""
+merged in, tokenizer, ``amcs_prm.json``, model card), written by one process only, however many
+processes trained it."""
 
 from __future__ import annotations
 
@@ -16,8 +16,16 @@ def prm_config(base: str, config: PRMTrainingConfig) -> dict[str, Any]:
     return prm_settings(separator=config.separator, base_model=base, labels=config.labels)
 
 
-def save_prm(trainer, tokenizer, out_dir: str | Path, base: str, config: PRMTrainingConfig):
-    """Save the trained model, its tokenizer and ``amcs_prm.json`` to ``out_dir``
+def save_prm(
+    trainer,
+    tokenizer,
+    out_dir: str | Path,
+    base: str,
+    config: PRMTrainingConfig,
+    card: str | None = None,
+):
+    """Save the trained model, its tokenizer, ``amcs_prm.json`` and the model card ``card``
+    (README.md, :func:`amcs.cards.prm_card`) to ``out_dir``
     (:func:`amcs.prm.checkpoint.write_checkpoint`).
 
     Under ``accelerate launch`` or ``torchrun`` every rank holds the same trained weights, so
@@ -32,6 +40,6 @@ def save_prm(trainer, tokenizer, out_dir: str | Path, base: str, config: PRMTrai
             model = trainer.model
             if config.uses_lora:
                 model = model.merge_and_unload()
-            write_checkpoint(model, tokenizer, out_dir, prm_config(base, config))
+            write_checkpoint(model, tokenizer, out_dir, prm_config(base, config), card)
     finally:
         trainer.accelerator.wait_for_everyone()
