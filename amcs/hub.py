@@ -1,4 +1,4 @@
-"""Sources given by name: a Hugging Face dataset, or a local path that does not exist.
+"""Sources given by name: a Hugging Face dataset or model, or a local path that does not exist.
 
 ``problems`` and ``prm_data`` accept either a local file or a hub dataset name. Two things go wrong
 with a plain ``datasets.load_dataset(name)``:
@@ -14,6 +14,11 @@ here, is a local path, and its absence is a "no such file" error. ``load_hub_dat
 second: it first asks the hub endpoint for any HTTP answer (2 s), and when none comes it loads in
 offline mode, which reads the local datasets cache and fails at once when the dataset is not
 there. ``HF_HUB_OFFLINE=1`` skips the check.
+
+A hub id (:func:`is_hub_id`, the one rule for datasets and models) is ``name`` or
+``namespace/name``, ASCII letters, digits, ``-``, ``_`` and ``.``, each part starting with a letter
+or digit. Checkpoints (:func:`resolve_checkpoint`: a PRM, a policy) need the namespace: a bare word
+that is not a local directory is taken for a mistyped path, not sent to the hub.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-# A hub dataset id: "name" or "namespace/name"; letters, digits, "-", "_" and ".".
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$", re.ASCII)
+# A hub id: "name" or "namespace/name"; letters, digits, "-", "_" and ".".
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$", re.ASCII)
 PROBE_SECONDS = 2.0
 log = logging.getLogger(__name__)
 
@@ -40,9 +45,32 @@ def looks_like_local_path(name: str) -> bool:
     """Whether ``name`` (without a ``:split`` suffix) must mean a local path, not a hub id."""
     if name.startswith((".", "~", "/")) or "\\" in name or (os.altsep and os.altsep in name):
         return True
-    if not _HUB_ID.match(name):
+    if not is_hub_id(name):
         return True
     return "/" in name and Path(name).parent.is_dir()
+
+
+def is_hub_id(name: str, *, namespaced: bool = False) -> bool:
+    """Whether ``name`` can be a hub id (module docstring); with ``namespaced``, only
+    ``namespace/name``."""
+    return bool(HUB_ID.match(name)) and (not namespaced or "/" in name)
+
+
+def resolve_checkpoint(path: str | Path, what: str = "PRM") -> Path:
+    """A local directory as is; a hub id ``namespace/name`` downloaded to the local cache (needs
+    the hub, or a cache that already holds it). Anything else: ValueError naming it (and
+    ``what`` it should have been)."""
+    local = Path(path).expanduser()
+    if local.exists():
+        return local
+    if is_hub_id(str(path), namespaced=True):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(str(path)))
+        except Exception as exc:  # noqa: BLE001 - offline, gated, missing: say which
+            raise ValueError(f"cannot fetch {what} {path} from the hub: {exc}") from exc
+    raise ValueError(f"{path}: no such {what} directory")
 
 
 def hub_reachable(timeout: float = PROBE_SECONDS) -> bool:

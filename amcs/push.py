@@ -27,7 +27,7 @@ class PushError(ValueError):
 def folder_kind(folder: str | Path) -> str | None:
     """``"dataset"`` for an ``amcs export -f hub`` folder, ``"model"`` for an ``amcs train``
     folder, None for anything else."""
-    from amcs.training.save import PRM_CONFIG_FILE
+    from amcs.prm.checkpoint import PRM_CONFIG_FILE
 
     folder = Path(folder)
     if (folder / "config.json").is_file() and (folder / PRM_CONFIG_FILE).is_file():

@@ -30,12 +30,12 @@ small head on [these features, a projection of the base's last hidden state] at 
 label position. :class:`PolicyConfidence` (``--prm policy-confidence``) trains nothing: a
 step's score is exp(min_logprob), the policy's lowest probability for one of the step's tokens.
 Both return token-classification logits (batch, seq, 2), so the trainer, the loss and
-:class:`amcs.prm.PRMScorer` treat them as any token-classification PRM.
+:class:`amcs.prm.PRMScorer` treat them as any token-classification PRM (their checkpoint entry:
+:mod:`amcs.prm.checkpoint`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -288,8 +288,3 @@ class PolicyConfidence(_FrozenBase):
         features = step_features(stats, step_owner, step_separator)
         log_p = (features[..., FEATURES.index("min_logprob")] * FEATURE_SCALE).clamp(max=-1e-6)
         return TokenClassifierOutput(logits=torch.stack([torch.log1p(-log_p.exp()), log_p], -1))
-
-
-def read_policy_features(config_path: Path) -> dict | None:
-    """The ``policy_features`` entry of an amcs_prm.json, or None for a plain PRM."""
-    return json.loads(config_path.read_text()).get("policy_features")

@@ -14,10 +14,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from amcs.problems import ProblemError, load_problems
-from amcs.prompts import DEFAULT_SYSTEM_PROMPT
-from amcs.redaction import redact_logging
-from amcs.scorer_names import (
+from amcs.prm.names import (
     ARITH_ORACLE,
     POLICY_CONFIDENCE,
     SCORER_NAMES,
@@ -25,6 +22,9 @@ from amcs.scorer_names import (
     is_policy_confidence,
     scorer_location,
 )
+from amcs.problems import ProblemError, load_problems
+from amcs.prompts import DEFAULT_SYSTEM_PROMPT
+from amcs.redaction import redact_logging
 from cli.common import (
     check_backend_options,
     check_number,
@@ -88,7 +88,7 @@ def _scorer(
     tiny-prm, arith-oracle, policy-confidence[:MODEL] read from ``policy``), or a one-line
     error."""
     from amcs.prm import load_scorer
-    from amcs.scorer_names import ScorerError
+    from amcs.prm.names import ScorerError
 
     try:
         return load_scorer(
@@ -107,7 +107,7 @@ def prm_separator(prm: str | None) -> tuple[str, Path] | None:
     ``amcs train``) and that file; None for the oracle, policy-confidence, a hub id or a PRM
     without the file. A file that cannot be read is left to the PRM loader to report."""
     from amcs.assets import TINY_PRM
-    from amcs.training.save import PRM_CONFIG_FILE, load_prm_config
+    from amcs.prm.checkpoint import PRM_CONFIG_FILE, load_prm_config
 
     folder = TINY_PRM if prm in (None, TINY_PRM_NAME) else scorer_location(prm)
     if folder is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from amcs.scorer_names import SCORER_NAMES, scorer_location
+from amcs.prm.names import SCORER_NAMES, scorer_location
 from cli.common import check_backend_options, check_number, fail, open_backend, say
 
 INSTRUCT = "instruct"
@@ -16,7 +16,7 @@ INSTRUCT = "instruct"
 def _judge(judge: str, prm_format: str | None, batch_size: int):
     """The step scorer --judge names (:func:`amcs.prm.load_scorer`), or a one-line error."""
     from amcs.prm import load_scorer
-    from amcs.scorer_names import ScorerError
+    from amcs.prm.names import ScorerError
 
     try:
         return load_scorer(judge, prm_format=prm_format, max_batch_size=batch_size)

@@ -186,7 +186,7 @@ def train_command(
         check_combinable(sources)
     except (ShardError, OSError, ValueError) as exc:
         fail(str(exc))
-    from amcs.training.save import SAVED_FILES
+    from amcs.prm.checkpoint import SAVED_FILES
 
     out_dir = Path(str(opts["out"])).expanduser()
     check_output(

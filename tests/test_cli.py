@@ -320,7 +320,7 @@ def test_a_bad_set_value_is_one_line_naming_the_key(tmp_path, command, setting, 
 def test_scorer_names_mean_the_same_in_every_command():
     from amcs.assets import TINY_PRM
     from amcs.prm import load_scorer
-    from amcs.scorer_names import ScorerError, scorer_location
+    from amcs.prm.names import ScorerError, scorer_location
     from amcs.verification import ArithOracleScorer
 
     assert isinstance(load_scorer("arith-oracle"), ArithOracleScorer)

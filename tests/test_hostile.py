@@ -724,10 +724,10 @@ def test_a_prm_save_cut_short_never_leaves_a_loadable_mix(tmp_path, monkeypatch)
                 raise KeyboardInterrupt
             real_replace(src, dst)
 
-        monkeypatch.setattr(save.os, "replace", replace)
+        monkeypatch.setattr(os, "replace", replace)
         with pytest.raises(KeyboardInterrupt):
             save.save_prm(_FakeTrainer(b"new"), _FakeTokenizer(), out, "base", config)
-        monkeypatch.setattr(save.os, "replace", real_replace)
+        monkeypatch.setattr(os, "replace", real_replace)
         names = {p.name for p in out.iterdir()}
         assert "notes.txt" in names and not (tmp_path / ".prm.saving").exists()
         assert "amcs_prm.json" not in names, (cut, names)

@@ -1,5 +1,6 @@
 import asyncio
 import json
+from pathlib import Path
 from threading import Event
 
 import pytest
@@ -216,7 +217,7 @@ def test_step_tag_scores_match_manual(step_tag_dir):
     assert scores == pytest.approx(expected, abs=1e-6)
     assert abs(scores[0] - scores[1]) > 1e-3
     # Without logits_to_keep (models that lack it) the full logits give the same scores.
-    scorer._keeps_logits = False
+    scorer.format.keeps_logits = False
     assert scorer.score_batch([(question, steps)])[0] == pytest.approx(expected, abs=1e-6)
 
 
@@ -312,7 +313,7 @@ def test_concurrent_calls_share_forward_passes(token_cls_dir, monkeypatch):
     assert batch_sizes == [1, 8, 8, 4]
     assert scorer.forward_passes - passes == 4
     assert scorer.calls - calls == 21
-    assert scorer._thread is None
+    assert not scorer.worker.running
 
 
 def test_errors_reach_their_callers(token_cls_dir, monkeypatch):
@@ -346,3 +347,64 @@ def test_errors_reach_their_callers(token_cls_dir, monkeypatch):
             await scorer.score(QUESTION, STEPS)
 
     asyncio.run(bad_model())
+
+
+# --- the format registry and the hub-id rule -----------------------------------------------------
+
+
+def test_a_format_is_one_class_and_one_registry_line(step_tag_dir, tmp_path, monkeypatch):
+    """A format added to amcs.prm.registry.FORMATS is detected (here by its own file), loaded and
+    scored like the built-in ones, with nothing else changed."""
+    from amcs.prm import registry
+    from amcs.prm.step_tag import StepTag
+
+    class StepTagLines(StepTag):
+        """step-tag with the question on a line of its own."""
+
+        name = "step-tag-lines"
+        own_file = "lines.json"
+
+        def token_ids(self, question, steps):
+            text = question + "\n" + "\n".join(f"{step} {self.marker}" for step in steps)
+            return list(self.tokenizer(text)["input_ids"])
+
+    monkeypatch.setitem(registry.FORMATS, StepTagLines.name, StepTagLines)
+    for name in step_tag_dir.iterdir():
+        (tmp_path / name.name).write_bytes(name.read_bytes())
+    assert detect_prm_format(tmp_path) == "step-tag"
+    (tmp_path / "lines.json").write_text("{}")
+    assert detect_prm_format(tmp_path) == "step-tag-lines"
+    scorer = load_prm(tmp_path, device="cpu")
+    assert scorer.prm_format == "step-tag-lines" and isinstance(scorer.format, StepTagLines)
+    items = [("what is a + b ?", ["a + b = c", "answer c"]), ("what is c ?", ["answer c"])]
+    # The word tokenizer splits on any whitespace: the same ids as step-tag, so the same scores.
+    assert scorer.score_batch(items) == load_prm(step_tag_dir, device="cpu").score_batch(items)
+    assert scorer.encode(*items[0]).ids == load_prm(step_tag_dir).encode(*items[0]).ids
+    with pytest.raises(ValueError, match="unknown PRM format 'nope'.*step-tag-lines"):
+        PRMScorer(scorer.model, scorer.tokenizer, "nope")
+
+
+def test_one_hub_id_rule_for_datasets_and_checkpoints(tmp_path, monkeypatch):
+    """amcs.hub.is_hub_id: [namespace/]name, ASCII, each part starting with a letter or digit;
+    a checkpoint needs the namespace, so a bare word that is not a directory is a missing
+    directory at once (no hub request)."""
+    from amcs.hub import is_hub_id, looks_like_local_path, resolve_checkpoint
+
+    for name in ("Qwen/Qwen2.5-Math-PRM-7B", "openai/gsm8k", "peiyi9979/math-shepherd-mistral"):
+        assert is_hub_id(name) and is_hub_id(name, namespaced=True)
+    assert is_hub_id("gsm8k") and not is_hub_id("gsm8k", namespaced=True)
+    for name in ("org/-x", "org/.hidden", "org/_x", "ünï/x", "a/b/c", "./x", "org/", "/x"):
+        assert not is_hub_id(name) and looks_like_local_path(name), name
+    monkeypatch.chdir(tmp_path)
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", no_hub)
+    for name in ("my-prm", "org/-x"):
+        with pytest.raises(ValueError, match=f"^{name}: no such PRM directory$"):
+            resolve_checkpoint(name)
+    (tmp_path / "my-prm").mkdir()
+    assert resolve_checkpoint("my-prm") == Path("my-prm")
+    with pytest.raises(ValueError, match="cannot fetch model org/x from the hub: .*asked"):
+        resolve_checkpoint("org/x", "model")

@@ -1,7 +1,7 @@
 """The transformers backend: the CPU default, also runs on CUDA.
 
 Concurrent ``sample`` calls become rows (one per requested rollout) that a single worker thread
-decodes together with a KV cache, by continuous batching: rows that arrive while others are being
+(:mod:`amcs.batching`, the job ``_Decoding``) decodes together with a KV cache, by continuous batching: rows that arrive while others are being
 decoded are prefilled and join the running batch at the next step, and finished rows leave it at
 once, so many searches share every forward pass and the event loop never blocks. Rows of one
 request share one prefill of their prompt. The cache grows in place (``_GrowingLayer``: spare
@@ -43,9 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import threading
 import types
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,8 +61,8 @@ from transformers.masking_utils import sdpa_mask
 
 from amcs.assets import TINY_POLICY
 from amcs.backends.base import Rollout, SamplingParams
+from amcs.batching import BatchJob, BatchWorker, Waiter
 from amcs.seeds import derive_seed
-from amcs.threads import hand_over
 
 log = logging.getLogger("amcs.backends.hf")
 
@@ -73,22 +71,18 @@ ROW_BLOCKS = (4, 8, 16, 32)  # rule 2: the row blocks calibrate_row_block tries,
 SPARE_COLUMNS = 64  # the cache grows by this many columns at a time
 
 
-@dataclass(eq=False)
-class _Row:
+@dataclass(eq=False, kw_only=True)
+class _Row(Waiter):
+    """One requested rollout, resolved with its Rollout by the worker thread."""
+
     prompt_ids: list[int]
     params: SamplingParams
     seed: int
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
-    budget: int = 0
+    budget: int
     uniforms: list[float] = field(default_factory=list)
     out_ids: list[int] = field(default_factory=list)
     logprob_sum: float = 0.0
     tail: str = ""
-
-    def resolve(self, result: Rollout | BaseException) -> None:
-        """Hand the result to the caller's event loop (called from the worker thread)."""
-        hand_over(self.loop, self.future, result)
 
 
 @dataclass(eq=False)
@@ -254,6 +248,40 @@ def _exact_linear(block: int | None):
     return forward
 
 
+class _Decoding(BatchJob[_Row]):
+    """The backend's job on its batching worker (amcs.batching): each round lets waiting rows join
+    the running batch (prefilled together) and decodes one step of every row."""
+
+    def __init__(self, backend: HFBackend) -> None:
+        self.backend = backend
+        self.batch: _Batch | None = None
+
+    def room(self) -> int:
+        size = self.backend.max_batch_size
+        if self.batch is None:
+            return size
+        # Joining costs a prefill and a copy of the running cache, so rows join in groups: when
+        # the batch is empty or has at least half its room free.
+        room = size - len(self.batch.rows)
+        return room if room >= size // 2 else 0
+
+    def busy(self) -> bool:
+        return self.batch is not None
+
+    def abandon(self) -> list[_Row]:
+        rows = self.batch.rows if self.batch is not None else []
+        self.batch = None
+        return rows
+
+    def run(self, taken: list[_Row]) -> None:
+        backend = self.backend
+        with torch.inference_mode():
+            if taken:
+                self.batch = backend._merge(self.batch, backend._prefill(taken))
+            if self.batch is not None:
+                self.batch = backend._step(self.batch)
+
+
 class HFBackend:
     """Sample from any local or hub causal LM with transformers.
 
@@ -309,10 +337,7 @@ class HFBackend:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else next(iter(self.eos_ids), 0)
         self._rng = random.Random(seed)
-        self._pending: deque[_Row] = deque()
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        self._worker = BatchWorker(_Decoding(self), name="amcs-hf", what="backend")
         self._pieces: list[str] | None = None  # decoded tokens, for stop strings
         # How much batching happens: forward passes run, and the most rows in one.
         self.forward_passes = 0
@@ -326,7 +351,7 @@ class HFBackend:
     # --- the protocol -----------------------------------------------------------------------
 
     async def sample(self, prompt_ids: list[int], n: int, params: SamplingParams) -> list[Rollout]:
-        if self._closed:
+        if self._worker.closed:
             raise RuntimeError("backend is closed")
         if n < 1:
             return []
@@ -348,13 +373,17 @@ class HFBackend:
                 if params.seed is not None
                 else self._rng.getrandbits(63)
             )
-            rows.append(_Row(list(prompt_ids), params, seed, loop.create_future(), loop, budget))
-        with self._wake:
-            self._pending.extend(rows)
-            self._wake.notify()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="amcs-hf", daemon=True)
-            self._thread.start()
+            rows.append(
+                _Row(
+                    future=loop.create_future(),
+                    loop=loop,
+                    prompt_ids=list(prompt_ids),
+                    params=params,
+                    seed=seed,
+                    budget=budget,
+                )
+            )
+        self._worker.submit(rows)
         try:
             return list(await asyncio.gather(*(r.future for r in rows)))
         except asyncio.CancelledError:
@@ -363,46 +392,9 @@ class HFBackend:
             raise
 
     async def aclose(self) -> None:
-        with self._wake:
-            self._closed = True
-            self._wake.notify()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
+        await self._worker.aclose()
 
-    # --- the worker thread ------------------------------------------------------------------
-
-    def _serve(self) -> None:
-        batch: _Batch | None = None
-        with torch.inference_mode():
-            while True:
-                with self._wake:
-                    while not self._pending and batch is None and not self._closed:
-                        self._wake.wait()
-                    if self._closed:
-                        break
-                    room = self.max_batch_size - (len(batch.rows) if batch else 0)
-                    # Joining costs a prefill and a copy of the running cache, so rows join in
-                    # groups: when the batch is empty or has at least half its room free.
-                    if batch is not None and room < self.max_batch_size // 2:
-                        room = 0
-                    new = []
-                    while self._pending and len(new) < room:
-                        row = self._pending.popleft()
-                        if not row.future.cancelled():
-                            new.append(row)
-                try:
-                    if new:
-                        batch = self._merge(batch, self._prefill(new))
-                    if batch is not None:
-                        batch = self._step(batch)
-                except Exception as exc:  # noqa: BLE001 - every caller in the batch gets it
-                    for row in (batch.rows if batch else []) + new:
-                        row.resolve(exc)
-                    batch = None
-        closed = RuntimeError("backend closed")
-        for row in (batch.rows if batch else []) + list(self._pending):
-            row.resolve(closed)
+    # --- the worker thread (amcs.batching, job _Decoding) -----------------------------------
 
     def _forward(self, ids, mask, positions, cache, **kw) -> torch.Tensor:
         self.forward_passes += 1

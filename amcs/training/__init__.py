@@ -18,8 +18,8 @@ Modules, one job each: ``config`` (PRMTrainingConfig, a ``TrainingArguments``), 
 (PRMTrainer, train_prm, evaluation) and ``save`` (the main process writes the PRM).
 """
 
+from amcs.prm.checkpoint import PRM_CONFIG_FILE, load_prm_config
 from amcs.training.config import PRMTrainingConfig, make_training_config
-from amcs.training.save import PRM_CONFIG_FILE, load_prm_config
 from amcs.training.trainer import train_prm
 
 __all__ = [

@@ -1,7 +1,8 @@
 """The names a command's ``--prm`` / ``--judge`` takes besides a PRM directory or hub id: one
 meaning everywhere (``amcs eval``, ``amcs eval steps``, ``amcs filter``, the benchmarks). Kept
 free of torch so the command line's help can name them without loading a model library;
-:func:`amcs.prm.load_scorer` turns a name into a scorer."""
+:func:`amcs.prm.load_scorer` turns a name into a scorer (``import amcs.prm.names`` loads no model
+library: the package imports its parts when first asked)."""
 
 from __future__ import annotations
 
