@@ -16,7 +16,9 @@ first; two ways, read once, at the first lookup in any registry:
       [project.entry-points."amcs.plugins"]
       counting = "mypkg.counting"
 
-A plugin that cannot be imported is a :class:`PluginError` naming it.
+A plugin that cannot be imported does not stop the program (its help, the commands that do not
+need it): one ``warning:`` line on stderr names it and why, and the same words end the message
+of a name no registry knows (:meth:`Registry.unknown`).
 """
 
 from __future__ import annotations
@@ -34,10 +36,6 @@ PLUGINS_ENV = "AMCS_PLUGINS"
 PLUGIN_GROUP = "amcs.plugins"
 
 Entry = TypeVar("Entry")
-
-
-class PluginError(ImportError):
-    """A plugin named by AMCS_PLUGINS or an ``amcs.plugins`` entry point that does not load."""
 
 
 class Registry(Mapping[str, Entry], Generic[Entry]):
@@ -60,15 +58,17 @@ class Registry(Mapping[str, Entry], Generic[Entry]):
     def unregister(self, name: str) -> None:
         self._entries.pop(name, None)
 
-    def registered(self) -> list[Entry]:
+    def registered(self) -> dict[str, Entry]:
         """The entries registered so far, without loading the plugins (for registration's own
         checks)."""
-        return list(self._entries.values())
+        return dict(self._entries)
 
     def unknown(self, name: object, what: str | None = None) -> ValueError:
         """The error for a name that is not registered: "unknown backend 'x'; choose one of
-        hf, ..." (``what`` replaces the kind, e.g. "--backend")."""
-        return ValueError(f"unknown {what or self.kind} {name!r}; choose one of {', '.join(self)}")
+        hf, ..." (``what`` replaces the kind, e.g. "--backend"), and why a plugin did not load
+        when one did not."""
+        message = f"unknown {what or self.kind} {name!r}; choose one of {', '.join(self)}"
+        return ValueError("; ".join([message, *_plugins["errors"]]))
 
     def __getitem__(self, name: str) -> Entry:
         load_plugins()
@@ -96,41 +96,48 @@ class Registry(Mapping[str, Entry], Generic[Entry]):
         return f"Registry({self.kind}: {', '.join(self._entries)})"
 
 
-_plugins = {"loaded": False}
+_plugins: dict = {"loaded": False, "errors": []}
 
 
-def load_plugins() -> None:
-    """Import the plugins of AMCS_PLUGINS and of the ``amcs.plugins`` entry points, once."""
+def load_plugins() -> list[str]:
+    """Import the plugins of AMCS_PLUGINS and of the ``amcs.plugins`` entry points, once;
+    returns why any of them did not load (module docstring)."""
     if _plugins["loaded"]:
-        return
+        return _plugins["errors"]
     _plugins["loaded"] = True  # first: a plugin's own registry calls must not come back here
     for spec in [s.strip() for s in os.environ.get(PLUGINS_ENV, "").split(",") if s.strip()]:
-        _import_plugin(spec, PLUGINS_ENV)
+        try:
+            _import_plugin(spec)
+        except Exception as exc:  # noqa: BLE001 - any failure of foreign code, named
+            _plugin_failed(f"{PLUGINS_ENV}: cannot import the plugin {spec}", exc)
     for point in entry_points(group=PLUGIN_GROUP):
         try:
             point.load()
         except Exception as exc:  # noqa: BLE001 - any failure of foreign code, named
-            raise PluginError(
-                f"entry point {point.name} = {point.value} ({PLUGIN_GROUP}): cannot load it "
-                f"({type(exc).__name__}: {exc})"
-            ) from exc
+            _plugin_failed(f"entry point {point.name} = {point.value} ({PLUGIN_GROUP})", exc)
+    return _plugins["errors"]
 
 
-def _import_plugin(spec: str, where: str) -> None:
+def _plugin_failed(what: str, exc: Exception) -> None:
+    message = f"{what} ({type(exc).__name__}: {' '.join(str(exc).split())})"
+    _plugins["errors"].append(message)
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _import_plugin(spec: str) -> None:
     """Import a module by name, or a ``.py`` file by path (as module ``amcs_plugin_<stem>``)."""
+    if not (spec.endswith(".py") or os.sep in spec):
+        importlib.import_module(spec)
+        return
+    path = Path(spec).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file {path}")
+    name = f"amcs_plugin_{path.stem}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
     try:
-        if spec.endswith(".py") or os.sep in spec:
-            path = Path(spec).expanduser().resolve()
-            if not path.is_file():
-                raise FileNotFoundError(f"no such file {path}")
-            name = f"amcs_plugin_{path.stem}"
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module
-            module_spec.loader.exec_module(module)
-        else:
-            importlib.import_module(spec)
-    except Exception as exc:  # noqa: BLE001 - any failure of foreign code, named
-        raise PluginError(
-            f"{where}: cannot import the plugin {spec} ({type(exc).__name__}: {exc})"
-        ) from exc
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise

@@ -38,7 +38,7 @@ def register_domain(domain: Domain, *, replace: bool = False) -> Domain:
             f"{domain!r} is not a Domain (amcs.domains.base.Domain lists what it needs)"
         )
     for source in domain.sources:
-        other = next((d for d in DOMAINS.registered() if source in d.sources), None)
+        other = next((d for d in DOMAINS.registered().values() if source in d.sources), None)
         if other is not None and other.name != domain.name:
             raise ValueError(f"problem source {source!r} is taken by the {other.name} domain")
     return DOMAINS.register(domain.name, domain, replace=replace)

@@ -112,7 +112,7 @@ def make_config(method: str = "amcs", **overrides: Any) -> SearchConfig:
     is read as a recipe or the command line writes it: escapes decoded
     (:func:`amcs.steps.parse_separator`)."""
     if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise ConfigError(str(METHODS.unknown(method)))
     known = {f.name for f in fields(SearchConfig)}
     preset = dict(METHODS[method].preset)
     if set(preset) - known:
