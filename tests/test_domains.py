@@ -181,7 +181,7 @@ def test_counting_goes_through_generate_view_eval_and_eval_steps(counting, tmp_p
     assert r.exit_code == 0, r.output
     from amcs.records import meta_path_for, read_data, read_meta
 
-    meta, paths = read_meta(meta_path_for(run)), read_data(run)
+    meta, paths = list(read_meta(meta_path_for(run))), list(read_data(run))
     problems = {p.id: p for p in load_problems("counting:4")}
     assert [m["problem_id"] for m in meta] == list(problems)
     assert all(m["status"] == "ok" for m in meta)
