@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amcs.backends.base import Backend, Rollout, SamplingParams
+from amcs.cards import environment, environment_markdown
 from amcs.outputs import naming
 from amcs.problems import Problem
 from amcs.verification import STRATEGIES, VerifyContext, run_strategy
@@ -278,7 +279,9 @@ def plot_accuracy_vs_tokens(rows: Sequence[dict], path: str | Path, title: str =
 def write_report(
     out_dir: str | Path, rows: Sequence[dict], settings: dict, title: str = ""
 ) -> dict[str, Path]:
-    """results.json, results.md and accuracy_vs_tokens.png in out_dir.
+    """results.json, results.md and accuracy_vs_tokens.png in out_dir, each with the
+    environment the evaluation ran in (:func:`amcs.cards.environment`: amcs, torch and
+    transformers versions, policy model, PRM, backend, device, date).
 
     results.json is what says the evaluation finished, so it goes last, and an earlier one is
     removed first: a report cut short (Ctrl-C, SIGTERM, a full disk) leaves no results.json, and
@@ -289,16 +292,17 @@ def write_report(
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md"}
     paths["json"].unlink(missing_ok=True)
     header = f"# {title}\n\n" if title else ""
-    _write_then_rename(
-        paths["markdown"], lambda part: part.write_text(header + markdown_table(rows))
-    )
+    env = environment(settings)
+    table = markdown_table(rows) + "\n" + environment_markdown(env)
+    _write_then_rename(paths["markdown"], lambda part: part.write_text(header + table))
     png = out_dir / "accuracy_vs_tokens.png"
     if _write_then_rename(png, lambda part: plot_accuracy_vs_tokens(rows, part, title)):
         paths["plot"] = png
     else:
         png.unlink(missing_ok=True)  # another evaluation's plot (no matplotlib to draw this one)
-    report = json.dumps({"settings": settings, "results": list(rows)}, indent=2) + "\n"
-    _write_then_rename(paths["json"], lambda part: part.write_text(report))
+    report = {"settings": settings, "environment": env, "results": list(rows)}
+    text = json.dumps(report, indent=2) + "\n"
+    _write_then_rename(paths["json"], lambda part: part.write_text(text))
     return paths
 
 

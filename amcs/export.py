@@ -6,6 +6,9 @@ processbench: one ProcessBench line per labelled path (id, problem, steps, label
 -1, final_answer_correct when known, generator = the run's model), by ``amcs.stepeval``'s rule:
 all-"+" paths that stop before a final answer are prefixes, left out and counted; ``amcs eval
 steps`` reads the file back.
+hub: a folder for the Hugging Face Hub (``export_hub``): the rows as Parquet shards under
+``data/`` and a ``README.md`` dataset card (``amcs.cards.dataset_card``) whose metadata names the
+shards, so ``datasets.load_dataset(folder)`` and the Hub's viewer find them.
 
 Nothing is trusted: data rows are read through ``amcs.prm_data``, the same loader and row checks
 ``amcs train`` applies (labels booleans or 0/1, completions strings, equal lengths; so any file
@@ -31,7 +34,21 @@ from amcs.records import meta_path_for, read_meta_numbered
 from amcs.shards import check_combinable
 
 log = logging.getLogger(__name__)
-EXPORT_FORMATS = ("trl", "shepherd", "tree", "processbench")
+EXPORT_FORMATS = ("trl", "shepherd", "tree", "processbench", "hub")
+# The columns of a hub export, in order: TRL's stepwise PRM format, then what amcs adds.
+HUB_COLUMNS = (
+    "prompt",
+    "completions",
+    "labels",
+    "values",
+    "rollouts",
+    "problem_id",
+    "answer",
+    "method",
+    "model",
+)
+HUB_SHARD_ROWS = 100_000
+HUB_DATA = "data"
 
 
 class ExportError(ValueError):
@@ -63,6 +80,18 @@ def export_records(
     out_path = Path(out_path)
     for path in paths:
         _check_inputs(path, meta_path_for(path), fmt)
+    if fmt == "hub":
+        from amcs.cards import CARD_FILE
+
+        check_output(
+            "--out",
+            out_path,
+            runs=paths,
+            beside=[("dataset card", out_path / CARD_FILE)],
+            folder=True,
+        )
+        check_combinable(paths)
+        return export_hub(paths, out_path)
     check_output("--out", out_path, runs=paths)
     check_combinable(paths)
     if fmt == "tree":
@@ -220,3 +249,115 @@ def _openr_node(node: object, where: str) -> dict:
         "mc_value": mc,
         "children": [_openr_node(child, where) for child in children],
     }
+
+
+def _hub_schema():
+    import pyarrow as pa
+
+    text, strings = pa.string(), pa.list_(pa.string())
+    return pa.schema(
+        [
+            ("prompt", text),
+            ("completions", strings),
+            ("labels", pa.list_(pa.bool_())),
+            ("values", pa.list_(pa.float64())),
+            ("rollouts", pa.list_(pa.int64())),
+            ("problem_id", text),
+            ("answer", text),
+            ("method", text),
+            ("model", text),
+        ]
+    )
+
+
+def _hub_row(row: dict) -> dict:
+    """A data row with every hub column (None where the row has none); the answer as text, as
+    a Parquet column holds one type."""
+    out = {column: row.get(column) for column in HUB_COLUMNS}
+    for key in ("answer", "problem_id", "method", "model"):
+        if out[key] is not None and not isinstance(out[key], str):
+            out[key] = json.dumps(out[key], ensure_ascii=False)
+    return out
+
+
+def export_hub(paths: Sequence[Path], out_dir: str | Path, shard_rows: int = HUB_SHARD_ROWS) -> int:
+    """Write the rows of ``paths`` to ``out_dir``/data/train-XXXXX-of-YYYYY.parquet (at most
+    ``shard_rows`` rows each, columns :data:`HUB_COLUMNS`) and the dataset card ``README.md``;
+    return the number of rows.
+
+    Everything is written to a folder beside ``out_dir`` first; only when it is complete does
+    it replace ``out_dir``'s ``data/`` and ``README.md`` (other files there, e.g. a clone's
+    ``.git``, stay), so a failed export leaves ``out_dir`` as it was."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from amcs.cards import CARD_FILE, DataCounts, dataset_card, run_summary
+
+    out_dir = Path(os.path.realpath(out_dir))
+    schema = _hub_schema()
+    counts = DataCounts()
+    keep = tuple(c for c in HUB_COLUMNS if c not in ("prompt", "completions", "labels"))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = out_dir.with_name(f".{out_dir.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        staging.mkdir()
+    except OSError as exc:
+        raise ExportError(f"--out {out_dir}: cannot write ({exc.strerror or exc})") from None
+    try:
+        (staging / HUB_DATA).mkdir()
+        shards: list[Path] = []
+        batch: list[dict] = []
+
+        def flush() -> None:
+            shard = staging / HUB_DATA / f"part-{len(shards):05d}.parquet"
+            pq.write_table(pa.Table.from_pylist(batch, schema=schema), shard)
+            shards.append(shard)
+            batch.clear()
+
+        for path in paths:
+            for _, row in iter_prm_rows(path, keep=keep):
+                counts.add(row)
+                batch.append(_hub_row(row))
+                if len(batch) >= shard_rows:
+                    flush()
+        if batch or not shards:
+            flush()
+        names = []
+        for i, shard in enumerate(shards):
+            name = f"train-{i:05d}-of-{len(shards):05d}.parquet"
+            shard.rename(shard.with_name(name))
+            names.append(f"{HUB_DATA}/{name}")
+        card = dataset_card(counts, run_summary(paths), names, HUB_COLUMNS, paths)
+        (staging / CARD_FILE).write_text(card, encoding="utf-8")
+        _move_hub_export(staging, out_dir)
+    except OSError as exc:
+        raise ExportError(f"--out {out_dir}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return counts.paths
+
+
+def _move_hub_export(staging: Path, out_dir: Path) -> None:
+    """Put a complete hub export in place: a new ``out_dir`` is one rename; in an existing one
+    the old ``data/`` is moved aside before the new one takes its name (no shard of an earlier
+    export stays beside the new ones), and the card replaces the old card last."""
+    from amcs.cards import CARD_FILE
+
+    if not out_dir.exists():
+        os.rename(staging, out_dir)
+        staging.mkdir()  # the caller removes it
+        return
+    old = out_dir / HUB_DATA
+    aside = staging / "old-data"
+    if old.is_dir() and not old.is_symlink():
+        os.rename(old, aside)
+    elif old.exists() or old.is_symlink():
+        old.unlink()
+    try:
+        os.rename(staging / HUB_DATA, old)
+    except OSError:
+        if aside.exists():
+            os.rename(aside, old)  # the earlier export stays whole
+        raise
+    os.replace(staging / CARD_FILE, out_dir / CARD_FILE)
+    _fsync_dir(out_dir)

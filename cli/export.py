@@ -18,13 +18,20 @@ def export_command(
         "name one question).",
     ),
     fmt: str = typer.Option(..., "--format", "-f", help=f"One of: {', '.join(EXPORT_FORMATS)}."),
-    out: Path = typer.Option(..., "--out", "-o", help="Where to write the converted JSONL."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Where to write the converted JSONL (for hub: the folder to write into).",
+    ),
 ) -> None:
     """Export labelled steps: trl (prompt/completions/labels, TRL's stepwise format), shepherd
     (Math-Shepherd's "ки"-tagged text with +/- labels), tree (OpenR's math-aps-tree layout,
     from the run's meta file) or processbench (one line per path: problem, steps, label = first
     "-" step or -1; all-"+" paths that stop before a final answer are left out; `amcs eval
-    steps --data` reads it).
+    steps --data` reads it) or hub (a folder for the Hugging Face Hub: the rows as Parquet
+    shards under data/ and a README.md dataset card with the run's counts and config;
+    `datasets.load_dataset(OUT)` loads it, `amcs push OUT REPO_ID` uploads it).
 
     The data rows get the same checks as in `amcs train` (any file it reads can be exported);
     a bad row stops the export naming its file and line. The output appears only when complete:
@@ -37,6 +44,8 @@ def export_command(
       amcs export 'part*.jsonl' --format trl --out all.jsonl
 
       amcs export amcs-data.jsonl --format processbench --out steps.jsonl
+
+      amcs export amcs-data.jsonl --format hub --out my-prm-data
     """
     from amcs.shards import expand_sources
 
@@ -44,4 +53,5 @@ def export_command(
         count = export_records(expand_sources(data), fmt, out)
     except ValueError as exc:  # ExportError, PRMDataError, RecordFormatError: one line each
         fail(str(exc))
-    typer.echo(f"wrote {count:,} lines to {out}", err=True)
+    unit = "rows (Parquet) and a dataset card" if fmt == "hub" else "lines"
+    typer.echo(f"wrote {count:,} {unit} to {out}", err=True)

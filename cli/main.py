@@ -15,6 +15,7 @@ from cli.export import export_command
 from cli.filter import filter_command
 from cli.generate import generate_command, search_parameters_help
 from cli.problems import problems_command
+from cli.push import push_command
 from cli.view import view_command
 
 
@@ -188,6 +189,7 @@ def _report(exc: Exception) -> None:
 app.command("generate", epilog=search_parameters_help())(generate_command)
 app.add_typer(eval_app, name="eval")
 app.command("export")(export_command)
+app.command("push")(push_command)
 app.command("filter")(filter_command)
 app.command("problems")(problems_command)
 app.command("view")(view_command)

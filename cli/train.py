@@ -227,6 +227,7 @@ def train_command(
             opts["out"],
             config,
             [TrainProgress()],
+            data_files=[str(source) for source in sources],
         )
     except ValueError as exc:
         fail(str(exc))

@@ -180,7 +180,8 @@ def test_cli_eval_writes_the_report(tmp_path):
     # one grading check per run; plain numbers, so no timeouts
     grading = results["settings"]["grading"]
     assert (grading["checks"], grading["retried"], grading["unresolved"]) == (12, 0, 0)
-    assert (out / "results.md").read_text().count("\n") == 2 + 2 + 4
+    table, environment = (out / "results.md").read_text().split("## Environment")
+    assert table.count("\n") == 2 + 2 + 4 + 1 and "| torch |" in environment
     assert (out / "accuracy_vs_tokens.png").stat().st_size > 1000
     assert len((out / "records.jsonl").read_text().splitlines()) == 12
 

@@ -308,7 +308,7 @@ def test_missing_inputs_and_unknown_format(two_step, tmp_path):
     )
     assert export(two_step, "-f", "csv", "-o", out) == (
         2,
-        "error: unknown export format 'csv': choose one of trl, shepherd, tree, processbench\n",
+        "error: unknown export format 'csv': choose one of trl, shepherd, tree, processbench, hub\n",
     )
     assert not out.exists()
 
@@ -412,3 +412,149 @@ def test_a_retried_problem_exports_its_ok_attempt(tmp_path):
         ["1 + 1 = 2"],
         ["2 + 2 = 5.", "The answer is: 4"],
     ]
+
+
+# --- hub: Parquet shards and a dataset card -----------------------------------------------------
+
+
+def card_table(text: str) -> dict[str, str]:
+    """The first Markdown table's rows of a card section, key -> value (as written)."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| |"):
+            key, value = (cell.strip() for cell in line.strip("|").split("|", 1))
+            rows.setdefault(key, value.strip("| "))
+    return rows
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A real run of the bundled tiny policy on 4 arithmetic problems (about 15 s)."""
+    out = tmp_path_factory.mktemp("run") / "run.jsonl"
+    result = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "--problems",
+            "arith:4",
+            "--out",
+            str(out),
+            "-q",
+            "--set",
+            "max_new_tokens=100",
+            "--set",
+            "rollout_budget=20",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def load_hub_folder(folder, tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "cache"))
+
+
+def test_hub_export_loads_with_datasets_and_its_card_counts_the_run(
+    tiny_run, tmp_path, monkeypatch
+):
+    from amcs.cards import read_card_metadata
+    from amcs.export import HUB_COLUMNS
+
+    out = tmp_path / "hub"
+    code, stderr = export(tiny_run, "-f", "hub", "-o", out)
+    data_lines = [json.loads(line) for line in tiny_run.read_text().splitlines()]
+    assert (code, stderr) == (
+        0,
+        f"wrote {len(data_lines)} rows (Parquet) and a dataset card to {out}\n",
+    )
+    loaded = load_hub_folder(out, tmp_path, monkeypatch)
+    assert list(loaded) == ["train"]
+    train = loaded["train"]
+    assert train.num_rows == len(data_lines) and train.column_names == list(HUB_COLUMNS)
+    for row, line in zip(train, data_lines, strict=True):
+        assert {k: row[k] for k in HUB_COLUMNS} == {k: line[k] for k in HUB_COLUMNS}
+
+    card = (out / "README.md").read_text()
+    metadata = read_card_metadata(out / "README.md")
+    assert "license" not in metadata and "license:" in card  # left for the user, as a comment
+    assert metadata["size_categories"] == ["n<1K"]
+    assert metadata["configs"][0]["data_files"][0]["path"] == ["data/train-00000-of-00001.parquet"]
+    # The card's counts equal those recomputed here from the data lines and the meta records.
+    metas = [json.loads(line) for line in meta_path_for(tiny_run).read_text().splitlines()]
+    header, records = metas[0], metas[1:]
+    labels = [x for line in data_lines for x in line["labels"]]
+    table = card_table(card.split("## Counts", 1)[1])
+    expected = {
+        "problems (finished ok)": sum(r["status"] == "ok" for r in records),
+        "problems with rows": len({line["problem_id"] for line in data_lines}),
+        "labelled paths (rows)": len(data_lines),
+        "steps": len(labels),
+        '"+" steps': labels.count(True),
+        '"-" steps': labels.count(False),
+        "steps with a measured MC value": sum(
+            v is not None for line in data_lines for v in line["values"]
+        ),
+        "rollouts": sum(r["stats"]["rollouts"] for r in records),
+        "generated tokens": sum(r["stats"]["tokens"] for r in records),
+        "prompt tokens": sum(r["stats"]["prompt_tokens"] for r in records),
+    }
+    assert {k: number(table[k]) for k in expected} == expected
+    assert number(table["search time, summed over problems (s)"]) == pytest.approx(
+        sum(r["stats"]["wall_time"] for r in records), abs=0.06
+    )
+    # The meta's own label counts agree with the data's (the card could use either).
+    assert sum(r["stats"]["labels_positive"] for r in records) == labels.count(True)
+    assert sum(r["stats"]["labels_negative"] for r in records) == labels.count(False)
+    # How it was made: the run's method, model and every search setting, from the header.
+    fingerprint = header["fingerprint"]
+    made = card_table(card.split("## How it was made", 1)[1].split("## Columns", 1)[0])
+    assert made["model"] == '`"amcs/tiny-arith-policy"`' and made["problems"] == '`"arith"`'
+    for key, value in fingerprint["search"].items():
+        assert made[key] == f"`{json.dumps(value)}`"
+    assert "load_dataset(" in card and "hard label is `value > 0`" in card
+
+
+def test_hub_export_shards_and_replaces_an_earlier_export(tiny_run, tmp_path, monkeypatch):
+    from amcs.export import export_hub
+
+    out = tmp_path / "hub"
+    rows = export_hub([tiny_run], out, shard_rows=2)
+    shards = sorted(p.name for p in (out / "data").iterdir())
+    n = (rows + 1) // 2
+    assert shards == [f"train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+    assert load_hub_folder(out, tmp_path, monkeypatch)["train"].num_rows == rows
+    (out / ".git").mkdir()  # a clone of the dataset repository: not ours to touch
+    (out / "notes.txt").write_text("mine")
+    assert export_records(tiny_run, "hub", out) == rows
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["train-00000-of-00001.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [".git", "README.md", "data", "notes.txt"]
+    assert files(tmp_path) == ["cache", "hub"]  # no staging folder left beside it
+
+
+def test_hub_export_refuses_bad_outputs_and_keeps_an_earlier_export(tiny_run, tmp_path):
+    out = tmp_path / "hub"
+    export_records(tiny_run, "hub", out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(GOOD_ROW) + "\n" + json.dumps(dict(GOOD_ROW, labels=[1])) + "\n")
+    code, stderr = export(tiny_run, bad, "-f", "hub", "-o", out)
+    assert (code, stderr) == (2, f"error: {bad}:2: labels must be a list as long as completions\n")
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert files(tmp_path) == ["bad.jsonl", "hub"]
+    assert export(tiny_run, "-f", "hub", "-o", tiny_run) == (
+        2,
+        f"error: --out {tiny_run} would overwrite the input {tiny_run}; choose another --out\n",
+    )
+    a_file = tmp_path / "bad.jsonl"
+    assert export(tiny_run, "-f", "hub", "-o", a_file) == (
+        2,
+        f"error: --out {a_file} is a file, not a folder; name a folder to write into\n",
+    )

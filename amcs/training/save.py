@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from amcs.cards import CARD_FILE, write_model_card
 from amcs.training.config import PRMTrainingConfig
 
 PRM_CONFIG_FILE = "amcs_prm.json"
@@ -26,6 +27,7 @@ SAVED_FILES = (
     "special_tokens_map.json",
     "chat_template.jinja",
     "step_head.safetensors",
+    CARD_FILE,
     PRM_CONFIG_FILE,
 )
 
@@ -40,8 +42,16 @@ def prm_config(base: str, config: PRMTrainingConfig) -> dict[str, Any]:
     }
 
 
-def save_prm(trainer, tokenizer, out_dir: str | Path, base: str, config: PRMTrainingConfig):
-    """Save the trained model, its tokenizer and ``amcs_prm.json`` to ``out_dir``.
+def save_prm(
+    trainer,
+    tokenizer,
+    out_dir: str | Path,
+    base: str,
+    config: PRMTrainingConfig,
+    card: str | None = None,
+):
+    """Save the trained model, its tokenizer, ``amcs_prm.json`` and the model card ``card``
+    (README.md, :func:`amcs.cards.prm_card`) to ``out_dir``.
 
     Under ``accelerate launch`` or ``torchrun`` every rank holds the same trained weights, so
     only world process zero merges LoRA and writes: N ranks writing the same files at once would
@@ -72,6 +82,7 @@ def save_prm(trainer, tokenizer, out_dir: str | Path, base: str, config: PRMTrai
                     settings["policy_features"] = saved
                 text = json.dumps(settings, indent=2) + "\n"
                 (staging / PRM_CONFIG_FILE).write_text(text)
+                write_model_card(staging, card)
                 _move_into_place(staging, out_dir)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)

@@ -14,6 +14,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer
 
+from amcs.cards import prm_card
 from amcs.training.collator import PRMCollator
 from amcs.training.config import PRMTrainingConfig
 from amcs.training.loss import balanced_class_weights, prm_loss
@@ -56,13 +57,16 @@ def evaluate_step_accuracy(
     """Step accuracy of ``model`` on tokenized features: a step is predicted correct when
     P(correct) > 0.5 (logit[1] > logit[0]), compared to the hard label (which ``threshold``
     already decided when the features were built). Also returns the mean PRM loss (hard or soft
-    as the features carry)."""
+    as the features carry) and, per feature, its steps' P(correct) and hard labels
+    (``step_scores``, ``step_labels``) for first-error F1 (:func:`held_out_f1`)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     correct = total = 0
     loss_sum = 0.0
     n_batches = 0
+    step_scores: list[list[float]] = []
+    step_labels: list[list[int]] = []
     for start in range(0, len(features), batch_size):
         batch = {k: v.to(device) for k, v in collator(features[start : start + batch_size]).items()}
         labels = batch.pop("labels")
@@ -74,13 +78,29 @@ def evaluate_step_accuracy(
         pred = (logits[..., 1] > logits[..., 0]).long()
         correct += int((pred[mask] == labels[mask]).sum())
         total += int(mask.sum())
+        p_correct = logits.float().softmax(-1)[..., 1]
+        for row in range(labels.shape[0]):
+            step_scores.append(p_correct[row][mask[row]].tolist())
+            step_labels.append(labels[row][mask[row]].tolist())
     if was_training:
         model.train()
     return {
         "step_accuracy": correct / total if total else float("nan"),
         "n_steps": total,
         "loss": loss_sum / n_batches if n_batches else float("nan"),
+        "step_scores": step_scores,
+        "step_labels": step_labels,
     }
+
+
+def held_out_f1(step_scores: list[list[float]], step_labels: list[list[int]]) -> dict:
+    """ProcessBench's first-error F1 (:func:`amcs.stepeval.first_error_f1`) of held-out paths:
+    predicted first error = first step with P(correct) < 0.5, reference = first step labelled 0
+    (-1 when none). Every held-out path counts, an all-"+" one as a correct solution."""
+    from amcs.stepeval import first_error_f1, first_minus, predict_first_error
+
+    predictions = [predict_first_error(scores) for scores in step_scores]
+    return first_error_f1(predictions, [first_minus(labels) for labels in step_labels])
 
 
 class _ListDataset(torch.utils.data.Dataset):
@@ -139,6 +159,7 @@ def train_prm(
     out_dir: str | Path,
     config: PRMTrainingConfig | None = None,
     callbacks: list | None = None,
+    data_files: list[str] | None = None,
 ) -> dict:
     """Train a PRM on TRL-format rows with ``config`` (defaults: ``PRMTrainingConfig()``) as the
     Trainer's args, and save it to ``out_dir``.
@@ -151,6 +172,9 @@ def train_prm(
     layers frozen; ``lora_r`` > 0 trains LoRA adapters. The model (LoRA merged in), tokenizer and
     ``amcs_prm.json`` are saved by the main process only (:func:`amcs.training.save.save_prm`);
     under ``accelerate launch``/``torchrun`` every rank trains and returns the same metrics.
+    A ``README.md`` model card (:func:`amcs.cards.prm_card`) is saved with them: base, format,
+    ``data_files`` (the sources of ``rows``) with their fingerprints, the changed training
+    settings and the held-out numbers.
 
     Returns: train_loss, train_steps (optimizer steps), eval_step_accuracy, eval_loss,
     eval_steps, row counts and truncation counts (rows_dropped, rows_truncated, steps_dropped).
@@ -191,13 +215,16 @@ def train_prm(
         if eval_features
         else {"step_accuracy": float("nan"), "n_steps": 0, "loss": float("nan")}
     )
-    save_prm(trainer, tokenizer, out_dir, base, config)
-
+    nan = float("nan")
+    f1 = held_out_f1(evaluation["step_scores"], evaluation["step_labels"]) if eval_features else {}
     train_loss = float(result.training_loss)
-    return {
+    metrics = {
         "train_loss": train_loss if math.isfinite(train_loss) else float("nan"),
         "train_steps": int(result.global_step),
         "eval_step_accuracy": evaluation["step_accuracy"],
+        "eval_f1": f1.get("f1", nan),
+        "eval_a1": f1.get("a1_erroneous", nan),
+        "eval_a2": f1.get("a2_correct", nan),
         "eval_loss": evaluation["loss"],
         "eval_steps": evaluation["n_steps"],
         "n_rows": len(rows),
@@ -207,3 +234,6 @@ def train_prm(
         "labels": config.labels,
         "out_dir": str(out_dir),
     }
+    card = prm_card(base, config, metrics, data_files or [])
+    save_prm(trainer, tokenizer, out_dir, base, config, card)
+    return metrics

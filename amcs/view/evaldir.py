@@ -66,11 +66,13 @@ def load_eval(path: str | Path, limit: int | None = None) -> dict:
     if not is_eval_dir(path):
         raise ViewError(f"{path} is not an amcs eval folder: it has no {RECORDS} or {RESULTS}")
     settings: dict = {}
+    environment: dict = {}
     results: list[dict] = []
     if (path / RESULTS).exists():
         try:
             report = json.loads((path / RESULTS).read_text(encoding="utf-8"))
             settings, results = dict(report.get("settings") or {}), list(report["results"])
+            environment = dict(report.get("environment") or {})  # none before amcs wrote it
         except (ValueError, KeyError, TypeError, AttributeError):
             raise ViewError(f"{path / RESULTS}: not an amcs eval results file") from None
     rules = _step_rules(settings.get("verify"))
@@ -103,6 +105,7 @@ def load_eval(path: str | Path, limit: int | None = None) -> dict:
         problem["correct"] = sum(bool(r["correct"]) for r in problem["runs"])
     return {
         "settings": settings,
+        "environment": environment,
         "results": results,
         "cells": _cell_order(results, cells),
         "problems": listed[:limit] if limit else listed,

@@ -435,6 +435,10 @@
   }
 
   // --- the eval view --------------------------------------------------------------------------
+  function environmentBlock(env) {  // where the evaluation ran (none in older results files)
+    const pairs = Object.entries(env).map(([k, v]) => [k, v === null ? "—" : String(v)]);
+    return pairs.length ? [el("h2", { text: "Environment" }), el("section", { id: "environment" }, kv(pairs))] : [];
+  }
   function evalView() {
     const d = DATA;
     app.replaceChildren(
@@ -443,6 +447,7 @@
       el("h2", { text: "Settings" }),
       kv(Object.entries(d.settings || {}).map(([k, v]) => [k,
         typeof v === "object" && v !== null ? el("pre", { text: JSON.stringify(v) }) : String(v)])),
+      ...environmentBlock(d.environment || {}),
       el("h2", { text: "Accuracy vs generated tokens" }),
       plot(d.results || []),
       resultsTable(d.results || []),
