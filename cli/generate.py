@@ -231,10 +231,13 @@ def generate_command(
         fail(f"keep_rollouts must be true or false, got {opts['keep_rollouts']!r}")
     if opts["deterministic"] is not None and not isinstance(opts["deterministic"], bool):
         fail(f"deterministic must be true or false, got {opts['deterministic']!r}")
-    if opts["deterministic"] and opts["backend"] != "hf":
+    from amcs.backends import BACKENDS
+
+    if opts["deterministic"] and not BACKENDS[opts["backend"]].takes("deterministic"):
+        takers = " or ".join(n for n, spec in BACKENDS.items() if spec.takes("deterministic"))
         fail(
-            f"--deterministic needs the hf backend: {opts['backend']} batches as the server "
-            "pleases (a resumed run is a valid continuation, not byte-identical)"
+            f"--deterministic needs the {takers} backend: {opts['backend']} batches as the "
+            "server pleases (a resumed run is a valid continuation, not byte-identical)"
         )
     try:
         config = make_config(opts["method"], **search_overrides)
