@@ -21,10 +21,6 @@ from amcs.outputs import naming
 from amcs.problems import Problem
 from amcs.verification import STRATEGIES, VerifyContext, run_strategy
 
-PRM_STRATEGIES = ("best-of-n", "weighted-vote", "beam", "mcts")
-# PRM strategies that only rescore the shared samples: a second scorer costs no generation.
-RESCORING_STRATEGIES = ("best-of-n", "weighted-vote")
-
 
 @dataclass(frozen=True)
 class Cell:
@@ -46,7 +42,7 @@ class Cell:
 
 
 def make_cells(strategies: Sequence[str], ns: Sequence[int]) -> list[Cell]:
-    """The grid strategies x ns; greedy once (it has no budget)."""
+    """The grid strategies x ns; a strategy without a budget (greedy) once, at n = 1."""
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise ValueError(
@@ -57,7 +53,7 @@ def make_cells(strategies: Sequence[str], ns: Sequence[int]) -> list[Cell]:
         raise ValueError("every n must be >= 1")
     cells: list[Cell] = []
     for strategy in strategies:
-        for n in [1] if strategy == "greedy" else sorted(set(ns)):
+        for n in sorted(set(ns)) if STRATEGIES[strategy].budgeted else [1]:
             if Cell(strategy, n) not in cells:
                 cells.append(Cell(strategy, n))
     return cells

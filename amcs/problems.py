@@ -1,15 +1,17 @@
 """Problems: what a search or an evaluation runs on, and where they come from.
 
 A source is a JSONL, JSON or Parquet file, a Hugging Face dataset name (``name``, ``name:split`` or
-``name:config:split``, e.g. ``openai/gsm8k:main:test``), or the bundled arithmetic domain (``arith`` for 200 problems, ``arith:N``;
-``arith-heldout:N`` for the held-out set the bundled tiny models never trained on).
+``name:config:split``, e.g. ``openai/gsm8k:main:test``), or a problem domain's source (``NAME`` or
+``NAME:N`` for its first N problems, :mod:`amcs.domains`): the bundled arithmetic domain gives
+``arith`` (200 problems), ``arith:N`` and ``arith-heldout:N`` (the held-out set the bundled tiny
+models never trained on).
 Common field names are mapped: question | problem | query | prompt, and answer | final_answer
 (GSM8K's "... #### 42" keeps what follows ``####``).
 
 A problem's id is its record's id field (id | unique_id | problem_id | idx) when it has one, else
 ``q-`` + the first 12 hex digits of the SHA-256 of the exact question text (:func:`question_id`):
 the same question has the same id in every file and every run, so runs over several problem files
-train together, and one id never names two questions. The bundled domain keeps its own ids.
+train together, and one id never names two questions. A domain's problems keep their own ids.
 
 Bad input fails before any work starts, as one ProblemError line naming the file and line: text
 that is not UTF-8, malformed JSON, a missing question or answer, a duplicate id, the same question
@@ -26,13 +28,13 @@ import itertools
 import json
 import math
 import numbers
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amcs.domains import arith
+from amcs.domains import parse_source
+from amcs.domains.arith import ARITH, DEFAULT_COUNT, HELD_OUT_SOURCE
 from amcs.hub import HubDatasetError, load_hub_dataset, looks_like_local_path
 from amcs.jsonl import JSONLinesError, check_surrogates, decode_utf8, read_json_lines
 
@@ -41,9 +43,6 @@ ANSWER_FIELDS = ("answer", "final_answer", "expected_answer", "ground_truth")
 ID_FIELDS = ("id", "unique_id", "problem_id", "idx")
 QUESTION_ID_PREFIX = "q-"
 QUESTION_ID_DIGITS = 12  # 48 bits: a collision is a duplicate-id error, never a silent merge
-DEFAULT_ARITH_COUNT = 200
-_ARITH_RE = re.compile(r"^arith(-heldout)?(?::(\d+))?$")
-_ARITH_PREFIX_RE = re.compile(r"^arith(-heldout)?:")  # meant the bundled domain, maybe mistyped
 
 
 class ProblemError(ValueError):
@@ -66,25 +65,11 @@ def question_id(question: str) -> str:
 
 
 def arith_problems(
-    n: int = DEFAULT_ARITH_COUNT, seed: int = 0, *, held_out: bool = False
+    n: int = DEFAULT_COUNT, seed: int = 0, *, held_out: bool = False
 ) -> list[Problem]:
-    """Problems from the bundled arithmetic domain; meta carries the expression for exact checks.
-    ``held_out`` gives the tiny models' held-out set (``arith.held_out_problems``) instead."""
-    drawn = arith.held_out_problems(n) if held_out else arith.generate_problems(n, seed=seed)
-    return [
-        Problem(
-            id=p.id,
-            question=p.question,
-            answer=str(p.answer),
-            meta={"domain": "arith", "expression": p.expression},
-        )
-        for p in drawn
-    ]
-
-
-def is_arith_source(source: str | Path) -> bool:
-    """Whether a problem source names the bundled arithmetic domain (arith, arith-heldout, :N)."""
-    return bool(_ARITH_RE.match(str(source)))
+    """The bundled arithmetic domain's problems, as ``arith:N`` (``arith-heldout:N`` with
+    ``held_out``) loads them; meta carries the expression."""
+    return ARITH.problems(HELD_OUT_SOURCE if held_out else ARITH.name, n, seed)
 
 
 def load_problems(
@@ -108,17 +93,15 @@ def load_problems(
     mistake, better reported before any model loads.
     """
     text = str(source)
-    m = _ARITH_RE.match(text)
-    if m is None and _ARITH_PREFIX_RE.match(text):
-        raise ProblemError(
-            f"bad problem source {text!r}: the bundled domain is arith, arith:N or "
-            "arith-heldout:N with N a whole number"
-        )
-    if m is not None:
-        count = int(m.group(2) or DEFAULT_ARITH_COUNT)
+    try:
+        domain_source = parse_source(text)
+    except ValueError as exc:
+        raise ProblemError(str(exc)) from None
+    if domain_source is not None:
+        domain, name, count = domain_source
         if limit is not None:
-            count = min(count, limit)  # arith:N draws its problems in order: a prefix is a prefix
-        problems = arith_problems(count, seed=seed, held_out=bool(m.group(1)))
+            count = min(count, limit)  # a domain's first n problems are the same at any count
+        problems = domain.problems(name, count, seed)
     else:
         path = Path(text).expanduser()
         if path.is_dir():

@@ -11,8 +11,9 @@ a1 = accuracy of that prediction on erroneous solutions (label >= 0) and a2 = ac
 ones (label = -1), the score is their harmonic mean F1 = 2 a1 a2 / (a1 + a2), so a PRM that calls
 everything right (a1 = 0) or everything wrong (a2 = 0) scores 0.
 
-The bundled arithmetic domain writes such files with exact truth (:func:`arith_step_examples`):
-solutions sampled from a policy, each step judged by :func:`amcs.domains.arith.check_steps`.
+A problem domain with step truth (:mod:`amcs.domains`, e.g. the bundled arithmetic one) makes
+such examples with exact labels (:func:`exact_step_examples`): solutions sampled from a policy,
+each step judged by the domain's ``check_steps``.
 
 :func:`read_step_file` also reads labelled paths: an ``amcs generate`` run (or any TRL PRM rows:
 ``prompt``, ``completions``, ``labels``), told apart per file by the keys of its first line. Each
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from amcs.backends.base import Backend, SamplingParams
-from amcs.domains.arith import check_steps, evaluate, parse_expression
+from amcs.domains import Domain, question_domain
 from amcs.grading import answers_match_fast, extract_answer
 from amcs.jsonl import JSONLinesError, read_json_lines
 from amcs.outputs import naming
@@ -250,10 +251,11 @@ async def score_examples(scorer, examples: Sequence[StepExample]) -> list[list[f
     return list(await asyncio.gather(*(scorer.score(e.problem, e.steps) for e in examples)))
 
 
-async def arith_step_examples(
+async def exact_step_examples(
     backend: Backend,
     problems: Sequence,
     *,
+    domain: Domain | None = None,
     samples: int = 1,
     temperature: float = 1.0,
     max_new_tokens: int = 200,
@@ -261,15 +263,25 @@ async def arith_step_examples(
     generator: str = "tiny-arith-policy",
     rules: dict[str, Any] | None = None,
 ) -> list[StepExample]:
-    """Sample ``samples`` solutions per arithmetic problem (``amcs.domains.arith.ArithProblem``
-    or ``amcs.problems.Problem`` with the expression in meta) and label each with the exact
-    checker: ``label`` = first wrong step, -1 when every step is right. ``rules``: how a
+    """Sample ``samples`` solutions per problem (anything with ``id``, ``question`` and
+    ``answer``: ``amcs.problems.Problem``, ``amcs.domains.arith.ArithProblem``) and label each
+    with exact truth: ``label`` = first wrong step by ``domain.check_steps``, -1 when every step
+    is right; ``final_answer_correct`` = the stated answer matches ``answer``
+    (``answers_match_fast``). ``domain``: whose truth (default: the registered domain with step
+    truth that owns each question; ValueError naming a problem no domain owns). ``rules``: how a
     solution splits into steps (keyword arguments of :func:`amcs.steps.split_steps`, e.g.
     ``amcs.steps.step_rules(config)``; default: the "\\n\\n" separator)."""
 
+    def judge_of(problem) -> Domain:
+        found = domain or question_domain(problem.question)
+        if found is None:
+            raise ValueError(
+                f"problem {problem.id}: no problem domain with step truth owns its question"
+            )
+        return found
+
     async def one(problem) -> list[StepExample]:
-        expression = getattr(problem, "expression", None) or problem.meta["expression"]
-        true_value = str(evaluate(parse_expression(expression)))
+        judge = judge_of(problem)
         params = SamplingParams(
             temperature=temperature,
             max_new_tokens=max_new_tokens,
@@ -282,21 +294,21 @@ async def arith_step_examples(
             steps = split_steps(rollout.text, **(rules or {}))
             if not steps:
                 continue
-            check = check_steps(expression, steps)
+            check = judge.check_steps(problem.question, steps)
+            stated = extract_answer(rollout.text) or ""
             out.append(
                 StepExample(
                     id=f"{problem.id}-{j}",
                     problem=problem.question,
                     steps=steps,
                     label=check.first_error,
-                    final_answer_correct=answers_match_fast(
-                        extract_answer(rollout.text) or "", true_value
-                    )
-                    is True,
+                    final_answer_correct=answers_match_fast(stated, str(problem.answer)) is True,
                     generator=generator,
                 )
             )
         return out
 
+    for problem in problems:
+        judge_of(problem)  # every problem has a judge before any sampling starts
     groups = await asyncio.gather(*(one(p) for p in problems))
     return [example for group in groups for example in group]

@@ -154,7 +154,7 @@ def stream_seconds(timing: Path) -> dict[str, float]:
 def step_examples(work: Path, problems: int) -> list:
     """the recipe's step-eval solutions (the first `problems` held-out problems with the same
     settings when fewer than the recipe's), cached in WORK."""
-    from amcs.stepeval import arith_step_examples, read_step_examples, write_step_examples
+    from amcs.stepeval import exact_step_examples, read_step_examples, write_step_examples
 
     path = work / f"step-eval-{problems}.jsonl"
     if path.exists():
@@ -170,7 +170,7 @@ def step_examples(work: Path, problems: int) -> list:
         async def draw() -> list:
             backend = HFBackend(TINY_POLICY, max_batch_size=128)
             try:
-                return await arith_step_examples(
+                return await exact_step_examples(
                     backend,
                     held_out_problems(problems),
                     temperature=tiny_arith.STEP_EVAL["temperature"],

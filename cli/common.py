@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import sys
@@ -188,47 +187,44 @@ CHAT_CHOICE = {"auto": None, "chat": True, "plain": False}
 
 
 def check_backend_options(opts: dict) -> None:
-    """Fail early, before any model loads, on backend options that cannot work."""
+    """Fail early, before any model loads, on backend options that cannot work (the backend's
+    traits: amcs.backends.registry)."""
     from amcs.backends import BACKENDS
 
-    if opts["backend"] not in BACKENDS:
-        fail(f"unknown --backend {opts['backend']!r}; choose one of {', '.join(BACKENDS)}")
+    spec = BACKENDS.get(opts["backend"])
+    if spec is None:
+        fail(str(BACKENDS.unknown(opts["backend"], "--backend")))
     check_number(opts, "max_batch_size", int, min=1)
     if opts["prompt_format"] not in CHAT_CHOICE:
         fail(f"--prompt-format must be auto, chat or plain, not {opts['prompt_format']!r}")
-    if opts["backend"] in ("sglang-http", "openai") and not opts["url"]:
+    if spec.needs_url and not opts["url"]:
         fail(f"the {opts['backend']} backend needs a server URL: pass --url")
     if opts["backend_options"] is not None and not isinstance(opts["backend_options"], dict):
         fail("backend_options must be a mapping of option names to values")
-    if opts["backend"] == "sglang" and importlib.util.find_spec("sglang") is None:
-        from amcs.backends.sglang_engine import INSTALL_HINT
-
-        fail(INSTALL_HINT)
+    missing = spec.missing_package()
+    if missing:
+        fail(missing)
 
 
 async def open_backend(opts: dict, model_name: str):
     """The backend named by opts["backend"], started (servers checked), or a clear failure."""
-    from amcs.backends import make_backend
+    from amcs.backends import BACKENDS, make_backend
     from amcs.hub import looks_like_local_path
     from amcs.prompts import uses_chat_template
 
-    in_process = opts["backend"] in ("hf", "sglang")  # they load the model from disk or the hub
+    spec = BACKENDS.entry(opts["backend"])
     if looks_like_local_path(model_name):
         given, model_name = model_name, str(Path(model_name).expanduser())  # "~/models/x" too
-        if in_process and not Path(model_name).exists():
+        if spec.in_process and not Path(model_name).exists():
             fail(f"--model {given}: no such model directory (nor a hub id like org/name)")
     try:
-        if opts["backend"] == "hf":
-            options: dict[str, Any] = {"max_batch_size": int(opts["max_batch_size"])}
-            if opts.get("deterministic") is not None:
-                options["deterministic"] = bool(opts["deterministic"])
-        elif opts["backend"] == "sglang":
-            options = {}
-        else:
+        options: dict[str, Any] = {}
+        if spec.needs_url:
             urls = opts["url"]
-            options = {"urls": [urls] if isinstance(urls, str) else list(urls or [])}
-            if opts["backend"] == "openai" and opts.get("served_model_name"):
-                options["served_model"] = opts["served_model_name"]
+            options["urls"] = [urls] if isinstance(urls, str) else list(urls or [])
+        for option, keyword in spec.options.items():  # the command options it takes
+            if opts.get(option) is not None and opts[option] != "":
+                options[keyword] = opts[option]
         options |= opts["backend_options"] or {}
         backend = make_backend(opts["backend"], model_name, **options)
     except ImportError as exc:  # an optional engine (sglang) is not installed

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from amcs.domains import is_domain_source, oracle_domain, source_domain
 from amcs.prm.names import (
-    ARITH_ORACLE,
     POLICY_CONFIDENCE,
     SCORER_NAMES,
     TINY_PRM_NAME,
@@ -25,6 +25,7 @@ from amcs.prm.names import (
 from amcs.problems import ProblemError, load_problems
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
 from amcs.redaction import redact_logging
+from amcs.verification import STRATEGIES
 from cli.common import (
     check_backend_options,
     check_number,
@@ -39,7 +40,7 @@ from cli.common import (
     say,
 )
 
-ALL_STRATEGIES = "greedy,majority,best-of-n,weighted-vote,beam,mcts"
+ALL_STRATEGIES = ",".join(STRATEGIES)
 
 DEFAULTS: dict[str, Any] = {
     "problems": "arith-heldout:300",
@@ -252,7 +253,7 @@ def eval_command(
         verify["aggregation"] = aggregation
     verify["seed"] = int(opts["seed"])
 
-    from amcs.evaluation import PRM_STRATEGIES, RESCORING_STRATEGIES, Cell, make_cells
+    from amcs.evaluation import Cell, make_cells
     from amcs.steps import DEFAULT_SEPARATOR
     from amcs.verification import make_verify_config
 
@@ -288,17 +289,19 @@ def eval_command(
         fail(str(exc))
     if not todo:
         fail(f"no problems in {opts['problems']}")
-    needs_prm = any(c.strategy in PRM_STRATEGIES for c in cells)
+    needs_prm = any(STRATEGIES[c.strategy].needs_prm for c in cells)
     if opts["baseline"] is None:
         opts["baseline"] = opts["backend"] == "hf"
     if opts["baseline"] and not is_policy_confidence(opts["prm"]):
         cells += [
             Cell(c.strategy, c.n, POLICY_CONFIDENCE)
             for c in cells
-            if c.strategy in RESCORING_STRATEGIES
+            if STRATEGIES[c.strategy].rescoring
         ]
-    if opts["prm"] == ARITH_ORACLE and any("expression" not in p.meta for p in todo):
-        fail(f"--prm {ARITH_ORACLE} scores arithmetic problems only (arith, arith-heldout)")
+    oracle = oracle_domain(opts["prm"])
+    if oracle is not None and not all(oracle.owns(p.question) for p in todo):
+        sources = ", ".join(oracle.sources)
+        fail(f"--prm {opts['prm']} scores {oracle.title} problems only ({sources})")
     logging.basicConfig(
         level=logging.INFO if quiet else logging.WARNING, format="%(asctime)s %(message)s"
     )
@@ -470,7 +473,6 @@ def steps_command(
     import json
 
     from amcs.outputs import OutputPathError, check_distinct
-    from amcs.problems import is_arith_source
     from amcs.stepeval import (
         MC_REFERENCE,
         PATHS,
@@ -481,7 +483,8 @@ def steps_command(
         write_step_examples,
     )
 
-    source = None if is_arith_source(data) else data
+    domain = source_domain(data) if is_domain_source(data) else None
+    source = None if domain else data
     for option, path in (("--write-data", write_data), ("--out", out)):
         if path is not None:
             check_output(option, path, inputs=[scorer_location(prm), model], runs=[source])
@@ -490,8 +493,10 @@ def steps_command(
     except OutputPathError as exc:
         fail(str(exc))
     reference = None
-    if is_arith_source(data):
-        examples = asyncio.run(_arith_examples(data, model, temperature, seed))
+    if domain is not None:
+        if not domain.has_step_truth:
+            fail(f"--data {data}: the {domain.name} domain has no exact step truth to label with")
+        examples = asyncio.run(_exact_examples(data, domain, model, temperature, seed))
         if write_data:
             write_step_examples(write_data, examples)
     else:
@@ -547,17 +552,18 @@ def steps_command(
             out.write_text(json.dumps(report, indent=2) + "\n")
 
 
-async def _arith_examples(spec: str, model: str | None, temperature: float, seed: int):
+async def _exact_examples(spec: str, domain, model: str | None, temperature: float, seed: int):
     from amcs.assets import TINY_POLICY
     from amcs.backends.hf import HFBackend
-    from amcs.stepeval import arith_step_examples
+    from amcs.stepeval import exact_step_examples
 
     problems = load_problems(spec)
     backend = HFBackend(model or TINY_POLICY)
     try:
-        return await arith_step_examples(
+        return await exact_step_examples(
             backend,
             problems,
+            domain=domain,
             temperature=temperature,
             seed=seed,
             generator=Path(str(model)).name if model else "tiny-arith-policy",

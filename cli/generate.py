@@ -11,7 +11,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from amcs.problems import ProblemError, is_arith_source, load_problems
+from amcs.domains import is_domain_source
+from amcs.problems import ProblemError, load_problems
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
 from amcs.records import RecordFormatError, run_fingerprint
 from amcs.redaction import redact_logging
@@ -230,10 +231,13 @@ def generate_command(
         fail(f"keep_rollouts must be true or false, got {opts['keep_rollouts']!r}")
     if opts["deterministic"] is not None and not isinstance(opts["deterministic"], bool):
         fail(f"deterministic must be true or false, got {opts['deterministic']!r}")
-    if opts["deterministic"] and opts["backend"] != "hf":
+    from amcs.backends import BACKENDS
+
+    if opts["deterministic"] and not BACKENDS[opts["backend"]].takes("deterministic"):
+        takers = " or ".join(n for n, spec in BACKENDS.items() if spec.takes("deterministic"))
         fail(
-            f"--deterministic needs the hf backend: {opts['backend']} batches as the server "
-            "pleases (a resumed run is a valid continuation, not byte-identical)"
+            f"--deterministic needs the {takers} backend: {opts['backend']} batches as the "
+            "server pleases (a resumed run is a valid continuation, not byte-identical)"
         )
     try:
         config = make_config(opts["method"], **search_overrides)
@@ -337,7 +341,7 @@ def resume_note(writer, deterministic: bool) -> str | None:
 
 def search_parameters_help() -> str:
     """The --set keys with their help, allowed values and defaults, from SearchConfig's fields
-    (the amcs preset's defaults; omegaprm and shepherd change a few, see amcs.search.PRESETS)."""
+    (the amcs preset's defaults; omegaprm and shepherd change a few, see amcs.search.METHODS)."""
     from amcs.fields import field_help
     from amcs.search import SearchConfig
 
@@ -351,11 +355,11 @@ def search_parameters_help() -> str:
 
 
 def problem_source(spec: str) -> str:
-    """The problem source as the run fingerprint records it: without a count for the bundled
+    """The problem source as the run fingerprint records it: without a count for a problem
     domain (arith:100 and arith:200 share their first 100 problems), a file as its absolute
     path, a dataset by its name."""
     text = str(spec)
-    if is_arith_source(text):
+    if is_domain_source(text):
         return text.split(":", 1)[0]
     path = Path(text).expanduser()
     return str(path.resolve()) if path.exists() else text

@@ -1,5 +1,6 @@
 """The command line as a user meets it."""
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -321,9 +322,12 @@ def test_scorer_names_mean_the_same_in_every_command():
     from amcs.assets import TINY_PRM
     from amcs.prm import load_scorer
     from amcs.prm.names import ScorerError, scorer_location
-    from amcs.verification import ArithOracleScorer
+    from amcs.verification import DomainOracleScorer
 
-    assert isinstance(load_scorer("arith-oracle"), ArithOracleScorer)
+    oracle = load_scorer("arith-oracle")
+    assert isinstance(oracle, DomainOracleScorer) and oracle.domain.name == "arith"
+    right_then_wrong = ["3 * 4 = 12", "2 + 12 = 15"]
+    assert asyncio.run(oracle.score("What is 2 + 3 * 4?", right_then_wrong)) == [1.0, 0.0]
     bundled = load_scorer("tiny-prm")
     assert bundled.prm_format == "token-cls"
     # The name and the directory are one PRM: the same scores for the same steps.

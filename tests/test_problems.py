@@ -215,7 +215,7 @@ def test_bad_arith_sources():
         with pytest.raises(ProblemError) as info:
             load_problems(source)
         assert str(info.value) == (
-            f"bad problem source {source!r}: the bundled domain is arith, arith:N or "
+            f"bad problem source {source!r}: the arith domain is arith, arith:N or "
             "arith-heldout:N with N a whole number"
         )
     with pytest.raises(ProblemError, match=r"^no problems in arith:0$"):

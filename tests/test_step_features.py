@@ -24,7 +24,7 @@ from amcs.step_features import (
     step_features,
     token_statistics,
 )
-from amcs.stepeval import arith_step_examples, step_report, write_step_examples
+from amcs.stepeval import exact_step_examples, step_report, write_step_examples
 from amcs.training import make_training_config, train_prm
 from amcs.training.loss import balanced_class_weights, prm_loss
 from amcs.training.tokenize import IGNORE_INDEX, tokenize_rows
@@ -221,7 +221,7 @@ def test_bundled_prm_finds_first_errors_on_held_out_solutions(tmp_path):
     async def examples():
         backend = HFBackend(TINY_POLICY, max_batch_size=128)
         try:
-            return await arith_step_examples(backend, held_out_problems(200), seed=0)
+            return await exact_step_examples(backend, held_out_problems(200), seed=0)
         finally:
             await backend.aclose()
 

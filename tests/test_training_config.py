@@ -131,7 +131,7 @@ def test_recipe_set_and_flags_reach_the_config_in_that_order(tmp_path, monkeypat
     )
     seen = {}
 
-    def fake_train_prm(rows, base, out, config, callbacks=None):
+    def fake_train_prm(rows, base, out, config, callbacks=None, data_files=None):
         seen["config"] = config
         return {"train_steps": 0}
 

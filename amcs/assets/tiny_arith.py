@@ -29,7 +29,7 @@ from amcs.problems import arith_problems
 from amcs.prompts import plain_prompt
 from amcs.recipes import load_recipe
 from amcs.search import make_config
-from amcs.stepeval import arith_step_examples, f1_at, step_report
+from amcs.stepeval import exact_step_examples, f1_at, step_report
 from amcs.training import PRM_CONFIG_FILE, make_training_config, train_prm
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tiny-arith"
@@ -144,7 +144,7 @@ async def step_eval_examples(dev: bool = False):
         problems, settings = held_out_problems(STEP_EVAL["problems"]), STEP_EVAL
     backend = HFBackend(TINY_POLICY, max_batch_size=128)
     try:
-        return await arith_step_examples(
+        return await exact_step_examples(
             backend, problems, temperature=settings["temperature"], seed=settings["seed"]
         )
     finally:

@@ -1,4 +1,5 @@
-"""Generation engines behind one protocol (amcs.backends.base.Backend)."""
+"""Generation engines behind one protocol (amcs.backends.base.Backend), by name
+(amcs.backends.registry: each backend's traits, and how to add one)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,18 @@ from amcs.backends.base import (
     Rollout,
     SamplingParams,
 )
-
-BACKENDS = ("hf", "sglang", "sglang-http", "openai")
+from amcs.backends.registry import BACKENDS, BackendSpec, register_backend
 
 __all__ = [
     "BACKENDS",
     "Backend",
     "BackendConfigError",
+    "BackendSpec",
     "BackendUnavailableError",
     "Rollout",
     "SamplingParams",
     "make_backend",
+    "register_backend",
 ]
 
 
@@ -36,40 +38,23 @@ def make_backend(name: str, model: str, **options: Any) -> Backend:
     server for, option `url` the server, option `served_model` the name the server serves the
     model under (vLLM's --served-model-name) when it serves several or `model` is not among them.
     `served_model=None` is accepted (and ignored) by every backend, so a caller may always pass
-    it."""
+    it. A backend that needs servers takes `urls` (a list, or one URL) or `url`."""
+    spec = BACKENDS.entry(name)
     served_model = options.pop("served_model", None)
-    if served_model is not None and name != "openai":
-        raise ValueError(
-            f"a served model name (--served-model-name) is for the openai backend, not {name}"
-        )
-    if name == "hf":
-        from amcs.backends.hf import HFBackend
-
-        return HFBackend(model, **options)
-    if name == "sglang":
-        from amcs.backends.sglang_engine import SGLangEngineBackend
-
-        return SGLangEngineBackend(model, **options)
-    if name == "sglang-http":
-        from amcs.backends.http import SGLangHTTPBackend
-
+    if served_model is not None:
+        if not spec.takes("served_model"):
+            takers = [n for n, s in BACKENDS.items() if s.takes("served_model")]
+            raise ValueError(
+                "a served model name (--served-model-name) is for the "
+                f"{' or '.join(takers)} backend, not {name}"
+            )
+        options["served_model"] = served_model
+    if spec.needs_url:
         urls = options.pop("urls", None) or options.pop("url", None)
+        urls = [urls] if isinstance(urls, str) else list(urls or [])
         if not urls:
-            raise ValueError("the sglang-http backend needs a server URL (--url)")
-        tokenizer = options.pop("tokenizer", None) or model
-        return SGLangHTTPBackend(urls, tokenizer, **options)
-    if name == "openai":
-        from amcs.backends.http import OpenAICompletionsBackend
-
-        urls = options.pop("urls", None) or options.pop("url", None)
-        if isinstance(urls, list | tuple):
-            if len(urls) != 1:
-                raise ValueError("the openai backend takes exactly one --url")
-            urls = urls[0]
-        if not urls:
-            raise ValueError("the openai backend needs a server URL (--url)")
-        tokenizer = options.pop("tokenizer", None) or model
-        return OpenAICompletionsBackend(
-            urls, model, tokenizer, served_model=served_model, **options
-        )
-    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+            raise ValueError(f"the {name} backend needs a server URL (--url)")
+        if spec.one_url and len(urls) != 1:
+            raise ValueError(f"the {name} backend takes exactly one --url")
+        options["urls"] = urls
+    return spec.build(model, options)

@@ -17,8 +17,7 @@ from amcs.backends.http import (
     rollout_from_sglang,
     sglang_sampling_params,
 )
-
-INSTALL_HINT = "the sglang backend needs SGLang: pip install 'amcs-prm[sglang]' (CUDA only)"
+from amcs.backends.registry import SGLANG_INSTALL_HINT as INSTALL_HINT
 
 
 class SGLangEngineBackend:

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from amcs.domains.base import StepCheck
 
 # An expression tree: an int leaf, or (op, left, right).
 Expr = int | tuple
@@ -73,22 +76,6 @@ class ArithProblem:
     @property
     def solution(self) -> str:
         return STEP_SEPARATOR.join(self.solution_steps)
-
-
-@dataclass
-class StepCheck:
-    """Exact verdict on a list of steps. ``step_correct[i]``: step i is itself a valid reduction of
-    the expression as the earlier steps left it, with the right result. ``prefix_correct[i]``: steps
-    0..i are all correct. ``solved``: the steps end in the right final answer with no error."""
-
-    step_correct: list[bool] = field(default_factory=list)
-    prefix_correct: list[bool] = field(default_factory=list)
-    solved: bool = False
-
-    @property
-    def first_error(self) -> int:
-        """Index of the first wrong step, or -1 when every step is correct."""
-        return next((i for i, ok in enumerate(self.step_correct) if not ok), -1)
 
 
 # --- parsing and printing -------------------------------------------------------------------
@@ -338,3 +325,61 @@ def expression_from_question(question: str) -> str:
     if not (question.startswith(prefix) and question.endswith(suffix)):
         raise ValueError(f"not an arithmetic question: {question!r}")
     return question[len(prefix) : len(question) - len(suffix)]
+
+
+def question_expression(question: str) -> str | None:
+    """The expression of a question written with QUESTION_TEMPLATE that parses, else None."""
+    try:
+        expression = expression_from_question(question)
+        parse_expression(expression)
+    except ValueError:
+        return None
+    return expression
+
+
+# --- the domain as amcs.domains registers it ---------------------------------------------------
+
+DEFAULT_COUNT = 200  # problems of a bare ``arith`` (or ``arith-heldout``)
+HELD_OUT_SOURCE = "arith-heldout"
+
+
+class ArithDomain:
+    """The bundled domain (:class:`amcs.domains.Domain`): ``arith[:N]`` draws problems with
+    :func:`generate_problems` (seeded), ``arith-heldout[:N]`` is :func:`held_out_problems`
+    (fixed); a question is the domain's when it is QUESTION_TEMPLATE around an expression, and
+    :func:`check_steps` is its step truth. ``problem.meta`` carries the expression."""
+
+    name = "arith"
+    title = "arithmetic"
+    sources = ("arith", HELD_OUT_SOURCE)
+    default_count = DEFAULT_COUNT
+    has_step_truth = True
+
+    def problems(self, source: str, count: int, seed: int) -> list:
+        from amcs.problems import Problem
+
+        if source == HELD_OUT_SOURCE:
+            drawn = held_out_problems(count)
+        else:
+            drawn = generate_problems(count, seed=seed)
+        return [
+            Problem(
+                id=p.id,
+                question=p.question,
+                answer=str(p.answer),
+                meta={"domain": self.name, "expression": p.expression},
+            )
+            for p in drawn
+        ]
+
+    def owns(self, question: str) -> bool:
+        return question_expression(question) is not None
+
+    def check_steps(self, question: str, steps: Sequence[str]) -> StepCheck:
+        expression = question_expression(question)
+        if expression is None:
+            raise ValueError(f"not an arithmetic question: {question!r}")
+        return check_steps(expression, list(steps))
+
+
+ARITH = ArithDomain()

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from amcs.domains import oracle_domain
 from amcs.hub import resolve_checkpoint
 from amcs.prm.names import (
-    ARITH_ORACLE,
     POLICY_CONFIDENCE,
     SCORER_NAMES,
     TINY_PRM_NAME,
@@ -108,7 +108,8 @@ def load_scorer(
     """The step scorer ``spec`` names, the same for every command:
 
     - None or ``tiny-prm``: the bundled PRM (:data:`amcs.assets.TINY_PRM`);
-    - ``arith-oracle``: the exact arithmetic checker (:class:`amcs.verification.ArithOracleScorer`);
+    - ``arith-oracle`` (``NAME-oracle`` of any domain with step truth): the domain's exact
+      checker (:class:`amcs.verification.DomainOracleScorer`);
     - ``policy-confidence`` (from ``policy``, default the bundled tiny policy) or
       ``policy-confidence:MODEL``: the training-free baseline, on steps joined by ``separator``;
     - anything else: a PRM checkpoint directory or hub id for :func:`load_prm`, in
@@ -117,10 +118,11 @@ def load_scorer(
     Raises :class:`ScorerError` naming the spec and the names that work."""
     from amcs.assets import TINY_POLICY, TINY_PRM
 
-    if spec == ARITH_ORACLE:
-        from amcs.verification import ArithOracleScorer
+    domain = oracle_domain(spec)
+    if domain is not None:
+        from amcs.verification import DomainOracleScorer
 
-        return ArithOracleScorer()
+        return DomainOracleScorer(domain)
     if is_policy_confidence(spec):
         model = spec.partition(":")[2] or policy or TINY_POLICY
         try:

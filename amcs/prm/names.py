@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from amcs.domains import oracle_domain
+
 ARITH_ORACLE = "arith-oracle"
 TINY_PRM_NAME = "tiny-prm"
 POLICY_CONFIDENCE = "policy-confidence"
@@ -24,8 +26,8 @@ def is_policy_confidence(spec: str | None) -> bool:
 
 def scorer_location(spec: str | None) -> Path | None:
     """The file or folder a scorer name reads (which no command may overwrite); None for the
-    built-in ones (the bundled PRM, the oracle, the policy's confidence)."""
-    if spec is None or spec in (TINY_PRM_NAME, ARITH_ORACLE) or is_policy_confidence(spec):
+    built-in ones (the bundled PRM, a domain's oracle, the policy's confidence)."""
+    if spec in (None, TINY_PRM_NAME) or oracle_domain(spec) or is_policy_confidence(spec):
         return None
     path = Path(spec).expanduser()
     return path if path.exists() else None

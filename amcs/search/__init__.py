@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from amcs.backends.base import Backend
 from amcs.problems import Problem
-from amcs.search.config import METHODS, PRESETS, SearchConfig, make_config
+from amcs.search.config import SearchConfig, make_config
 from amcs.search.context import AnswerChecker, SearchContext, SearchResult
-from amcs.search.shepherd import ShepherdSearch
-from amcs.search.tree_search import TreeSearch
+from amcs.search.methods import METHODS, MethodSpec, register_method
 from amcs.steps import StepSplitter
 
 __all__ = [
     "METHODS",
-    "PRESETS",
+    "MethodSpec",
     "SearchConfig",
     "SearchResult",
     "make_config",
+    "register_method",
     "run_search",
 ]
 
@@ -46,5 +46,5 @@ async def run_search(
         splitter=splitter or StepSplitter.for_config(backend.tokenizer, config),
         keep_rollouts=keep_rollouts,
     )
-    search = ShepherdSearch(ctx) if config.method == "shepherd" else TreeSearch(ctx)
+    search = METHODS.entry(config.method).search_class()(ctx)
     return await search.run()

@@ -1,11 +1,6 @@
-"""Search parameters, their defaults, and the three presets.
+"""Search parameters and their defaults; a method's preset (amcs.search.methods) changes some.
 
 Every field can be overridden from a recipe or the command line; a preset only changes defaults.
-
-- ``amcs``: the adaptive estimator (k0 rollouts, clusters, Wilson intervals, early exit) and the
-  temporally adaptive selection score (1 - w_t) Q + w_t U (arXiv 2509.24351).
-- ``omegaprm``: a fixed k = 16 rollouts per node and score Q + U (OpenR's OmegaPRM settings).
-- ``shepherd``: Math-Shepherd: sample solutions, then N rollouts from every step prefix.
 """
 
 from __future__ import annotations
@@ -14,9 +9,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from amcs.fields import ConfigError, option, validate
+from amcs.search.methods import METHODS
 from amcs.steps import DEFAULT_SEPARATOR, check_separator, parse_separator
-
-METHODS = ("amcs", "omegaprm", "shepherd")
 
 
 @dataclass(frozen=True)
@@ -113,20 +107,19 @@ class SearchConfig:
         return asdict(self)
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "amcs": {},
-    "omegaprm": {"estimator": "fixed", "k": 16, "selection": "sum", "min_root_mc": 0.0},
-    "shepherd": {"estimator": "fixed", "k": 8, "rollout_budget": 0},
-}
-
-
 def make_config(method: str = "amcs", **overrides: Any) -> SearchConfig:
     """The preset for `method` with `overrides` applied (None means "not given"). A separator
     is read as a recipe or the command line writes it: escapes decoded
     (:func:`amcs.steps.parse_separator`)."""
-    if method not in PRESETS:
-        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in METHODS:
+        raise ConfigError(str(METHODS.unknown(method)))
     known = {f.name for f in fields(SearchConfig)}
+    preset = dict(METHODS[method].preset)
+    if set(preset) - known:
+        raise ConfigError(
+            f"method {method}'s preset sets unknown parameter(s) "
+            f"{', '.join(sorted(set(preset) - known))}"
+        )
     unknown = set(overrides) - known
     if unknown:
         raise ConfigError(
@@ -136,4 +129,4 @@ def make_config(method: str = "amcs", **overrides: Any) -> SearchConfig:
     given = {k: v for k, v in overrides.items() if v is not None}
     if "separator" in given:
         given["separator"] = parse_separator(given["separator"])
-    return replace(SearchConfig(method=method, **PRESETS[method]), **given)
+    return replace(SearchConfig(method=method, **preset), **given)

@@ -15,9 +15,14 @@ from amcs.verification.beam import beam_search
 from amcs.verification.config import VerifyConfig, make_verify_config
 from amcs.verification.context import Run, VerifyContext
 from amcs.verification.mcts import MCTS, mcts, puct
-from amcs.verification.oracle import ArithOracleScorer
+from amcs.verification.oracle import ArithOracleScorer, DomainOracleScorer
 from amcs.verification.sampling import best_of_n, greedy, majority, weighted_vote
-from amcs.verification.strategies import STRATEGIES, run_strategy
+from amcs.verification.strategies import (
+    STRATEGIES,
+    StrategySpec,
+    register_strategy,
+    run_strategy,
+)
 from amcs.verification.voting import (
     group_answers,
     majority_choice,
@@ -32,9 +37,11 @@ __all__ = [
     "STRATEGIES",
     "ArithOracleScorer",
     "Candidate",
+    "DomainOracleScorer",
     "Run",
     "StepScorer",
     "StrategyResult",
+    "StrategySpec",
     "VerifyConfig",
     "VerifyContext",
     "aggregate",
@@ -48,6 +55,7 @@ __all__ = [
     "make_verify_config",
     "mcts",
     "puct",
+    "register_strategy",
     "run_strategy",
     "same_answer",
     "split_steps",

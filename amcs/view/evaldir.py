@@ -2,8 +2,9 @@
 results.json, and per problem every (strategy, N) run of records.jsonl with its candidates.
 
 A candidate's correctness: the run's own grade when its answer is the chosen one's, else an exact
-comparison of plain numbers (amcs.grading.answers_match_fast), else unknown (None). For arithmetic
-problems each candidate step also gets its exact truth from amcs.domains.arith.
+comparison of plain numbers (amcs.grading.answers_match_fast), else unknown (None). For a problem
+of a domain with step truth (arith's, any registered one) each candidate step also gets its exact
+truth from the domain's check_steps.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from amcs.domains import arith
+from amcs.domains import Domain
 from amcs.grading import answers_match_fast
 from amcs.steps import DEFAULT_SEPARATOR, split_steps
-from amcs.view.run import ViewError, arith_expression
+from amcs.view.run import ViewError, truth_domain
 
 RECORDS = "records.jsonl"
 RESULTS = "results.json"
@@ -76,23 +77,27 @@ def load_eval(path: str | Path, limit: int | None = None) -> dict:
             raise ViewError(f"{path / RESULTS}: not an amcs eval results file") from None
     rules = _step_rules(settings.get("verify"))
     problems: dict[str, dict] = {}
+    judges: dict[str, Domain | None] = {}  # problem id -> the domain that gives its step truth
     cells: list[str] = []
     for record in _read_records(path / RECORDS):
         pid = str(record["problem_id"])
         problem = problems.get(pid)
         if problem is None:
             question = str(record.get("question") or "")
+            domain = truth_domain(question)
             problem = problems[pid] = {
                 "problem_id": pid,
                 "question": question,
                 "reference": record.get("reference"),
-                "expression": arith_expression(question),
+                "domain": domain.name if domain else None,
+                "domain_title": domain.title if domain else None,
                 "runs": [],
             }
+            judges[pid] = domain
         cell = f"{record['strategy']}@{record['n']}"
         if cell not in cells:
             cells.append(cell)
-        problem["runs"].append(_run(record, problem["expression"], rules))
+        problem["runs"].append(_run(record, problem["question"], judges[pid], rules))
     order = {c: i for i, c in enumerate(_cell_order(results, cells))}
     listed = list(problems.values())
     for problem in listed:
@@ -131,11 +136,11 @@ def _step_rules(verify: Any) -> dict:
     }
 
 
-def _run(record: dict, expression: str | None, rules: dict) -> dict:
+def _run(record: dict, question: str, domain: Domain | None, rules: dict) -> dict:
     candidates = []
     for c in record.get("candidates") or []:
         steps = split_steps(str(c.get("text") or ""), **rules)
-        truth = arith.check_steps(expression, steps).prefix_correct if expression else None
+        truth = domain.check_steps(question, steps).prefix_correct if domain else None
         candidates.append(
             {
                 "steps": steps,

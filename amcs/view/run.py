@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amcs.domains import arith
+from amcs.domains import Domain, question_domain
 from amcs.records import meta_path_for
 from amcs.redaction import redact
 
@@ -43,7 +43,7 @@ ROW_COLUMNS = (
     "labels_negative",
     "early_exits",
     "nodes",
-    "arith",
+    "exact",
     "question",
     "reason",
 )
@@ -79,14 +79,10 @@ def run_paths(path: str | Path) -> tuple[Path, Path]:
     return data, meta
 
 
-def arith_expression(question: str) -> str | None:
-    """The expression of a question from the bundled arithmetic domain, else None."""
-    try:
-        expression = arith.expression_from_question(question)
-        arith.parse_expression(expression)
-    except ValueError:
-        return None
-    return expression
+def truth_domain(question: str) -> Domain | None:
+    """The registered domain with exact step truth that owns ``question`` (arith for its
+    questions), else None: the viewer knows a problem by its question text alone."""
+    return question_domain(question) if question else None
 
 
 class RunIndex:
@@ -265,7 +261,7 @@ def problem_row(index: int, record: dict) -> list:
         stats.get("labels_negative", 0),
         stats.get("early_exits", 0),
         stats.get("nodes", 0),
-        arith_expression(question) is not None,
+        truth_domain(question) is not None,
         question[:QUESTION_CHARS],
         redact(str(record.get("reason") or ""))[:REASON_CHARS],  # older runs wrote it as said
     ]
@@ -326,10 +322,11 @@ def problem_detail(record: dict, paths: list[dict]) -> dict:
     evaluated prefixes carry the tree's MC, rollouts, early exit, cluster sizes and uncertainty
     (and the rollouts themselves, when the run kept them: ``amcs generate --keep-rollouts``);
     prefixes on labelled paths carry each path's label, value and rollouts (0: inherited from a
-    later prefix). For arithmetic problems every prefix also gets its exact truth (all steps so
-    far correct) from amcs.domains.arith.
+    later prefix). For a problem of a domain with step truth (arith's, any registered one) every
+    prefix also gets its exact truth (all steps so far correct) from the domain's check_steps.
     """
-    expression = arith_expression(str(record.get("question") or ""))
+    question = str(record.get("question") or "")
+    domain = truth_domain(question)
     nodes: list[dict] = []
     by_key: dict[tuple[str, ...], dict] = {}
 
@@ -418,13 +415,13 @@ def problem_detail(record: dict, paths: list[dict]) -> dict:
         )
 
     agreement = None
-    if expression is not None:
+    if domain is not None:
         keyed = {n["id"]: key for key, n in by_key.items()}
         for node in nodes:
             if node["children"] or not node["depth"]:
                 continue
             key = keyed[node["id"]]
-            check = arith.check_steps(expression, list(key))
+            check = domain.check_steps(question, list(key))
             for i in range(len(key)):
                 prefix_node = by_key[key[: i + 1]]
                 prefix_node["truth"] = check.prefix_correct[i]
@@ -443,8 +440,9 @@ def problem_detail(record: dict, paths: list[dict]) -> dict:
         info["reason"] = redact(info["reason"])
     return info | {
         "has_tree": bool(record.get("tree")),
-        "arith": expression is not None,
-        "expression": expression,
+        "exact": domain is not None,
+        "domain": domain.name if domain else None,
+        "domain_title": domain.title if domain else None,
         "root": root["id"],
         "nodes": nodes,
         "labelled_paths": out_paths,

@@ -281,7 +281,7 @@
     const stats = p.stats || {};
     box.replaceChildren(
       el("h2", {}, `Problem ${p.problem_id}`, badge(p.status, p.status === "ok" ? "ok" : "failed"),
-        p.arith ? badge("arithmetic: exact truth", "info") : null),
+        p.exact ? badge(`${p.domain_title}: exact truth`, "info") : null),
       kv([
         ["question", el("pre", { text: p.question })],
         p.policy_prompt === undefined || p.policy_prompt === null ? null
@@ -310,7 +310,7 @@
         "One line per step prefix. MC: the estimated value (rollouts spent on it); prefixes the search never estimated ",
         "take their value from the next estimated prefix on a path (inherited). ",
         badge("+", "pos"), badge("−", "neg"), " labels written to data.jsonl; red outline: the first error of a path",
-        p.arith ? "; ✓/✗: exact truth of the prefix (every step so far right)" : "",
+        p.exact ? "; ✓/✗: exact truth of the prefix (every step so far right)" : "",
         ". Click a step for its details, ▸ to fold."),
     );
     const tree = el("div", { class: "tree", id: "tree" });
@@ -318,7 +318,7 @@
     tree.append(renderNode(p, p.nodes[p.root], expandAll, true));
     box.append(tree);
     box.append(el("h3", { text: `Labelled paths (${p.labelled_paths.length})` }));
-    p.labelled_paths.forEach((path, i) => box.append(renderPath(path, i, p.arith)));
+    p.labelled_paths.forEach((path, i) => box.append(renderPath(path, i, p.exact)));
     if (!p.labelled_paths.length) box.append(el("p", { class: "muted", text: "None written for this problem." }));
   }
 
@@ -418,16 +418,16 @@
     return kv(pairs);
   }
 
-  function renderPath(path, i, arith) {
+  function renderPath(path, i, exact) {
     const rows = path.completions.map((s, j) => el("tr", { class: j === path.first_error ? "first-error" : "", dataset: { node: path.nodes[j] } },
       el("td", { class: "num", text: j + 1 }),
       el("td", { class: "step", text: s }),
       el("td", {}, badge(path.labels[j] ? "+" : "−", path.labels[j] ? "pos" : "neg")),
       el("td", { class: "num", text: num(path.values[j], 3) }),
       el("td", { class: "num", text: path.rollouts[j] ? path.rollouts[j] : "inherited" }),
-      arith ? el("td", {}, path.truth[j] === null ? "" : badge(path.truth[j] ? "✓" : "✗", path.truth[j] ? "ok" : "wrong")) : null,
+      exact ? el("td", {}, path.truth[j] === null ? "" : badge(path.truth[j] ? "✓" : "✗", path.truth[j] ? "ok" : "wrong")) : null,
     ));
-    const head = el("tr", {}, ["#", "step", "label", "MC value", "rollouts", arith ? "exact" : null]
+    const head = el("tr", {}, ["#", "step", "label", "MC value", "rollouts", exact ? "exact" : null]
       .filter((x) => x !== null).map((h) => el("th", { text: h })));
     const title = path.first_error >= 0 ? `path ${i + 1}: first error at step ${path.first_error + 1}` : `path ${i + 1}: all steps “+”`;
     return el("div", { class: "path", dataset: { path: i } }, el("div", { class: "muted", text: title }),
@@ -498,10 +498,10 @@
     function openProblem(p) {
       for (const tr of tbody.children) tr.classList.toggle("selected", tr.dataset.problem === p.problem_id);
       detail.replaceChildren(
-        el("h2", {}, `Problem ${p.problem_id}`, p.expression ? badge("arithmetic: exact truth", "info") : null),
+        el("h2", {}, `Problem ${p.problem_id}`, p.domain ? badge(`${p.domain_title}: exact truth`, "info") : null),
         kv([["question", el("pre", { text: p.question })], ["gold answer", el("span", { class: "mono", id: "gold", text: p.reference })]]),
         el("div", { class: "legend" }, "Each step's background is its PRM score (red 0 … green 1); ★ marks the candidate the strategy chose",
-          p.expression ? "; ✓/✗ after a step: exact truth of the prefix." : "."),
+          p.domain ? "; ✓/✗ after a step: exact truth of the prefix." : "."),
       );
       const cell = cellSel.value;
       for (const r of p.runs) {
