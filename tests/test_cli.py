@@ -72,15 +72,18 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def test_recipes_are_valid():
+    from amcs.evaluation import EvalConfig
+    from amcs.generation import GenerateConfig
     from amcs.recipes import load_recipe
-    from amcs.search import make_config
-    from cli.generate import DEFAULTS
+    from amcs.verification import make_verify_config
 
     for path in sorted(RECIPES.glob("*/generate*.yaml")):
-        recipe = load_recipe(path)
-        search = recipe.pop("search", {})
-        assert set(recipe) <= set(DEFAULTS), path
-        make_config(recipe.get("method", "amcs"), **search)
+        config = GenerateConfig(**load_recipe(path))  # an unknown key is a TypeError
+        config.search_config()
+        assert config.search and config.search_config().k0 == config.search.get("k0", 6)
+    for path in sorted(RECIPES.glob("*/eval*.yaml")):
+        config = EvalConfig(**load_recipe(path))
+        assert config.budgets and make_verify_config(**config.verify).temperature == 0.7
 
 
 @pytest.mark.slow
@@ -201,7 +204,7 @@ def test_generate_warnings_point_at_the_fix_and_keep_rollouts_may_be_toggled_on_
     recipe = tmp_path / "r.yaml"
     recipe.write_text("keep_rollouts: sometimes\n")
     r = runner.invoke(app, ["generate", "--recipe", str(recipe), "--out", str(tmp_path / "x")])
-    assert r.exit_code == 2 and "keep_rollouts must be true or false" in r.output
+    assert r.exit_code == 2 and "--keep-rollouts must be true or false" in r.output
 
 
 def test_screening_and_all_right_problems_are_named_as_causes():
