@@ -205,6 +205,17 @@ def config_defaults(config_class: type, section: str | None = None) -> dict[str,
     return {f.name: f.default for f in dataclasses.fields(config_class) if f.name != section}
 
 
+def config_sets(config_class: type, items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items for a command whose options are all fields of one config: an
+    unknown key is a one-line error listing the known ones."""
+    settings = parse_sets(items)
+    known = config_defaults(config_class)
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        fail(f"unknown --set key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return settings
+
+
 def make_command_config(config_class: type, opts: dict[str, Any], flags: set[str]) -> Any:
     """``config_class(**opts)``, or a one-line error (exit 2): a bad value of a field that is a
     flag is named as the flag (``--limit must be an integer >= 1``), any other as its key."""

@@ -25,6 +25,7 @@ from cli.common import (
     check_backend_options,
     config_defaults,
     config_flag,
+    config_sets,
     err,
     fail,
     interrupted,
@@ -231,8 +232,9 @@ def steps_command(
     for name in ("write_data", "out"):
         if name in given:
             given[name] = str(given[name])
-    opts = _known_sets(StepsConfig, set_) | given
-    config = make_command_config(StepsConfig, opts, STEPS_FLAGS)
+    settings = config_sets(StepsConfig, set_)
+    # A bad value is named as the user gave it: --set threshold=2, or --threshold 2.
+    config = make_command_config(StepsConfig, settings | given, STEPS_FLAGS - set(settings))
     try:
         report = evaluation.run_steps(config, notify=say)
     except ScorerError as exc:
@@ -250,14 +252,3 @@ def steps_command(
         f"best over the sweep: F1 {best['f1']:.3f} at threshold {best['threshold']} "
         "(chosen on this data)"
     )
-
-
-def _known_sets(config_class: type, items: list[str]) -> dict[str, Any]:
-    """``--set KEY=VALUE`` items for a command whose options are all one config's fields: an
-    unknown key is a one-line error listing the known ones."""
-    settings = parse_sets(items)
-    known = config_defaults(config_class)
-    unknown = sorted(set(settings) - set(known))
-    if unknown:
-        fail(f"unknown --set key(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    return settings

@@ -13,12 +13,11 @@ from amcs.scorer_names import ScorerError
 from amcs.shards import ShardError
 from cli.common import (
     check_backend_options,
-    config_defaults,
     config_flag,
+    config_sets,
     fail,
     make_command_config,
     open_backend,
-    parse_sets,
     say,
 )
 
@@ -68,13 +67,11 @@ def filter_command(
       amcs filter data.jsonl --out consensus.jsonl --judge instruct --judge-model Qwen/Qwen2.5-Math-7B-Instruct --backend openai --url http://127.0.0.1:8000
     """
     params = locals()
-    settings = parse_sets(set_)
-    unknown = sorted(set(settings) - set(config_defaults(FilterConfig)))
-    if unknown:
-        fail(f"unknown --set key(s) {', '.join(unknown)}; known: {', '.join(sorted(FLAGS))}")
+    settings = config_sets(FilterConfig, set_)
     given = {name: params[name] for name in FLAGS if params[name] is not None}
     given |= {"data": str(data), "out": str(out), "url": list(url or []) or None}
-    config = make_command_config(FilterConfig, settings | given, FLAGS)
+    # A bad value is named as the user gave it: --set batch_size=0, or --batch-size 0.
+    config = make_command_config(FilterConfig, settings | given, FLAGS - set(settings))
     backend_opts = {
         "backend": config.backend,
         "url": config.url,

@@ -306,6 +306,14 @@ def test_resume_says_whether_the_file_will_be_byte_identical(tmp_path):
             "aggregation must be one of",
         ),
         (["eval", "--problems", "arith-heldout:1"], "nosuch=1", "unknown strategy parameter(s)"),
+        (["eval", "steps"], "temperature=abc", "temperature must be a number >= 0, got 'abc'"),
+        (["eval", "steps"], "threshold=1.5", "threshold must be a number in [0, 1], got 1.5"),
+        (["eval", "steps"], "prm_batch_size=-5", "prm_batch_size must be an integer >= 1"),
+        (["eval", "steps"], "nosuch=1", "unknown --set key(s) nosuch"),
+        (["filter", "amcs-data.jsonl"], "threshold=abc", "threshold must be a number in [0, 1]"),
+        (["filter", "amcs-data.jsonl"], "batch_size=-5", "batch_size must be an integer >= 1"),
+        (["filter", "amcs-data.jsonl"], "mode=drop", "mode must be one of keep, mark"),
+        (["filter", "amcs-data.jsonl"], "nosuch=1", "unknown --set key(s) nosuch"),
         (["train"], "learning_rate=abc", "learning_rate"),
         (["train"], "lora_r=-1", "lora_r"),
     ],
@@ -365,3 +373,50 @@ def test_eval_and_eval_steps_take_tiny_prm_as_filter_does(tmp_path):
     assert reports[0]["prm"] == "tiny-prm" and reports[0]["n"] == 16
     assert reports[0]["n_erroneous"] > 0 and reports[0]["n_correct"] > 0
     assert reports[0]["sweep"] == reports[1]["sweep"] and reports[0]["f1"] == reports[1]["f1"]
+
+
+# --- the library and the command line are one stage (issue 22) ---------------------------------
+
+SMALL_SEARCH = {"k0": 2, "k_max_node": 4, "max_search_count": 2, "max_new_tokens": 60}
+
+
+def _python_generate(out: Path, limit: int, **options):
+    from amcs import generation
+
+    config = generation.GenerateConfig(
+        problems="arith:6", limit=limit, out=out, search=SMALL_SEARCH, concurrency=4, **options
+    )
+    return generation.run(config)
+
+
+def _cli_generate(out: Path, limit: int) -> None:
+    sets = [part for key, value in SMALL_SEARCH.items() for part in ("--set", f"{key}={value}")]
+    args = ["--problems", "arith:6", "--limit", str(limit), "--concurrency", "4", "--quiet"]
+    result = runner.invoke(app, ["generate", *args, *sets, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.slow
+def test_a_run_started_from_python_resumes_from_the_cli_and_back(tmp_path):
+    from amcs.problems import load_problems
+    from amcs.records import OutputError, meta_path_for, read_meta
+
+    first_four = [p.id for p in load_problems("arith:6", limit=4)]
+    finished = {}
+    for start, resume in ((_python_generate, _cli_generate), (_cli_generate, _python_generate)):
+        out = tmp_path / f"{start.__name__}.jsonl"
+        start(out, 2)
+        data, meta = out.read_bytes(), meta_path_for(out).read_bytes()
+        assert [m["problem_id"] for m in read_meta(meta_path_for(out))] == first_four[:2]
+        resume(out, 4)
+        # The other side resumed the run: the first two problems' bytes untouched, two added
+        # (a problem may add no path to the data file; every problem has its meta line).
+        assert out.read_bytes().startswith(data)
+        assert meta_path_for(out).read_bytes().startswith(meta)
+        assert [m["problem_id"] for m in read_meta(meta_path_for(out))] == first_four
+        finished[start.__name__] = out.read_bytes()
+    # Same inputs, deterministic decoding: both ways write the same data.
+    assert finished["_python_generate"] == finished["_cli_generate"]
+    # The fingerprint is checked, not only written: another seed is another run.
+    with pytest.raises(OutputError, match="seed"):
+        _python_generate(tmp_path / "_cli_generate.jsonl", 4, seed=1)
