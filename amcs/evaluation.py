@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 from amcs.backends.base import Backend, Rollout, SamplingParams
 from amcs.fields import ConfigError, option, validate
 from amcs.outputs import naming
-from amcs.policy_config import PolicyConfig
+from amcs.policy_config import BackendSource, PolicyConfig, open_given
 from amcs.problems import Problem
 from amcs.scorer_names import (
     ARITH_ORACLE,
@@ -518,14 +518,23 @@ class EvalResult:
 async def run_async(
     config: EvalConfig | EvalPlan,
     *,
-    backend: Backend | Callable[[], Awaitable[Backend]] | None = None,
+    backend: BackendSource = None,
     on_record: Callable[[dict], None] | None = None,
     display: Callable[[], Any] | None = None,
     on_report: Callable[[], None] | None = None,
     notify: Callable[[str], None] | None = None,
     inputs: tuple = (),
 ) -> EvalResult:
-    """:func:`run` inside a running event loop."""
+    """Evaluate every cell of ``config`` (or of a checked :func:`plan`) on its problems and
+    write the report to ``config.out``; an earlier, interrupted evaluation there resumes from
+    its records.jsonl.
+
+    backend: an open backend (left open), an async function that opens one (closed at the
+    end), or None: the one ``config.backend`` names. on_record(record) hears every finished
+    run; display() is a context manager entered around the runs; on_report() is called when
+    every run is done, before the report is written (Ctrl-C after it cuts only the report);
+    notify(message) hears notes (a PRM's separator). ScorerError when --prm names nothing
+    loadable."""
     from amcs.grading import Grader
     from amcs.prm import load_scorer
 
@@ -547,10 +556,7 @@ async def run_async(
     grading: dict[str, int] = {}
     opened = None
     try:
-        if backend is None:
-            opened = await config.open_backend()
-        else:
-            opened = await backend() if callable(backend) else backend
+        opened = await open_given(backend, config)
         # majority, best-of-n and weighted vote ask for the same seeded samples: draw them once
         samples = SharedSamples(opened)
         prompt = config.prompt_function()
@@ -600,37 +606,9 @@ def report(run: EvalPlan, records: Sequence[dict], grading: dict[str, int]) -> E
     return EvalResult(rows, write_report(run.out, rows, settings, title), settings, grading)
 
 
-def run(
-    config: EvalConfig | EvalPlan,
-    *,
-    backend: Backend | Callable[[], Awaitable[Backend]] | None = None,
-    on_record: Callable[[dict], None] | None = None,
-    display: Callable[[], Any] | None = None,
-    on_report: Callable[[], None] | None = None,
-    notify: Callable[[str], None] | None = None,
-    inputs: tuple = (),
-) -> EvalResult:
-    """Evaluate every cell of ``config`` (or of a checked :func:`plan`) on its problems and
-    write the report to ``config.out``; an earlier, interrupted evaluation there resumes from
-    its records.jsonl.
-
-    backend: an open backend (left open), an async function that opens one (closed at the
-    end), or None: the one ``config.backend`` names. on_record(record) hears every finished
-    run; display() is a context manager entered around the runs; on_report() is called when
-    every run is done, before the report is written (Ctrl-C after it cuts only the report);
-    notify(message) hears notes (a PRM's separator). ScorerError when --prm names nothing
-    loadable."""
-    return asyncio.run(
-        run_async(
-            config,
-            backend=backend,
-            on_record=on_record,
-            display=display,
-            on_report=on_report,
-            notify=notify,
-            inputs=inputs,
-        )
-    )
+def run(config: EvalConfig | EvalPlan, **hooks: Any) -> EvalResult:
+    """:func:`run_async` in an event loop of its own: evaluate ``config`` and write its report."""
+    return asyncio.run(run_async(config, **hooks))
 
 
 # --- the step-level stage: run_steps(StepsConfig(...)), as `amcs eval steps` does ------------------

@@ -22,16 +22,15 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from amcs.backends.base import Backend
 from amcs.fields import ConfigError, option, validate
 from amcs.jsonl import JSONLinesError, read_json_lines
 from amcs.outputs import OutputPathError, check_output, naming
-from amcs.policy_config import PolicyConfig
+from amcs.policy_config import BackendSource, PolicyConfig, open_given
 from amcs.records import RecordFormatError, committed_end, data_row_problem
 from amcs.scorer_names import SCORER_NAMES, scorer_location
 
@@ -333,7 +332,7 @@ class FilterConfig:
 def run(
     config: FilterConfig,
     *,
-    backend: Backend | Callable[[], Awaitable[Backend]] | None = None,
+    backend: BackendSource = None,
     on_batch: Callable[[FilterStats], None] | None = None,
 ) -> FilterStats:
     """Judge every path of ``config.data`` and write the kept (or marked) ones to
@@ -362,10 +361,7 @@ def run(
         if scorer is None:
             from amcs.critic import CriticJudge
 
-            if backend is None:
-                opened = await config.judge_policy().open_backend()
-            else:
-                opened = await backend() if callable(backend) else backend
+            opened = await open_given(backend, config.judge_policy())
             scorer = CriticJudge(opened, max_new_tokens=config.max_new_tokens)
         try:
             return await filter_file(

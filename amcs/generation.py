@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import Any
 from amcs.backends.base import Backend
 from amcs.engine import RunCounters, generate
 from amcs.fields import ConfigError, option, validate
-from amcs.policy_config import PolicyConfig
+from amcs.policy_config import BackendSource, PolicyConfig, open_given
 from amcs.problems import Problem, is_arith_source, load_problems
 from amcs.records import RecordWriter, parse_shard, run_fingerprint, shard_problems
 from amcs.search import SearchConfig, make_config
@@ -182,9 +182,6 @@ def open_writer(run: GenerationPlan) -> RecordWriter:
     )
 
 
-BackendSource = Backend | Callable[[], Awaitable[Backend]] | None
-
-
 @dataclass
 class GenerationResult:
     """What a run did: its totals, the output's last record per problem, and ``note`` when
@@ -205,7 +202,14 @@ async def run_async(
     display: Callable[[], Any] | None = None,
     inputs: tuple = (),
 ) -> GenerationResult:
-    """:func:`run` inside a running event loop."""
+    """Label the problems of ``config`` (or of a checked :func:`plan`) into ``config.out``,
+    resuming it when it exists and was written with the same fingerprint.
+
+    backend: an open backend (left open), an async function that opens one (closed at the end),
+    or None: the one ``config.backend`` names (:meth:`PolicyConfig.open_backend`). on_start(writer,
+    backend) is called once the backend is open, before the first search; display() is a
+    context manager entered around the search (a progress display reading ``counters``).
+    Ctrl-C (KeyboardInterrupt) leaves every committed problem in the file, resumable."""
     from amcs.grading import Grader
 
     run = config if isinstance(config, GenerationPlan) else plan(config, inputs=inputs)
@@ -223,12 +227,7 @@ async def run_async(
                 f"all {len(run.problems)} problems are already done in {run.out}; nothing to do"
             )
             return result
-        if backend is None:
-            opened = await config.open_backend()
-        elif callable(backend):
-            opened = await backend()
-        else:
-            opened = backend
+        opened = await open_given(backend, config)
         try:
             prompt = config.prompt_function()
             if on_start is not None:
@@ -259,30 +258,7 @@ async def run_async(
     return result
 
 
-def run(
-    config: GenerateConfig | GenerationPlan,
-    *,
-    backend: BackendSource = None,
-    counters: RunCounters | None = None,
-    on_start: Callable[[RecordWriter, Backend], None] | None = None,
-    display: Callable[[], Any] | None = None,
-    inputs: tuple = (),
-) -> GenerationResult:
-    """Label the problems of ``config`` (or of a checked :func:`plan`) into ``config.out``,
-    resuming it when it exists and was written with the same fingerprint.
-
-    backend: an open backend (left open), an async function that opens one (closed at the end),
-    or None: the one ``config.backend`` names (:meth:`PolicyConfig.open_backend`). on_start(writer,
-    backend) is called once the backend is open, before the first search; display() is a
-    context manager entered around the search (a progress display reading ``counters``).
-    Ctrl-C (KeyboardInterrupt) leaves every committed problem in the file, resumable."""
-    return asyncio.run(
-        run_async(
-            config,
-            backend=backend,
-            counters=counters,
-            on_start=on_start,
-            display=display,
-            inputs=inputs,
-        )
-    )
+def run(config: GenerateConfig | GenerationPlan, **hooks: Any) -> GenerationResult:
+    """:func:`run_async` in an event loop of its own: label ``config``'s problems into its
+    output."""
+    return asyncio.run(run_async(config, **hooks))

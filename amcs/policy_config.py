@@ -5,7 +5,7 @@ and turns a question into the policy's prompt."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,3 +116,16 @@ class PolicyConfig:
                 await backend.aclose()
                 raise
         return backend
+
+
+# What a stage takes as its backend: an open one (the caller closes it), an async function that
+# opens one, or None: the one the config names.
+BackendSource = Backend | Callable[[], Awaitable[Backend]] | None
+
+
+async def open_given(source: BackendSource, policy: PolicyConfig) -> Backend:
+    """The backend ``source`` gives (see :data:`BackendSource`); the stage closes it at the end
+    unless it is ``source`` itself."""
+    if source is None:
+        return await policy.open_backend()
+    return await source() if callable(source) else source

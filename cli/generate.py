@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 
 from amcs import generation
-from amcs.assets import TINY_POLICY
 from amcs.backends.base import BackendConfigError
 from amcs.engine import RunCounters, ServerGoneError
 from amcs.fields import ConfigError
@@ -130,7 +129,7 @@ def generate_command(
     try:
         result = generation.run(
             run,
-            backend=lambda: open_backend(opts, str(config.model or TINY_POLICY)),
+            backend=lambda: open_backend(opts, config.model_path),
             counters=counters,
             on_start=on_start,
             display=lambda: RunDisplay(counters, quiet=quiet),

@@ -420,3 +420,30 @@ def test_a_run_started_from_python_resumes_from_the_cli_and_back(tmp_path):
     # The fingerprint is checked, not only written: another seed is another run.
     with pytest.raises(OutputError, match="seed"):
         _python_generate(tmp_path / "_cli_generate.jsonl", 4, seed=1)
+
+
+@pytest.mark.parametrize(
+    ("command", "module"),
+    [(["generate"], "cli.generate"), (["eval"], "cli.eval"), (["filter"], "cli.filter")],
+)
+def test_every_flag_takes_its_help_and_default_from_the_config_field(command, module):
+    import dataclasses
+    import importlib
+
+    from cli.common import flag_help
+
+    cli_module = importlib.import_module(module)
+    config_class = {
+        "cli.generate": "GenerateConfig",
+        "cli.eval": "EvalConfig",
+        "cli.filter": "FilterConfig",
+    }[module]
+    config_class = getattr(cli_module, config_class)
+    shown = " ".join(runner.invoke(app, [*command, "--help"]).output.split())
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    for name in cli_module.FLAGS:
+        text = " ".join(flag_help(config_class, name).split())
+        assert text.split(" [default")[0][:40] in shown, name
+        default = fields[name].default
+        if default is not None and not isinstance(default, bool) and name != "data":
+            assert f"[default: {default}]" in flag_help(config_class, name), name
