@@ -447,3 +447,25 @@ def test_every_flag_takes_its_help_and_default_from_the_config_field(command, mo
         default = fields[name].default
         if default is not None and not isinstance(default, bool) and name != "data":
             assert f"[default: {default}]" in flag_help(config_class, name), name
+
+
+@pytest.mark.slow
+def test_an_evaluation_started_from_python_is_finished_by_the_cli(tmp_path):
+    from amcs import evaluation
+
+    out = tmp_path / "eval"
+    options = {"problems": "arith-heldout:2", "strategies": "greedy,best-of-n", "n": "2"}
+    result = evaluation.run(
+        evaluation.EvalConfig(**options, prm="arith-oracle", baseline=False, out=str(out))
+    )
+    assert [(r["strategy"], r["n"]) for r in result.rows] == [("greedy", 1), ("best-of-n", 2)]
+    records = (out / "records.jsonl").read_bytes()
+    assert len(records.splitlines()) == 4  # 2 cells x 2 problems
+    args = [f"--{key}={value}" for key, value in options.items()]
+    cli = runner.invoke(
+        app, ["eval", *args, "--prm", "arith-oracle", "--no-baseline", "--out", str(out), "-q"]
+    )
+    assert cli.exit_code == 0, cli.output
+    # Every run was already recorded: the CLI reran none and reports the same table.
+    assert (out / "records.jsonl").read_bytes() == records
+    assert json.loads((out / "results.json").read_text())["results"] == result.rows
