@@ -435,7 +435,11 @@ async def generate_to_file(
 ) -> RunCounters:
     """`generate` into the file `out` (resumed if it exists); options as for `generate`, plus
     ``fingerprint`` (default: method, model, seed and search config; see
-    ``amcs.records.run_fingerprint``) and ``retry_failed`` (default True)."""
+    ``amcs.records.run_fingerprint``) and ``retry_failed`` (default True).
+
+    For problems given as a list, with no source to record (``problems="library"``): such a run
+    resumes from here only. :func:`amcs.generation.run` takes the options of `amcs generate`
+    and writes its fingerprint, so a run started there resumes from the command line and back."""
     fingerprint = options.pop("fingerprint", None) or run_fingerprint(
         method=config.method,
         model=options["model_name"],

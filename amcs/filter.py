@@ -22,13 +22,16 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from amcs.fields import ConfigError, option, validate
 from amcs.jsonl import JSONLinesError, read_json_lines
 from amcs.outputs import OutputPathError, check_output, naming
+from amcs.policy_config import BackendSource, PolicyConfig, open_given
+from amcs.prm.names import SCORER_NAMES, scorer_location
 from amcs.records import RecordFormatError, committed_end, data_row_problem
 
 MODES = ("keep", "mark")
@@ -251,3 +254,128 @@ async def filter_file(
     os.replace(tmp, summary)
     progress.unlink(missing_ok=True)
     return stats
+
+
+# --- the filter stage: run(FilterConfig(...)), as `amcs filter` does -----------------------------
+
+INSTRUCT = "instruct"
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Every option of `amcs filter`: the input run, where the kept paths go, and the judge."""
+
+    data: str | None = option(None, "a data file of `amcs generate` (or TRL-format JSONL)")
+    out: str | None = option(None, "where to write the kept paths (JSONL)")
+    judge: str = option(
+        "tiny-prm",
+        f"who judges the steps: {SCORER_NAMES}, or {INSTRUCT} (an instruct model asked for the "
+        "earliest wrong step: --judge-model)",
+    )
+    judge_model: str | None = option(
+        None, f"--judge {INSTRUCT}: the model (path or hub id; for servers the tokenizer)"
+    )
+    backend: str = option(
+        "hf", f"--judge {INSTRUCT}: hf | sglang | sglang-http | openai, as for generate"
+    )
+    url: list[str] | None = option(None, f"--judge {INSTRUCT}: server URL(s)")
+    served_model_name: str | None = option(
+        None, f"--judge {INSTRUCT} with openai: the name the server serves the model under"
+    )
+    max_new_tokens: int = option(
+        1024, f"--judge {INSTRUCT}: the most tokens of one critique", min=1
+    )
+    mode: str = option(
+        "keep",
+        "keep: write only the paths where both agree; mark: write every path with 'consensus', "
+        "'mc_first_error' and 'judge_first_error' added",
+        choices=MODES,
+    )
+    threshold: float = option(
+        0.5, "a step the judge scores below this is its first error", min=0, max=1
+    )
+    prm_format: str | None = option(None, "token-cls, step-tag or qwen-prm [default: detected]")
+    batch_size: int = option(32, "steps the PRM scores in one forward pass", min=1)
+    resume: bool = option(True, "continue an interrupted run on the same input")
+
+    def __post_init__(self) -> None:
+        for name in ("data", "out"):
+            if isinstance(getattr(self, name), os.PathLike):
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
+        if isinstance(self.url, str):
+            object.__setattr__(self, "url", [self.url])
+        validate(self)
+        if self.data is None or self.out is None:
+            raise ConfigError("the filter needs a data file (data) and an output (out)")
+        if self.judge == INSTRUCT and not self.judge_model:
+            raise ConfigError(
+                f"--judge {INSTRUCT} needs --judge-model (the instruct model that judges)"
+            )
+        if self.judge != INSTRUCT and self.judge_model:
+            raise ConfigError(f"--judge-model is for --judge {INSTRUCT}")
+
+    @property
+    def judge_name(self) -> str:
+        """The judge as the summary and the resume check name it."""
+        return f"{self.judge}:{self.judge_model}" if self.judge == INSTRUCT else self.judge
+
+    def judge_policy(self) -> PolicyConfig:
+        """--judge instruct: the instruct model and the backend that serves it."""
+        return PolicyConfig(
+            backend=self.backend,
+            model=self.judge_model,
+            url=self.url,
+            served_model_name=self.served_model_name,
+        )
+
+
+def run(
+    config: FilterConfig,
+    *,
+    backend: BackendSource = None,
+    on_batch: Callable[[FilterStats], None] | None = None,
+) -> FilterStats:
+    """Judge every path of ``config.data`` and write the kept (or marked) ones to
+    ``config.out`` (:func:`filter_file`). Checks the paths first (FilterError, ShardError for a
+    concatenated file naming two questions by one id); ScorerError when the judge names no
+    loadable scorer. With --judge instruct, backend is an open backend (left open), an async
+    function that opens one, or None: the one the config names."""
+    from amcs.prm import load_scorer
+    from amcs.shards import check_combinable
+
+    data, out = Path(config.data), Path(config.out)
+    instruct = config.judge == INSTRUCT
+    check_paths(data, out, config.judge_model if instruct else scorer_location(config.judge))
+    check_combinable([data])  # a concatenated file may name two questions by one id
+    scorer = (
+        None
+        if instruct
+        else load_scorer(
+            config.judge, prm_format=config.prm_format, max_batch_size=config.batch_size
+        )
+    )
+
+    async def main() -> FilterStats:
+        nonlocal scorer
+        opened = None
+        if scorer is None:
+            from amcs.critic import CriticJudge
+
+            opened = await open_given(backend, config.judge_policy())
+            scorer = CriticJudge(opened, max_new_tokens=config.max_new_tokens)
+        try:
+            return await filter_file(
+                data,
+                out,
+                scorer,
+                judge_name=config.judge_name,
+                mode=config.mode,
+                threshold=config.threshold,
+                resume=config.resume,
+                on_batch=on_batch,
+            )
+        finally:
+            if not instruct or opened is not backend:  # ours: the PRM, or the judge's backend
+                await scorer.aclose()
+
+    return asyncio.run(main())

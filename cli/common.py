@@ -171,6 +171,68 @@ def merge_options(
     return defaults | base | {k: v for k, v in given.items() if v is not None}, nested
 
 
+def flag_help(config_class: type, name: str) -> str:
+    """A flag's help from its config field (the one description, shared with recipes, --set and
+    the library): the field's help text, what it allows when it has a range or choices, and its
+    default (a field whose default is None says in its text what not giving it means)."""
+    from amcs.fields import allowed, field_types
+
+    f = config_class.__dataclass_fields__[name]
+    text, bracket, said_default = f.metadata["help"].partition(" [default:")
+    m = f.metadata
+    if m.get("choices") or any(m.get(k) is not None for k in ("min", "max", "above", "below")):
+        what = allowed(f, field_types(config_class)[name]).removesuffix(" or null")
+        text += f" ({what})"
+    if bracket:
+        return f"{text}{bracket}{said_default}"
+    if isinstance(f.default, bool):
+        return f"{text} [default: {'on' if f.default else 'off'}]"
+    return text if f.default is None else f"{text} [default: {f.default}]"
+
+
+def config_flag(config_class: type, name: str, *param_decls: str) -> Any:
+    """A typer option for the field ``name`` of a config dataclass: default None (not given: the
+    recipe's value or the field's default applies), help from the field (:func:`flag_help`)."""
+    return typer.Option(None, *param_decls, help=flag_help(config_class, name))
+
+
+def config_defaults(config_class: type, section: str | None = None) -> dict[str, Any]:
+    """Every option of a config dataclass with its default (the keys a recipe may hold; the
+    nested ``section``, e.g. ``search``, apart)."""
+    import dataclasses
+
+    return {f.name: f.default for f in dataclasses.fields(config_class) if f.name != section}
+
+
+def config_sets(config_class: type, items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items for a command whose options are all fields of one config: an
+    unknown key is a one-line error listing the known ones."""
+    settings = parse_sets(items)
+    known = config_defaults(config_class)
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        fail(f"unknown --set key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return settings
+
+
+def make_command_config(config_class: type, opts: dict[str, Any], flags: set[str]) -> Any:
+    """``config_class(**opts)``, or a one-line error (exit 2): a bad value of a field that is a
+    flag is named as the flag (``--limit must be an integer >= 1``), any other as its key."""
+    import re
+
+    from amcs.fields import ConfigError
+
+    try:
+        return config_class(**opts)
+    except ConfigError as exc:
+        message = str(exc)
+        match = re.match(r"(\w+) must ", message)
+        if match and match[1] in flags:
+            rest = message[len(match[1]) :].replace(" or null, got ", ", got ", 1)
+            message = "--" + match[1].replace("_", "-") + rest  # null is for recipes
+        fail(message)
+
+
 def check_output(option: str, path, **how) -> None:
     """:func:`amcs.outputs.check_output` as a one-line error (exit 2): run it before anything is
     read, written or loaded."""

@@ -2,62 +2,58 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from amcs.prm.names import SCORER_NAMES, scorer_location
-from cli.common import check_backend_options, check_number, fail, open_backend, say
+from amcs import filter as consensus
+from amcs.filter import INSTRUCT, FilterConfig, FilterError
+from amcs.prm.names import ScorerError
+from amcs.shards import ShardError
+from cli.common import (
+    check_backend_options,
+    config_flag,
+    config_sets,
+    fail,
+    make_command_config,
+    open_backend,
+    say,
+)
 
-INSTRUCT = "instruct"
+FLAGS = {
+    "data", "out", "judge", "judge_model", "backend", "url", "served_model_name",
+    "max_new_tokens", "mode", "threshold", "prm_format", "batch_size", "resume",
+}  # fmt: skip
 
 
-def _judge(judge: str, prm_format: str | None, batch_size: int):
-    """The step scorer --judge names (:func:`amcs.prm.load_scorer`), or a one-line error."""
-    from amcs.prm import load_scorer
-    from amcs.prm.names import ScorerError
-
-    try:
-        return load_scorer(judge, prm_format=prm_format, max_batch_size=batch_size)
-    except ScorerError as exc:
-        fail(f"cannot load the judge {judge}: {exc}")
+def _flag(name: str, *param_decls: str) -> Any:
+    return config_flag(FilterConfig, name, *param_decls)
 
 
 def filter_command(
-    data: Path = typer.Argument(..., help="A data file of `amcs generate` (or TRL-format JSONL)."),
-    judge: str = typer.Option(
-        "tiny-prm",
-        "--judge",
-        "-j",
-        help=f"Who judges the steps: {SCORER_NAMES}, or {INSTRUCT} (an instruct model asked "
-        "for the earliest wrong step: --judge-model).",
+    data: Path = typer.Argument(
+        ..., help=FilterConfig.__dataclass_fields__["data"].metadata["help"]
     ),
-    judge_model: str | None = typer.Option(
-        None, help=f"--judge {INSTRUCT}: the model (path or hub id; for servers the tokenizer)."
+    judge: str | None = _flag("judge", "--judge", "-j"),
+    judge_model: str | None = _flag("judge_model"),
+    backend: str | None = _flag("backend"),
+    url: list[str] | None = _flag("url", "--url"),
+    served_model_name: str | None = _flag("served_model_name"),
+    max_new_tokens: int | None = _flag("max_new_tokens"),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help=FilterConfig.__dataclass_fields__["out"].metadata["help"]
     ),
-    backend: str = typer.Option(
-        "hf", help=f"--judge {INSTRUCT}: hf | sglang | sglang-http | openai, as for generate."
+    mode: str | None = _flag("mode"),
+    threshold: float | None = _flag("threshold"),
+    prm_format: str | None = _flag("prm_format"),
+    batch_size: int | None = _flag("batch_size"),
+    resume: bool | None = _flag("resume", "--resume/--no-resume"),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Any option above as KEY=VALUE (e.g. --set threshold=0.4), repeatable; the flags win.",
     ),
-    url: list[str] = typer.Option([], "--url", help=f"--judge {INSTRUCT}: server URL(s)."),
-    served_model_name: str | None = typer.Option(
-        None, help=f"--judge {INSTRUCT} with openai: the name the server serves the model under."
-    ),
-    max_new_tokens: int = typer.Option(
-        1024, help=f"--judge {INSTRUCT}: the most tokens of one critique."
-    ),
-    out: Path = typer.Option(..., "--out", "-o", help="Where to write the kept paths (JSONL)."),
-    mode: str = typer.Option(
-        "keep",
-        help="keep: write only the paths where both agree; mark: write every path with "
-        "'consensus', 'mc_first_error' and 'judge_first_error' added.",
-    ),
-    threshold: float = typer.Option(
-        0.5, help="A step the judge scores below this is its first error."
-    ),
-    prm_format: str | None = typer.Option(None, help="token-cls, step-tag or qwen-prm (detected)."),
-    batch_size: int = typer.Option(32, help="Steps the PRM scores in one forward pass."),
-    resume: bool = typer.Option(True, help="Continue an interrupted run on the same input."),
 ) -> None:
     """Consensus filtering ("The Lessons of Developing PRMs", arXiv 2501.07301): a path is kept
     when its first "-" label and the judge's first low-scored step are the same step (or neither
@@ -70,69 +66,38 @@ def filter_command(
 
       amcs filter data.jsonl --out consensus.jsonl --judge instruct --judge-model Qwen/Qwen2.5-Math-7B-Instruct --backend openai --url http://127.0.0.1:8000
     """
-    from amcs.filter import MODES, FilterError, check_paths, filter_file
-
-    opts = {"threshold": threshold, "batch_size": batch_size, "max_new_tokens": max_new_tokens}
-    check_number(opts, "threshold", float, min=0, max=1)
-    check_number(opts, "batch_size", int, min=1)
-    check_number(opts, "max_new_tokens", int, min=1)
+    params = locals()
+    settings = config_sets(FilterConfig, set_)
+    given = {name: params[name] for name in FLAGS if params[name] is not None}
+    given |= {"data": str(data), "out": str(out), "url": list(url or []) or None}
+    # A bad value is named as the user gave it: --set batch_size=0, or --batch-size 0.
+    config = make_command_config(FilterConfig, settings | given, FLAGS - set(settings))
     backend_opts = {
-        "backend": backend,
-        "url": list(url) or None,
-        "served_model_name": served_model_name,
+        "backend": config.backend,
+        "url": config.url,
+        "served_model_name": config.served_model_name,
         "max_batch_size": 128,
         "backend_options": None,
         "prompt_format": "auto",
     }
-    if judge == INSTRUCT:
-        if not judge_model:
-            fail(f"--judge {INSTRUCT} needs --judge-model (the instruct model that judges)")
+    if config.judge == INSTRUCT:
         check_backend_options(backend_opts)
-    elif judge_model:
-        fail(f"--judge-model is for --judge {INSTRUCT}")
-    if mode not in MODES:
-        fail(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    from amcs.shards import check_combinable
-
-    try:
-        check_paths(data, out, judge_model if judge == INSTRUCT else scorer_location(judge))
-        check_combinable([data])  # a concatenated file may name two questions by one id
-    except ValueError as exc:  # FilterError, ShardError
-        fail(str(exc))
-    scorer = None if judge == INSTRUCT else _judge(judge, prm_format, opts["batch_size"])
 
     def progress(stats) -> None:
         say(f"filter: {stats.paths:,} paths judged, {stats.kept:,} kept")
 
-    async def main():
-        nonlocal scorer
-        if scorer is None:
-            from amcs.critic import CriticJudge
-
-            scorer = CriticJudge(
-                await open_backend(backend_opts, judge_model),
-                max_new_tokens=opts["max_new_tokens"],
-            )
-        try:
-            return await filter_file(
-                data,
-                out,
-                scorer,
-                judge_name=f"{judge}:{judge_model}" if judge == INSTRUCT else judge,
-                mode=mode,
-                threshold=opts["threshold"],
-                resume=resume,
-                on_batch=progress,
-            )
-        finally:
-            await scorer.aclose()
-
     try:
-        stats = asyncio.run(main())
-    except FilterError as exc:
+        stats = consensus.run(
+            config,
+            backend=lambda: open_backend(backend_opts, config.judge_model),
+            on_batch=progress,
+        )
+    except ScorerError as exc:
+        fail(f"cannot load the judge {config.judge}: {exc}")
+    except (FilterError, ShardError) as exc:
         fail(str(exc))
     s = stats.to_dict()
     share = f" ({s['kept_fraction']:.1%})" if s["paths"] else ""
-    say(f"kept {s['kept']:,} of {s['paths']:,} paths{share}; written to {out}")
+    say(f"kept {s['kept']:,} of {s['paths']:,} paths{share}; written to {config.out}")
     for why, n in s["reasons"].items():
         say(f"  {why}: {n:,}")

@@ -73,15 +73,18 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def test_recipes_are_valid():
+    from amcs.evaluation import EvalConfig
+    from amcs.generation import GenerateConfig
     from amcs.recipes import load_recipe
-    from amcs.search import make_config
-    from cli.generate import DEFAULTS
+    from amcs.verification import make_verify_config
 
     for path in sorted(RECIPES.glob("*/generate*.yaml")):
-        recipe = load_recipe(path)
-        search = recipe.pop("search", {})
-        assert set(recipe) <= set(DEFAULTS), path
-        make_config(recipe.get("method", "amcs"), **search)
+        config = GenerateConfig(**load_recipe(path))  # an unknown key is a TypeError
+        config.search_config()
+        assert config.search and config.search_config().k0 == config.search.get("k0", 6)
+    for path in sorted(RECIPES.glob("*/eval*.yaml")):
+        config = EvalConfig(**load_recipe(path))
+        assert config.budgets and make_verify_config(**config.verify).temperature == 0.7
 
 
 @pytest.mark.slow
@@ -202,7 +205,7 @@ def test_generate_warnings_point_at_the_fix_and_keep_rollouts_may_be_toggled_on_
     recipe = tmp_path / "r.yaml"
     recipe.write_text("keep_rollouts: sometimes\n")
     r = runner.invoke(app, ["generate", "--recipe", str(recipe), "--out", str(tmp_path / "x")])
-    assert r.exit_code == 2 and "keep_rollouts must be true or false" in r.output
+    assert r.exit_code == 2 and "--keep-rollouts must be true or false" in r.output
 
 
 def test_screening_and_all_right_problems_are_named_as_causes():
@@ -304,6 +307,14 @@ def test_resume_says_whether_the_file_will_be_byte_identical(tmp_path):
             "aggregation must be one of",
         ),
         (["eval", "--problems", "arith-heldout:1"], "nosuch=1", "unknown strategy parameter(s)"),
+        (["eval", "steps"], "temperature=abc", "temperature must be a number >= 0, got 'abc'"),
+        (["eval", "steps"], "threshold=1.5", "threshold must be a number in [0, 1], got 1.5"),
+        (["eval", "steps"], "prm_batch_size=-5", "prm_batch_size must be an integer >= 1"),
+        (["eval", "steps"], "nosuch=1", "unknown --set key(s) nosuch"),
+        (["filter", "amcs-data.jsonl"], "threshold=abc", "threshold must be a number in [0, 1]"),
+        (["filter", "amcs-data.jsonl"], "batch_size=-5", "batch_size must be an integer >= 1"),
+        (["filter", "amcs-data.jsonl"], "mode=drop", "mode must be one of keep, mark"),
+        (["filter", "amcs-data.jsonl"], "nosuch=1", "unknown --set key(s) nosuch"),
         (["train"], "learning_rate=abc", "learning_rate"),
         (["train"], "lora_r=-1", "lora_r"),
     ],
@@ -366,3 +377,99 @@ def test_eval_and_eval_steps_take_tiny_prm_as_filter_does(tmp_path):
     assert reports[0]["prm"] == "tiny-prm" and reports[0]["n"] == 16
     assert reports[0]["n_erroneous"] > 0 and reports[0]["n_correct"] > 0
     assert reports[0]["sweep"] == reports[1]["sweep"] and reports[0]["f1"] == reports[1]["f1"]
+
+
+# --- the library and the command line are one stage (issue 22) ---------------------------------
+
+SMALL_SEARCH = {"k0": 2, "k_max_node": 4, "max_search_count": 2, "max_new_tokens": 60}
+
+
+def _python_generate(out: Path, limit: int, **options):
+    from amcs import generation
+
+    config = generation.GenerateConfig(
+        problems="arith:6", limit=limit, out=out, search=SMALL_SEARCH, concurrency=4, **options
+    )
+    return generation.run(config)
+
+
+def _cli_generate(out: Path, limit: int) -> None:
+    sets = [part for key, value in SMALL_SEARCH.items() for part in ("--set", f"{key}={value}")]
+    args = ["--problems", "arith:6", "--limit", str(limit), "--concurrency", "4", "--quiet"]
+    result = runner.invoke(app, ["generate", *args, *sets, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.slow
+def test_a_run_started_from_python_resumes_from_the_cli_and_back(tmp_path):
+    from amcs.problems import load_problems
+    from amcs.records import OutputError, meta_path_for, read_meta
+
+    first_four = [p.id for p in load_problems("arith:6", limit=4)]
+    finished = {}
+    for start, resume in ((_python_generate, _cli_generate), (_cli_generate, _python_generate)):
+        out = tmp_path / f"{start.__name__}.jsonl"
+        start(out, 2)
+        data, meta = out.read_bytes(), meta_path_for(out).read_bytes()
+        assert [m["problem_id"] for m in read_meta(meta_path_for(out))] == first_four[:2]
+        resume(out, 4)
+        # The other side resumed the run: the first two problems' bytes untouched, two added
+        # (a problem may add no path to the data file; every problem has its meta line).
+        assert out.read_bytes().startswith(data)
+        assert meta_path_for(out).read_bytes().startswith(meta)
+        assert [m["problem_id"] for m in read_meta(meta_path_for(out))] == first_four
+        finished[start.__name__] = out.read_bytes()
+    # Same inputs, deterministic decoding: both ways write the same data.
+    assert finished["_python_generate"] == finished["_cli_generate"]
+    # The fingerprint is checked, not only written: another seed is another run.
+    with pytest.raises(OutputError, match="seed"):
+        _python_generate(tmp_path / "_cli_generate.jsonl", 4, seed=1)
+
+
+@pytest.mark.parametrize(
+    ("command", "module"),
+    [(["generate"], "cli.generate"), (["eval"], "cli.eval"), (["filter"], "cli.filter")],
+)
+def test_every_flag_takes_its_help_and_default_from_the_config_field(command, module):
+    import dataclasses
+    import importlib
+
+    from cli.common import flag_help
+
+    cli_module = importlib.import_module(module)
+    config_class = {
+        "cli.generate": "GenerateConfig",
+        "cli.eval": "EvalConfig",
+        "cli.filter": "FilterConfig",
+    }[module]
+    config_class = getattr(cli_module, config_class)
+    shown = " ".join(runner.invoke(app, [*command, "--help"]).output.split())
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    for name in cli_module.FLAGS:
+        text = " ".join(flag_help(config_class, name).split())
+        assert text.split(" [default")[0][:40] in shown, name
+        default = fields[name].default
+        if default is not None and not isinstance(default, bool) and name != "data":
+            assert f"[default: {default}]" in flag_help(config_class, name), name
+
+
+@pytest.mark.slow
+def test_an_evaluation_started_from_python_is_finished_by_the_cli(tmp_path):
+    from amcs import evaluation
+
+    out = tmp_path / "eval"
+    options = {"problems": "arith-heldout:2", "strategies": "greedy,best-of-n", "n": "2"}
+    result = evaluation.run(
+        evaluation.EvalConfig(**options, prm="arith-oracle", baseline=False, out=str(out))
+    )
+    assert [(r["strategy"], r["n"]) for r in result.rows] == [("greedy", 1), ("best-of-n", 2)]
+    records = (out / "records.jsonl").read_bytes()
+    assert len(records.splitlines()) == 4  # 2 cells x 2 problems
+    args = [f"--{key}={value}" for key, value in options.items()]
+    cli = runner.invoke(
+        app, ["eval", *args, "--prm", "arith-oracle", "--no-baseline", "--out", str(out), "-q"]
+    )
+    assert cli.exit_code == 0, cli.output
+    # Every run was already recorded: the CLI reran none and reports the same table.
+    assert (out / "records.jsonl").read_bytes() == records
+    assert json.loads((out / "results.json").read_text())["results"] == result.rows
