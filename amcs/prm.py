@@ -56,6 +56,7 @@ from transformers import (
     AutoTokenizer,
 )
 
+from amcs.prm_remote import is_url, load_served_prm
 from amcs.prompts import DEFAULT_SYSTEM_PROMPT
 from amcs.scorer_names import (
     ARITH_ORACLE,
@@ -578,12 +579,15 @@ def load_scorer(
     - ``arith-oracle``: the exact arithmetic checker (:class:`amcs.verification.ArithOracleScorer`);
     - ``policy-confidence`` (from ``policy``, default the bundled tiny policy) or
       ``policy-confidence:MODEL``: the training-free baseline, on steps joined by ``separator``;
+    - ``http://host:port`` (or https): a PRM that vLLM serves (:mod:`amcs.prm_remote`);
     - anything else: a PRM checkpoint directory or hub id for :func:`load_prm`, in
       ``prm_format`` or the one its files show.
 
     Raises :class:`ScorerError` naming the spec and the names that work."""
     from amcs.assets import TINY_POLICY, TINY_PRM
 
+    if is_url(spec):
+        return load_served_prm(spec, max_batch_size=max_batch_size)
     if spec == ARITH_ORACLE:
         from amcs.verification import ArithOracleScorer
 
