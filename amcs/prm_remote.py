@@ -69,7 +69,7 @@ def is_url(spec: str | None) -> bool:
 class _Pending:
     ids: list[int]
     positions: list[int]
-    future: asyncio.Future
+    future: asyncio.Future | None
 
 
 class ServedPRMScorer:
@@ -113,6 +113,7 @@ class ServedPRMScorer:
         self.checkpoint = self._checkpoint(tokenizer, entry)
         self.tokenizer = _load_tokenizer(self.checkpoint)
         self.separator = separator if separator is not None else self._trained_separator()
+        self._check_pooling()
         self.calls = 0
         self.requests = 0
         self.retries = 0
@@ -169,6 +170,37 @@ class ServedPRMScorer:
                 f"{self.url} serves {self.served_model!r} from {where}, which is not here: "
                 f"{exc} (give the PRM's directory or hub id as the tokenizer)"
             ) from None
+
+    def _check_pooling(self) -> None:
+        """One small ``/pooling`` request, so that a server that is not a 2-label token
+        classifier is reported now, not after the first solutions are written."""
+        ids, positions = self.encode("1", ["1"])
+        url = f"{self.url}/pooling"
+        try:
+            resp = httpx.post(url, json=self._body([ids]), headers=self._headers, timeout=60)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailableError(
+                redact(f"cannot reach the PRM server at {url}: {type(exc).__name__}: {exc}")
+            ) from exc
+        if resp.status_code >= 400:
+            exc = http_error(resp.status_code, error_message(resp), url)
+            raise self._config_error(exc) if isinstance(exc, BackendConfigError) else exc
+        try:
+            rows = [r["data"] for r in resp.json()["data"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BackendConfigError(redact(f"{url} answered {resp.text[:200]}")) from exc
+        result = self._step_scores(_Pending(ids, positions, None), rows[0] if rows else None)
+        if isinstance(result, Exception):
+            raise result
+
+    def _body(self, inputs: list[list[int]]) -> dict:
+        return {
+            "model": self.served_model,
+            "input": inputs,
+            "task": POOLING_TASK,
+            "add_special_tokens": False,  # the ids are complete, BOS included
+            "use_activation": True,  # softmax over the 2 labels
+        }
 
     def _trained_separator(self) -> str:
         """The separator in the checkpoint's amcs_prm.json; refuses a policy-features PRM, whose
@@ -279,13 +311,7 @@ class ServedPRMScorer:
         after a capped backoff until ``patience`` seconds pass without an answer."""
         assert self._client is not None
         url = f"{self.url}/pooling"
-        body = {
-            "model": self.served_model,
-            "input": inputs,
-            "task": POOLING_TASK,
-            "add_special_tokens": False,  # the ids are complete, BOS included
-            "use_activation": True,  # softmax over the 2 labels
-        }
+        body = self._body(inputs)
         first_failure: float | None = None
         delay = self.backoff
         while True:
