@@ -151,11 +151,11 @@ class ServedPRMScorer:
                     redact(f"{self.url} does not serve {served_model!r}; it serves {names}")
                 )
             return served[served_model]
-        if len(served) != 1:
-            raise BackendConfigError(
-                redact(f"{self.url} serves {names}: name the PRM to score with (served_model)")
-            )
-        return next(iter(served.values()))
+        if len({m.get("root") or m["id"] for m in served.values()}) == 1:
+            return next(iter(served.values()))  # one model under one or more names
+        raise BackendConfigError(
+            redact(f"{self.url} serves {names}: name the PRM to score with (served_model)")
+        )
 
     def _checkpoint(self, tokenizer: str | Path | None, entry: dict) -> str:
         """Where the PRM's tokenizer (and amcs_prm.json) are read: ``tokenizer`` when given,

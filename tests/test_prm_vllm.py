@@ -136,8 +136,15 @@ def test_eval_best_of_n_with_the_url_picks_what_the_directory_picks(
         results.append(records)
     served, local = results
     assert len(served) == len(local) == 3
+    n_scores = 0
     for a, b in zip(served, local, strict=True):
-        assert a.get("answer") == b.get("answer") and a.get("correct") == b.get("correct")
+        # the same samples (same seed), scored alike, so the same one chosen
+        assert [c["text"] for c in a["candidates"]] == [c["text"] for c in b["candidates"]]
+        assert (a["chosen"], a["answer"], a["correct"]) == (b["chosen"], b["answer"], b["correct"])
+        for x, y in zip(a["candidates"], b["candidates"], strict=True):
+            assert x["step_scores"] == pytest.approx(y["step_scores"], abs=TOLERANCE)
+            n_scores += len(x["step_scores"])
+    assert n_scores > 0
 
 
 def test_no_server_is_one_error_naming_the_url(tmp_path):
