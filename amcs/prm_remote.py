@@ -110,10 +110,10 @@ class ServedPRMScorer:
         self.served_model: str = entry["id"]
         mml = entry.get("max_model_len")
         self.max_model_len = mml if isinstance(mml, int) and mml > 0 else None
+        self._check_pooling()
         self.checkpoint = self._checkpoint(tokenizer, entry)
         self.tokenizer = _load_tokenizer(self.checkpoint)
         self.separator = separator if separator is not None else self._trained_separator()
-        self._check_pooling()
         self.calls = 0
         self.requests = 0
         self.retries = 0
@@ -173,8 +173,9 @@ class ServedPRMScorer:
 
     def _check_pooling(self) -> None:
         """One small ``/pooling`` request, so that a server that is not a 2-label token
-        classifier is reported now, not after the first solutions are written."""
-        ids, positions = self.encode("1", ["1"])
+        classifier is reported now, not after the first solutions are written (one token, id
+        0, which every vocabulary has)."""
+        ids, positions = [0], [0]
         url = f"{self.url}/pooling"
         try:
             resp = httpx.post(url, json=self._body([ids]), headers=self._headers, timeout=60)

@@ -3,8 +3,9 @@ over the network: its step scores equal the in-process scorer's, `amcs eval` and
 take its URL, and what goes wrong (no server, a server that is not a PRM, a server that goes
 away) is one error naming the URL, never a score.
 
-Servers tier (tests/conftest.py SERVER_FILES): the PRM server starts once for the module (~45 s
-on a free 2-core machine), the generation server of tests.servers for the last tests.
+The tests using the fixture ``vllm_prm_server`` are in the servers tier (tests/conftest.py
+SERVER_FIXTURES); the server starts once for the module (training ~25 s and start-up ~45 s on a
+free 2-core machine), on one xdist worker. The error paths that need no vLLM run in the fast tier.
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ from amcs.prm import load_prm, load_scorer
 from amcs.prm_remote import ServedPRMScorer
 from amcs.scorer_names import ScorerError
 from cli.main import app
-from tests.servers import (
-    free_port,
-    require_server_env,
-    start_vllm,
-    vllm_server_fixture,  # noqa: F401  (the fixture "vllm_server")
-)
+from tests.loopback_server import LoopbackServer
+from tests.servers import free_port, require_server_env, start_vllm
 from tests.test_training import arith_rows
+
+pytestmark = pytest.mark.xdist_group("test_prm_vllm")  # one worker: one PRM server
 
 # vLLM computes in float32 like the in-process scorer; observed max difference 1.2e-7.
 TOLERANCE = 1e-5
@@ -54,8 +53,8 @@ def trained_prm(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def prm_server(trained_prm):
+@pytest.fixture(scope="module", name="vllm_prm_server")
+def vllm_prm_server_fixture(trained_prm):
     """vLLM serving the trained PRM with the pooling runner (token_classify)."""
     server = start_vllm(trained_prm, runner="pooling")
     yield server
@@ -73,9 +72,9 @@ def solutions(n: int) -> list[tuple[str, list[str]]]:
     return items
 
 
-def test_served_step_scores_equal_the_in_process_scorers(prm_server, trained_prm):
+def test_served_step_scores_equal_the_in_process_scorers(vllm_prm_server, trained_prm):
     items = solutions(20)
-    scorer = load_scorer(prm_server.url, max_batch_size=8)
+    scorer = load_scorer(vllm_prm_server.url, max_batch_size=8)
     assert isinstance(scorer, ServedPRMScorer)
     assert scorer.served_model == str(trained_prm)
 
@@ -99,7 +98,9 @@ def test_served_step_scores_equal_the_in_process_scorers(prm_server, trained_prm
     assert scorer.calls == len(items) and scorer.requests == 5 and scorer.retries == 0
 
 
-def test_eval_steps_with_the_url_reports_what_the_directory_does(prm_server, trained_prm, tmp_path):
+def test_eval_steps_with_the_url_reports_what_the_directory_does(
+    vllm_prm_server, trained_prm, tmp_path
+):
     data = tmp_path / "steps.jsonl"
     rows = [
         {"problem": q, "steps": s, "label": -1 if i % 2 == 0 else len(s) - 1}
@@ -107,7 +108,7 @@ def test_eval_steps_with_the_url_reports_what_the_directory_does(prm_server, tra
     ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     reports = []
-    for prm in (prm_server.url, str(trained_prm)):
+    for prm in (vllm_prm_server.url, str(trained_prm)):
         out = tmp_path / f"report-{len(reports)}.json"
         result = CliRunner().invoke(
             app, ["eval", "steps", "--data", str(data), "--prm", prm, "--out", str(out)]
@@ -121,10 +122,10 @@ def test_eval_steps_with_the_url_reports_what_the_directory_does(prm_server, tra
 
 
 def test_eval_best_of_n_with_the_url_picks_what_the_directory_picks(
-    prm_server, trained_prm, tmp_path
+    vllm_prm_server, trained_prm, tmp_path
 ):
     results = []
-    for prm in (prm_server.url, str(trained_prm)):
+    for prm in (vllm_prm_server.url, str(trained_prm)):
         out = tmp_path / f"eval-{len(results)}"
         result = CliRunner().invoke(
             app,
@@ -160,25 +161,32 @@ def test_no_server_is_one_error_naming_the_url(tmp_path):
     assert len(lines) == 1 and url in lines[0] and "cannot reach" in lines[0]
 
 
-def test_a_server_that_is_not_a_pooling_model_is_a_clear_error(vllm_server):
-    with pytest.raises(ScorerError) as caught:
-        load_scorer(vllm_server.url)
+def test_a_server_that_is_not_a_pooling_model_is_a_clear_error():
+    """A generation server has no /pooling route: vLLM's (generate runner) answers it with
+    HTTP 404, as the loopback stand-in of the generation backends' tests does."""
+    server = LoopbackServer()
+    try:
+        with pytest.raises(ScorerError) as caught:
+            load_scorer(server.url)
+    finally:
+        server.close()
     message = str(caught.value)
-    assert vllm_server.url in message and "not a token-classification pooling model" in message
+    assert server.url in message and "HTTP 404" in message
+    assert "not a token-classification pooling model" in message
     assert "--runner pooling" in message and "\n" not in message
 
 
 def test_a_server_that_goes_away_is_an_error_after_the_patience_not_a_score(
-    prm_server, trained_prm
+    vllm_prm_server, trained_prm
 ):
     """Last: it stops the PRM server."""
-    scorer = ServedPRMScorer(prm_server.url, patience=3, backoff=0.2)
+    scorer = ServedPRMScorer(vllm_prm_server.url, patience=3, backoff=0.2)
     question, steps = solutions(1)[0]
 
     async def score_after_stop():
         try:
             first = await scorer.score(question, steps)
-            prm_server.stop()
+            vllm_prm_server.stop()
             with pytest.raises(BackendUnavailableError) as caught:
                 await scorer.score(question, steps)
             return first, caught.value
@@ -187,5 +195,5 @@ def test_a_server_that_goes_away_is_an_error_after_the_patience_not_a_score(
 
     first, error = asyncio.run(score_after_stop())
     assert len(first) == len(steps)
-    assert prm_server.url in str(error) and "has not answered for 3 s" in str(error)
+    assert vllm_prm_server.url in str(error) and "has not answered for 3 s" in str(error)
     assert scorer.retries >= 2 and scorer.requests == 1
