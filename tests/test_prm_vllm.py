@@ -96,6 +96,9 @@ def test_served_step_scores_equal_the_in_process_scorers(vllm_prm_server, traine
     assert max(max(s) for s in served) - min(min(s) for s in served) > 0.01
     # 40 concurrent calls went in batches of at most 8: 5 requests, every call answered
     assert scorer.calls == len(items) and scorer.requests == 5 and scorer.retries == 0
+    # the blocking form gives the same scores
+    again = ServedPRMScorer(vllm_prm_server.url).score_batch(items[:3])
+    assert again == pytest.approx(served[:3], abs=TOLERANCE)
 
 
 def test_eval_steps_with_the_url_reports_what_the_directory_does(
@@ -155,10 +158,19 @@ def test_no_server_is_one_error_naming_the_url(tmp_path):
     data = tmp_path / "steps.jsonl"
     question, steps = solutions(1)[0]
     data.write_text(json.dumps({"problem": question, "steps": steps, "label": -1}) + "\n")
-    result = CliRunner().invoke(app, ["eval", "steps", "--prm", url, "--data", str(data)])
-    assert result.exit_code == 2
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and url in lines[0] and "cannot reach" in lines[0]
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        json.dumps({"prompt": question, "completions": steps, "labels": [True] * len(steps)}) + "\n"
+    )
+    for command in (
+        ["eval", "steps", "--prm", url, "--data", str(data)],
+        ["filter", str(rows), "--judge", url, "--out", str(tmp_path / "kept.jsonl")],
+    ):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and url in lines[0] and "cannot reach" in lines[0], result.output
+    assert not (tmp_path / "kept.jsonl").exists()
 
 
 def test_a_server_that_is_not_a_pooling_model_is_a_clear_error():
