@@ -197,7 +197,6 @@ def start_vllm(
         "--runner",
         runner,
         "--disable-uvicorn-access-log",
-        *extra_args,
     ]
     if runner == "generate":
         cmd += [
@@ -206,6 +205,7 @@ def start_vllm(
             "--block-size",
             str(block_size),
         ]
+    cmd += extra_args
     if served_model_names:
         cmd += ["--served-model-name", *served_model_names]
     env = os.environ | {
