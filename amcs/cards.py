@@ -431,9 +431,11 @@ scores = [float(p_correct[i]) for i in ends]  # P(step correct) per step
 print(scores)
 ```
 
-With vLLM (not yet checked by amcs's tests): its pooling runner serves token-classification
-models (`vllm serve THIS_FOLDER --runner pooling`); give it the token ids built as above and
-read class 1 of each step's last token from the per-token probabilities.
+With vLLM (checked by amcs's tests on vLLM 0.32's CPU build): its pooling runner serves this
+folder as it is (`vllm serve THIS_FOLDER --runner pooling`), and amcs scores with it over the
+network: `amcs eval --prm http://HOST:PORT` (the same URL for `amcs eval steps --prm` and
+`amcs filter --judge`). Other clients send the token ids built as above to `POST /pooling`
+(`"task": "token_classify"`) and read class 1 at each step's last token.
 """
 _USAGE_POLICY_FEATURES = """
 This PRM is a frozen base model plus a small step head (`step_head.safetensors`) that reads the

@@ -417,8 +417,8 @@ def prm_separator(prm: str | None) -> tuple[str, Path] | None:
     without the file. A file that cannot be read is left to the PRM loader to report; a bad
     separator in it is a ConfigError naming the file."""
     from amcs.assets import TINY_PRM
-    from amcs.steps import check_separator
     from amcs.prm.checkpoint import PRM_CONFIG_FILE, load_prm_config
+    from amcs.steps import check_separator
 
     folder = TINY_PRM if prm in (None, TINY_PRM_NAME) else scorer_location(prm)
     if folder is None:

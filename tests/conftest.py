@@ -32,7 +32,7 @@ SLOW_FILES = {
     "test_training_distributed.py",
 }
 # Fixtures that start a real server (vLLM's CPU build, sglang-router) or run the real SmolLM2.
-SERVER_FIXTURES = {"vllm_server", "router_fleet", "smollm2"}
+SERVER_FIXTURES = {"vllm_server", "router_fleet", "smollm2", "vllm_prm_server"}
 SERVER_FILES = {"test_real_servers.py", "test_smollm2.py"}
 # Fixtures that drive headless Chromium.
 BROWSER_FIXTURES = {"browser", "page"}

@@ -162,11 +162,16 @@ def start_vllm(
     port: int | None = None,
     threads: int = 1,
     max_num_seqs: int = 8,
+    runner: str = "generate",
 ) -> VLLMServer:
     """vLLM's OpenAI-compatible server (CPU) on a free loopback port, ready for completions.
 
     Prefix caching and per-request cached-token counts are on, with ``block_size`` tokens per KV
-    block; ``threads`` CPU threads (OMP), at most ``max_num_seqs`` sequences decoded together. Start-up takes ~75 s on a free 2-core machine, the first completion ~14 s more."""
+    block; ``threads`` CPU threads (OMP), at most ``max_num_seqs`` sequences decoded together. Start-up takes ~75 s on a free 2-core machine, the first completion ~14 s more.
+
+    ``runner="pooling"`` serves a pooling model instead (a token-classification PRM), ready once
+    ``/pooling`` has answered; prefix caching is left off (token-wise pooling needs every
+    token's hidden state computed)."""
     py = require_server_env()
     port = port or free_port()
     name = served_model_names[0] if served_model_names else str(model)
@@ -188,13 +193,18 @@ def start_vllm(
         str(max_num_seqs),
         "--enforce-eager",
         "-O0",
-        "--enable-prefix-caching",
-        "--enable-prompt-tokens-details",
-        "--block-size",
-        str(block_size),
+        "--runner",
+        runner,
         "--disable-uvicorn-access-log",
-        *extra_args,
     ]
+    if runner == "generate":
+        cmd += [
+            "--enable-prefix-caching",
+            "--enable-prompt-tokens-details",
+            "--block-size",
+            str(block_size),
+        ]
+    cmd += extra_args
     if served_model_names:
         cmd += ["--served-model-name", *served_model_names]
     env = os.environ | {
@@ -212,11 +222,11 @@ def start_vllm(
     server.max_model_len = max_model_len
 
     def probe() -> bool:
-        r = httpx.post(
-            f"{server.url}/v1/completions",
-            json={"model": name, "prompt": [1, 5, 6], "max_tokens": 1},
-            timeout=120,
-        )
+        if runner == "pooling":
+            request = ("/pooling", {"model": name, "input": [[1, 5, 6]]})
+        else:
+            request = ("/v1/completions", {"model": name, "prompt": [1, 5, 6], "max_tokens": 1})
+        r = httpx.post(f"{server.url}{request[0]}", json=request[1], timeout=120)
         return r.status_code == 200
 
     server.wait_ready(probe, timeout)

@@ -103,7 +103,7 @@ def http_error(status: int, message: str, url: str) -> Exception:
     return ConnectionError(what)
 
 
-async def _post(
+async def post_json(
     client: httpx.AsyncClient, url: str, body: dict, headers=None, server: str = "server"
 ) -> Any:
     """POST JSON and return the decoded answer, mapping failures as the module docstring says."""
@@ -267,7 +267,7 @@ class SGLangHTTPBackend:
         i = next(self._next) % len(self.urls)
         url = self.urls[i]
         async with self._gates[i]:
-            data = await _post(
+            data = await post_json(
                 self._client,
                 f"{url}/generate",
                 self._body(prompt_ids, n, params),
@@ -466,7 +466,7 @@ class OpenAICompletionsBackend:
         # Greedy decoding gives one answer; vLLM refuses n > 1 with temperature 0.
         ask = 1 if params.temperature == 0 else n
         body = self._body(prompt_ids, ask, params)
-        data = await _post(self._client, url, body, self._headers, "OpenAI-compatible server")
+        data = await post_json(self._client, url, body, self._headers, "OpenAI-compatible server")
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
         if len(choices) != ask:
             raise ConnectionError(f"{url} returned {len(choices)} choices, asked for {ask}")

@@ -19,6 +19,7 @@ from amcs.prm.names import (
     is_policy_confidence,
 )
 from amcs.prm.registry import detect_prm_format, format_named
+from amcs.prm.remote import is_url, load_served_prm
 from amcs.prm.scorer import PRMScorer
 from amcs.prm.step_tag import DEFAULT_BAD_TOKEN, DEFAULT_GOOD_TOKEN, DEFAULT_STEP_TAG
 from amcs.prm.token_cls import TokenClassification
@@ -112,12 +113,15 @@ def load_scorer(
       checker (:class:`amcs.verification.DomainOracleScorer`);
     - ``policy-confidence`` (from ``policy``, default the bundled tiny policy) or
       ``policy-confidence:MODEL``: the training-free baseline, on steps joined by ``separator``;
+    - ``http://host:port`` (or https): a PRM that vLLM serves (:mod:`amcs.prm.remote`);
     - anything else: a PRM checkpoint directory or hub id for :func:`load_prm`, in
       ``prm_format`` or the one its files show.
 
     Raises :class:`ScorerError` naming the spec and the names that work."""
     from amcs.assets import TINY_POLICY, TINY_PRM
 
+    if is_url(spec):
+        return load_served_prm(spec, max_batch_size=max_batch_size)
     domain = oracle_domain(spec)
     if domain is not None:
         from amcs.verification import DomainOracleScorer

@@ -14,7 +14,8 @@ ARITH_ORACLE = "arith-oracle"
 TINY_PRM_NAME = "tiny-prm"
 POLICY_CONFIDENCE = "policy-confidence"
 SCORER_NAMES = (
-    f"a PRM directory or hub id, {TINY_PRM_NAME} (the bundled PRM), {ARITH_ORACLE} (the exact "
+    f"a PRM directory or hub id, the URL of a vLLM server serving one (http://host:port), "
+    f"{TINY_PRM_NAME} (the bundled PRM), {ARITH_ORACLE} (the exact "
     f"checker; arithmetic only) or {POLICY_CONFIDENCE}[:MODEL] (the policy's own lowest token "
     "probability per step; no training)"
 )
