@@ -21,11 +21,11 @@ from typing import Any
 
 from amcs.backends.base import Backend
 from amcs.domains import is_domain_source
-from amcs.engine import RunCounters, generate
 from amcs.fields import ConfigError, option, validate
 from amcs.policy_config import BackendSource, PolicyConfig, open_given
 from amcs.problems import Problem, load_problems
 from amcs.records import RecordWriter, parse_shard, run_fingerprint, shard_problems
+from amcs.scheduler import RunCounters, generate
 from amcs.search import SearchConfig, make_config
 
 

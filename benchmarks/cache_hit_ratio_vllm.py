@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 from amcs.assets import TINY_POLICY, TINY_POLICY_NAME  # noqa: E402
 from amcs.backends.http import OpenAICompletionsBackend  # noqa: E402
-from amcs.engine import RunCounters, generate_to_file  # noqa: E402
 from amcs.grading import Grader  # noqa: E402
 from amcs.problems import load_problems  # noqa: E402
+from amcs.scheduler import RunCounters, generate_to_file  # noqa: E402
 from amcs.search import make_config  # noqa: E402
 from tests.servers import server_env_python, start_vllm  # noqa: E402
 

@@ -37,11 +37,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 from amcs.backends.base import SamplingParams  # noqa: E402
-from amcs.engine import RunCounters, generate_to_file  # noqa: E402
 from amcs.grading import Grader  # noqa: E402
 from amcs.problems import load_problems  # noqa: E402
 from amcs.prompts import prompt_ids  # noqa: E402
 from amcs.recipes import load_recipe  # noqa: E402
+from amcs.scheduler import RunCounters, generate_to_file  # noqa: E402
 from amcs.search import make_config  # noqa: E402
 from tests.servers import server_env_python, start_vllm  # noqa: E402
 

@@ -25,10 +25,10 @@ from backend_hf import measure  # a sibling script: its folder is on the path wh
 
 from amcs.backends.base import Rollout, SamplingParams  # noqa: E402
 from amcs.backends.hf import HFBackend  # noqa: E402
-from amcs.engine import RunCounters, generate_to_file  # noqa: E402
 from amcs.grading import Grader  # noqa: E402
 from amcs.problems import arith_problems  # noqa: E402
 from amcs.prompts import prompt_ids  # noqa: E402
+from amcs.scheduler import RunCounters, generate_to_file  # noqa: E402
 from amcs.search import make_config  # noqa: E402
 
 

@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from amcs.assets import TINY_POLICY, TINY_POLICY_NAME  # noqa: E402
 from amcs.backends.hf import HFBackend  # noqa: E402
-from amcs.engine import RunCounters, generate_to_file  # noqa: E402
 from amcs.grading import Grader  # noqa: E402
 from amcs.prm_data import load_prm_rows  # noqa: E402
 from amcs.problems import arith_problems  # noqa: E402
+from amcs.scheduler import RunCounters, generate_to_file  # noqa: E402
 from amcs.search import make_config  # noqa: E402
 from amcs.training import PRMTrainingConfig, train_prm  # noqa: E402
 

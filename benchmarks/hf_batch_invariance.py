@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from amcs.backends.hf import HFBackend
-from amcs.engine import generate_to_file
 from amcs.grading import Grader
 from amcs.problems import load_problems
+from amcs.scheduler import generate_to_file
 from amcs.search import make_config
 
 

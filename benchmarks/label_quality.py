@@ -30,11 +30,11 @@ from pathlib import Path
 from amcs.assets.tiny_arith import POLICY_TRAIN_SEED, policy_training_rows
 from amcs.backends.hf import HFBackend
 from amcs.domains.arith import check_steps
-from amcs.engine import RunCounters, generate_to_file
 from amcs.grading import Grader
 from amcs.problems import Problem, arith_problems
 from amcs.prompts import prompt_ids
 from amcs.records import read_data
+from amcs.scheduler import RunCounters, generate_to_file
 from amcs.search import make_config
 from amcs.search.context import SearchContext
 from amcs.steps import StepSplitter

@@ -11,13 +11,13 @@ from rich.console import Console
 
 from amcs import generation
 from amcs.backends.base import BackendConfigError
-from amcs.engine import RunCounters, ServerGoneError
 from amcs.fields import ConfigError
 from amcs.generation import GenerateConfig
 from amcs.outputs import OutputPathError
 from amcs.problems import ProblemError
 from amcs.records import OutputError, RecordFormatError
 from amcs.redaction import redact_logging
+from amcs.scheduler import RunCounters, ServerGoneError
 from cli.common import (
     check_backend_options,
     config_defaults,

@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from amcs.engine import RunCounters
+from amcs.scheduler import RunCounters
 
 log = logging.getLogger("amcs")
 

@@ -13,10 +13,10 @@ from amcs.assets import TINY_POLICY
 from amcs.backends.base import Backend, SamplingParams
 from amcs.backends.hf import ROW_BLOCKS, HFBackend
 from amcs.domains.arith import generate_problems
-from amcs.engine import generate_to_file
 from amcs.grading import Grader
 from amcs.problems import arith_problems
 from amcs.prompts import prompt_ids
+from amcs.scheduler import generate_to_file
 from amcs.search import make_config
 
 

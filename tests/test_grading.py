@@ -511,9 +511,9 @@ def test_gsm8k_answers_extract():
 @pytest.mark.slow
 def test_grading_timeouts_reach_the_run_files_and_summaries(tmp_path):
     from amcs.backends.hf import HFBackend
-    from amcs.engine import generate_to_file
     from amcs.problems import arith_problems
     from amcs.records import meta_path_for, read_meta
+    from amcs.scheduler import generate_to_file
     from amcs.search import make_config
     from amcs.view.run import Totals
     from cli.progress import summary_table

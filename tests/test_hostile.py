@@ -430,7 +430,7 @@ def _write_problems(path: Path, rows: list[dict]) -> None:
 
 def _sigint_default() -> None:
     # A shell starts background jobs with SIGINT ignored, and a child inherits that; give the
-    # command the terminal's default, as a user's shell would (see tests/test_engine.py).
+    # command the terminal's default, as a user's shell would (see tests/test_scheduler.py).
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 

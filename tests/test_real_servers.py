@@ -28,8 +28,8 @@ from amcs.backends.hf import HFBackend
 from amcs.backends.http import (
     OpenAICompletionsBackend,
     SGLangHTTPBackend,
-    _post,
     load_tokenizer,
+    post_json,
 )
 from amcs.problems import load_problems
 from amcs.prompts import prompt_ids
@@ -259,7 +259,7 @@ def test_real_server_errors_map_to_the_engines_kinds(vllm_server):
         async with httpx.AsyncClient(timeout=60) as client:
             for body, kind, words in cases:
                 with pytest.raises(kind, match=words) as err:
-                    await _post(client, url, body)
+                    await post_json(client, url, body)
                 assert type(err.value) is kind  # a config error is not also a ValueError
                 assert url in str(err.value)
         dead = OpenAICompletionsBackend(f"http://127.0.0.1:{free_port()}", MODEL)

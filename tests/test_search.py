@@ -13,11 +13,11 @@ from amcs.assets import TINY_POLICY
 from amcs.backends.base import Rollout
 from amcs.backends.hf import HFBackend
 from amcs.domains.arith import ArithConfig, check_steps, generate_problems
-from amcs.engine import generate_to_file
 from amcs.grading import Grader
 from amcs.problems import Problem, arith_problems
 from amcs.prompts import prompt_ids
 from amcs.records import read_data
+from amcs.scheduler import generate_to_file
 from amcs.search import make_config, run_search
 from amcs.search.context import SearchContext
 from amcs.search.estimators import AdaptiveEstimator, FixedEstimator, kmeans, wilson_interval

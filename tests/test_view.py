@@ -22,10 +22,10 @@ from typer.testing import CliRunner
 
 from amcs.backends.hf import HFBackend
 from amcs.domains import arith
-from amcs.engine import generate_to_file
 from amcs.grading import Grader, answers_match_fast
 from amcs.problems import arith_problems
 from amcs.records import meta_path_for, read_data, read_meta
+from amcs.scheduler import generate_to_file
 from amcs.search import make_config
 from amcs.view.run import RunIndex, problem_detail, split_node_text
 from cli.main import app

@@ -22,12 +22,12 @@ from pathlib import Path
 from amcs.assets import TINY_POLICY, TINY_POLICY_NAME
 from amcs.backends.hf import HFBackend
 from amcs.domains.arith import HELD_OUT_CONFIG, ArithConfig, generate_problems, held_out_problems
-from amcs.engine import RunCounters, generate_to_file
 from amcs.grading import Grader
 from amcs.prm_data import load_prm_rows
 from amcs.problems import arith_problems
 from amcs.prompts import plain_prompt
 from amcs.recipes import load_recipe
+from amcs.scheduler import RunCounters, generate_to_file
 from amcs.search import make_config
 from amcs.stepeval import exact_step_examples, f1_at, step_report
 from amcs.training import PRM_CONFIG_FILE, make_training_config, train_prm

@@ -48,7 +48,7 @@ from amcs.search import AnswerChecker, SearchConfig, SearchResult, run_search
 from amcs.seeds import derive_seed
 from amcs.steps import StepSplitter
 
-log = logging.getLogger("amcs.engine")
+log = logging.getLogger("amcs.scheduler")
 
 
 class ServerGoneError(RuntimeError):

@@ -13,10 +13,10 @@ import pytest
 
 from amcs.backends.base import BackendConfigError, BackendUnavailableError
 from amcs.backends.hf import HFBackend
-from amcs.engine import ServerGoneError, generate_to_file
 from amcs.grading import Grader
 from amcs.problems import arith_problems
 from amcs.records import RecordWriter, meta_path_for, read_data, read_meta, shard_problems
+from amcs.scheduler import ServerGoneError, generate_to_file
 from amcs.search import make_config
 
 # Small searches keep the suite fast; the code path is the same as the defaults'.
