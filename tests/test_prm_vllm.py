@@ -21,7 +21,7 @@ from amcs.backends.base import BackendUnavailableError
 from amcs.domains.arith import ANSWER_TEMPLATE, generate_problems
 from amcs.prm import load_prm, load_scorer
 from amcs.prm.names import ScorerError
-from amcs.prm.remote import ServedPRMScorer
+from amcs.prm.remote import ServedPRMScorer, load_served_prm
 from amcs.testing import LoopbackServer
 from cli.main import app
 from tests.servers import free_port, require_server_env, start_vllm
@@ -187,6 +187,37 @@ def test_a_server_that_is_not_a_pooling_model_is_a_clear_error():
     assert server.url in message and "HTTP 404" in message
     assert "not a token-classification pooling model" in message
     assert "--runner pooling" in message and "\n" not in message
+
+
+def test_a_served_prm_of_another_input_format_is_refused_not_scored_wrongly(tmp_path):
+    """A Qwen2.5-Math-PRM-style checkpoint (step token <extra_0>, a ProcessRewardModel head)
+    builds its inputs otherwise: scored as a token classifier its scores would be wrong with no
+    error, so the scorer refuses it by name; so does a --prm-format other than token-cls."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from amcs.assets import TINY_POLICY
+
+    qwen_like = tmp_path / "qwen-like"
+    shutil.copytree(TINY_POLICY, qwen_like)
+    tokenizer = AutoTokenizer.from_pretrained(str(qwen_like))
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<extra_0>"]})
+    tokenizer.save_pretrained(qwen_like)
+    config = json.loads((qwen_like / "config.json").read_text())
+    config["architectures"] = ["Qwen2ForProcessRewardModel"]
+    (qwen_like / "config.json").write_text(json.dumps(config))
+    server = LoopbackServer()
+    try:
+        with pytest.raises(ScorerError) as caught:
+            load_served_prm(server.url, tokenizer=qwen_like)
+        with pytest.raises(ScorerError) as flagged:
+            load_scorer(server.url, prm_format="step-tag")
+    finally:
+        server.close()
+    message = str(caught.value)
+    assert server.url in message and "is a qwen-prm PRM" in message and "--prm DIR" in message
+    assert "--prm-format step-tag" in str(flagged.value) and "token-cls only" in str(flagged.value)
 
 
 def test_a_server_that_goes_away_is_an_error_after_the_patience_not_a_score(

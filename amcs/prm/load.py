@@ -19,7 +19,7 @@ from amcs.prm.names import (
     is_policy_confidence,
 )
 from amcs.prm.registry import detect_prm_format, format_named
-from amcs.prm.remote import is_url, load_served_prm
+from amcs.prm.remote import SERVED_FORMAT, is_url, load_served_prm
 from amcs.prm.scorer import PRMScorer
 from amcs.prm.step_tag import DEFAULT_BAD_TOKEN, DEFAULT_GOOD_TOKEN, DEFAULT_STEP_TAG
 from amcs.prm.token_cls import TokenClassification
@@ -121,6 +121,11 @@ def load_scorer(
     from amcs.assets import TINY_POLICY, TINY_PRM
 
     if is_url(spec):
+        if prm_format not in (None, SERVED_FORMAT):
+            raise ScorerError(
+                f"--prm-format {prm_format}: a PRM served by vLLM ({spec}) is scored as "
+                f"{SERVED_FORMAT} only"
+            )
         return load_served_prm(spec, max_batch_size=max_batch_size)
     domain = oracle_domain(spec)
     if domain is not None:

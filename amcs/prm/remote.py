@@ -55,6 +55,8 @@ from amcs.steps import DEFAULT_SEPARATOR
 from amcs.training.tokenize import IGNORE_INDEX, tokenize_prm_row
 
 log = logging.getLogger("amcs.prm.remote")
+# The one PRM input format scored over the network (vLLM's token_classify pooling task).
+SERVED_FORMAT = "token-cls"
 
 URL_PREFIXES = ("http://", "https://")
 POOLING_TASK = "token_classify"
@@ -110,8 +112,16 @@ class ServedPRMScorer:
         self.served_model: str = entry["id"]
         mml = entry.get("max_model_len")
         self.max_model_len = mml if isinstance(mml, int) and mml > 0 else None
+        try:
+            self.checkpoint = self._checkpoint(tokenizer, entry)
+        except ValueError as exc:
+            missing: ValueError | None = exc  # reported after the probe: it says more
+        else:
+            missing = None
+            self._check_format()  # a PRM of another input format is named as such
         self._check_pooling()
-        self.checkpoint = self._checkpoint(tokenizer, entry)
+        if missing is not None:
+            raise missing
         self.tokenizer = _load_tokenizer(self.checkpoint)
         self.separator = separator if separator is not None else self._trained_separator()
         self.calls = 0
@@ -202,6 +212,22 @@ class ServedPRMScorer:
             "add_special_tokens": False,  # the ids are complete, BOS included
             "use_activation": True,  # softmax over the 2 labels
         }
+
+    def _check_format(self) -> None:
+        """Refuse a checkpoint of another PRM input format: its inputs are built otherwise (a
+        step tag, ``<extra_0>``), so scoring it as a token classifier would give wrong scores,
+        not an error."""
+        from amcs.prm.registry import detect_prm_format
+
+        try:
+            found = detect_prm_format(self.checkpoint)
+        except ValueError:
+            return  # no format's signs: the pooling probe decides whether it is a classifier
+        if found != SERVED_FORMAT:
+            raise ValueError(
+                f"{self.checkpoint} is a {found} PRM: amcs scores only {SERVED_FORMAT} PRMs "
+                "served by vLLM; score it in process (--prm DIR)"
+            )
 
     def _trained_separator(self) -> str:
         """The separator in the checkpoint's amcs_prm.json; refuses a policy-features PRM, whose
