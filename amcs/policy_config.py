@@ -56,7 +56,7 @@ class PolicyConfig:
         None,
         "hf backend: decode so that a seeded rollout does not depend on which rollouts share its "
         "batch, so a resumed or sharded run writes the same bytes as an uninterrupted one (on "
-        "CPU it costs little: see README). Off: plain batched kernels; a resumed run is then a "
+        "CPU it costs little: see the docs, generate page). Off: plain batched kernels; a resumed run is then a "
         "valid continuation, not a byte-identical one. Server backends batch as they please. "
         "[default: on with hf on CPU]",
     )

@@ -36,7 +36,7 @@ def problems_command(
     Bad input (malformed JSON, a missing question or answer, a duplicate id) is reported with the
     file and line, and the exit status is 2.
 
-    Example: amcs problems ../shared/data/gsm8k_test.jsonl --show 3
+    Examples: amcs problems gsm8k_test.jsonl --show 3;  amcs problems openai/gsm8k:main:test --limit 20
     """
     try:
         problems = load_problems(
