@@ -167,7 +167,37 @@ def rollout_from_sglang(out: dict, eos_ids: set[int]) -> Rollout:
     )
 
 
-class SGLangHTTPBackend:
+class _StartedOnce:
+    """What the server backends share: ``start()`` runs ``_open()`` once, however many callers
+    start at the same time; ``aclose()`` closes the connection pool, and a later ``start()``
+    opens it again."""
+
+    _client: httpx.AsyncClient | None = None
+    _started = False
+    _start_lock: asyncio.Lock | None = None
+
+    async def _open(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            await self._open()
+            self._started = True
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        self._started = False
+
+
+class SGLangHTTPBackend(_StartedOnce):
     """SGLang's native ``/generate`` API on one or more servers.
 
     Requests go round robin over ``urls``, at most ``max_inflight_per_server`` at once per server.
@@ -194,46 +224,36 @@ class SGLangHTTPBackend:
         self._client: httpx.AsyncClient | None = None
         self._gates: list[asyncio.Semaphore] = []
         self._next = itertools.count()
-        self._started = False
-        self._start_lock: asyncio.Lock | None = None
         self._eos = eos_ids(self.tokenizer)
 
-    async def start(self) -> None:
+    async def _open(self) -> None:
         """Open the connection pool and check that every server is up."""
-        if self._started:
-            return
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            if self._started:
-                return
-            if self._client is None:
-                n = self.max_inflight_per_server * len(self.urls)
-                self._client = httpx.AsyncClient(
-                    timeout=httpx.Timeout(self.timeout, connect=min(30.0, self.timeout)),
-                    limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+        if self._client is None:
+            n = self.max_inflight_per_server * len(self.urls)
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=min(30.0, self.timeout)),
+                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            )
+        for url in self.urls:
+            try:
+                health = await self._client.get(f"{url}/health", timeout=30)
+                info = await self._client.get(f"{url}/server_info", timeout=30)
+                if info.status_code == 404:  # older SGLang releases
+                    info = await self._client.get(f"{url}/get_server_info", timeout=30)
+            except httpx.HTTPError as exc:
+                raise BackendUnavailableError(
+                    redact(f"cannot reach SGLang server at {url}: {type(exc).__name__}: {exc}")
+                ) from exc
+            if health.status_code != 200:
+                raise BackendUnavailableError(
+                    f"SGLang server at {url} is not healthy: /health answered HTTP "
+                    f"{health.status_code}"
                 )
-            for url in self.urls:
-                try:
-                    health = await self._client.get(f"{url}/health", timeout=30)
-                    info = await self._client.get(f"{url}/server_info", timeout=30)
-                    if info.status_code == 404:  # older SGLang releases
-                        info = await self._client.get(f"{url}/get_server_info", timeout=30)
-                except httpx.HTTPError as exc:
-                    raise BackendUnavailableError(
-                        redact(f"cannot reach SGLang server at {url}: {type(exc).__name__}: {exc}")
-                    ) from exc
-                if health.status_code != 200:
-                    raise BackendUnavailableError(
-                        f"SGLang server at {url} is not healthy: /health answered HTTP "
-                        f"{health.status_code}"
-                    )
-                self.server_info[url] = info.json() if info.status_code == 200 else {}
-            self._gates = [asyncio.Semaphore(self.max_inflight_per_server) for _ in self.urls]
-            self._started = True
+            self.server_info[url] = info.json() if info.status_code == 200 else {}
+        self._gates = [asyncio.Semaphore(self.max_inflight_per_server) for _ in self.urls]
 
     async def health(self) -> bool:
-        """Whether some server answers ``/health`` with 200: the engine's probe while the
+        """Whether some server answers ``/health`` with 200: the scheduler's probe while the
         servers are away (a router may say 200 before its workers are ready; the request that
         follows tells)."""
         try:
@@ -278,14 +298,8 @@ class SGLangHTTPBackend:
             raise ConnectionError(f"{url}/generate returned {len(outs)} outputs, asked for {n}")
         return [rollout_from_sglang(o, self._eos) for o in outs]
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-        self._started = False
 
-
-class OpenAICompletionsBackend:
+class OpenAICompletionsBackend(_StartedOnce):
     """The OpenAI-compatible ``/v1/completions`` API with a token-id prompt.
 
     ``start()`` asks ``/v1/models`` what the server serves and picks the name to send:
@@ -336,58 +350,47 @@ class OpenAICompletionsBackend:
         self.request_model: str | None = None  # the name sent, chosen at start()
         self.max_model_len: int | None = None  # the server's context length, when it says
         self.served: list[dict] = []  # /v1/models's entries
-        self._started = False
-        self._start_lock: asyncio.Lock | None = None
 
-    async def start(self) -> None:
+    async def _open(self) -> None:
         """Open the connection pool, ask ``/v1/models`` what is served and its context length."""
-        if self._started:
-            return
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            if self._started:
-                return
-            if self._client is None:
-                self._client = httpx.AsyncClient(
-                    timeout=httpx.Timeout(self.timeout, connect=min(30.0, self.timeout))
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=min(30.0, self.timeout))
+            )
+        models_url = f"{self.url}/v1/models"
+        try:
+            resp = await self._client.get(models_url, headers=self._headers, timeout=30)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailableError(
+                redact(
+                    f"cannot reach OpenAI-compatible server at {self.url}: "
+                    f"{type(exc).__name__}: {exc}"
                 )
-            models_url = f"{self.url}/v1/models"
+            ) from exc
+        if resp.status_code == 404:  # a server without the list: trust the name we have
+            self.served = []
+        elif resp.status_code >= 400:
+            raise http_error(resp.status_code, error_message(resp), models_url)
+        else:
             try:
-                resp = await self._client.get(models_url, headers=self._headers, timeout=30)
-            except httpx.HTTPError as exc:
-                raise BackendUnavailableError(
+                data = resp.json().get("data") or []
+            except (ValueError, AttributeError) as exc:
+                raise ConnectionError(
                     redact(
-                        f"cannot reach OpenAI-compatible server at {self.url}: "
-                        f"{type(exc).__name__}: {exc}"
+                        f"{models_url} sent a response that is not a model list: {resp.text[:200]}"
                     )
                 ) from exc
-            if resp.status_code == 404:  # a server without the list: trust the name we have
-                self.served = []
-            elif resp.status_code >= 400:
-                raise http_error(resp.status_code, error_message(resp), models_url)
-            else:
-                try:
-                    data = resp.json().get("data") or []
-                except (ValueError, AttributeError) as exc:
-                    raise ConnectionError(
-                        redact(
-                            f"{models_url} sent a response that is not a model list: "
-                            f"{resp.text[:200]}"
-                        )
-                    ) from exc
-                self.served = [m for m in data if isinstance(m, dict) and m.get("id")]
-            entry = self._choose_model()
-            self.request_model = entry["id"]
-            mml = entry.get("max_model_len")
-            self.max_model_len = int(mml) if isinstance(mml, int) and mml > 0 else None
-            # vLLM returns exact token ids on request; other servers may refuse the field.
-            if any(m.get("owned_by") == "vllm" for m in self.served):
-                self.extra_body.setdefault("return_tokens_as_token_ids", True)
-            self._started = True
+            self.served = [m for m in data if isinstance(m, dict) and m.get("id")]
+        entry = self._choose_model()
+        self.request_model = entry["id"]
+        mml = entry.get("max_model_len")
+        self.max_model_len = int(mml) if isinstance(mml, int) and mml > 0 else None
+        # vLLM returns exact token ids on request; other servers may refuse the field.
+        if any(m.get("owned_by") == "vllm" for m in self.served):
+            self.extra_body.setdefault("return_tokens_as_token_ids", True)
 
     async def health(self) -> bool:
-        """Whether the server answers ``/v1/models``: the engine's probe while it is away."""
+        """Whether the server answers ``/v1/models``: the scheduler's probe while it is away."""
         try:
             await self.start()
         except (ConnectionError, RuntimeError):
@@ -513,9 +516,3 @@ class OpenAICompletionsBackend:
             finish_reason="length" if finish == "length" else "stop",
             cached_tokens=cached,
         )
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-        self._started = False
