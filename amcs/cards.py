@@ -33,6 +33,8 @@ import yaml
 from amcs.records import meta_path_for, read_meta, read_run_header
 
 CARD_FILE = "README.md"
+# What every dataset card amcs writes says: a README.md without it is not ours to replace.
+HUB_CARD_MARK = "exported with `amcs export -f hub`"
 LICENSE_NOTE = (
     "No license is set: add a `license:` line to the YAML header (and check the terms of the "
     "problem source and of the policy or base model) before you publish."
@@ -192,8 +194,8 @@ def dataset_card(
     )
     intro = (
         "Step-labelled solutions (one row per labelled solution path) made by `amcs generate` "
-        "(Adaptive Monte Carlo Search process supervision) and exported with "
-        f"`amcs export -f hub` from {', '.join(Path(s).name for s in sources)}.\n"
+        f"(Adaptive Monte Carlo Search process supervision) and {HUB_CARD_MARK} from "
+        f"{', '.join(Path(s).name for s in sources)}.\n"
     )
     count_rows = [
         ("problems (finished ok)", summary.ok),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,6 +49,8 @@ HUB_COLUMNS = (
     "model",
 )
 HUB_SHARD_ROWS = 100_000
+# The shard names export_hub writes: the only files of an earlier export's data/ it replaces.
+HUB_SHARD_NAME = re.compile(r"^train-\d{5}-of-\d{5}\.parquet$")
 HUB_DATA = "data"
 
 
@@ -294,6 +297,7 @@ def export_hub(paths: Sequence[Path], out_dir: str | Path, shard_rows: int = HUB
     from amcs.cards import CARD_FILE, DataCounts, dataset_card, run_summary
 
     out_dir = Path(os.path.realpath(out_dir))
+    _check_hub_folder(out_dir)
     schema = _hub_schema()
     counts = DataCounts()
     keep = tuple(c for c in HUB_COLUMNS if c not in ("prompt", "completions", "labels"))
@@ -337,6 +341,38 @@ def export_hub(paths: Sequence[Path], out_dir: str | Path, shard_rows: int = HUB
     return counts.paths
 
 
+def _check_hub_folder(out_dir: Path) -> None:
+    """Refuse an existing ``out_dir`` whose ``data/`` or ``README.md`` amcs did not write: an
+    export replaces both, so anything else there (a run's files, a project's README) would be
+    lost. A ``data/`` of earlier shards (:data:`HUB_SHARD_NAME`) and a card of ours may go."""
+    from amcs.cards import CARD_FILE, HUB_CARD_MARK
+
+    data, card = out_dir / HUB_DATA, out_dir / CARD_FILE
+    if data.is_symlink() or (data.exists() and not data.is_dir()):
+        raise ExportError(
+            f"--out {out_dir}: {data} is not a folder of an earlier hub export; choose another "
+            "--out (an export replaces data/)"
+        )
+    if data.is_dir():
+        others = sorted(p.name for p in data.iterdir() if not HUB_SHARD_NAME.match(p.name))
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if others[3:] else "")
+            raise ExportError(
+                f"--out {out_dir}: {data} holds files an export did not write ({shown}) and "
+                "would lose them; choose another --out"
+            )
+    if card.is_symlink() or card.exists():
+        try:
+            ours = card.is_file() and HUB_CARD_MARK in card.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            ours = False
+        if not ours:
+            raise ExportError(
+                f"--out {out_dir}: {card} is not a dataset card amcs wrote and an export would "
+                "replace it; choose another --out"
+            )
+
+
 def _move_hub_export(staging: Path, out_dir: Path) -> None:
     """Put a complete hub export in place: a new ``out_dir`` is one rename; in an existing one
     the old ``data/`` is moved aside before the new one takes its name (no shard of an earlier
@@ -349,10 +385,8 @@ def _move_hub_export(staging: Path, out_dir: Path) -> None:
         return
     old = out_dir / HUB_DATA
     aside = staging / "old-data"
-    if old.is_dir() and not old.is_symlink():
+    if old.is_dir():  # _check_hub_folder: only earlier shards, never a link or a file
         os.rename(old, aside)
-    elif old.exists() or old.is_symlink():
-        old.unlink()
     try:
         os.rename(staging / HUB_DATA, old)
     except OSError:

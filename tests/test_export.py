@@ -559,3 +559,34 @@ def test_hub_export_refuses_bad_outputs_and_keeps_an_earlier_export(tiny_run, tm
         2,
         f"error: --out {a_file} is a file, not a folder; name a folder to write into\n",
     )
+
+
+def test_hub_export_never_replaces_a_data_folder_or_readme_it_did_not_write(tiny_run, tmp_path):
+    """--out names a folder whose data/ holds the input run itself, or a project whose README.md
+    is the user's: an export replaces data/ and README.md, so it refuses, and no byte changes."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    run = project / "data" / "run.jsonl"
+    run.write_bytes(tiny_run.read_bytes())
+    meta = meta_path_for(run)
+    meta.write_bytes(meta_path_for(tiny_run).read_bytes())
+    (project / "data" / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
+    assert export(run, "-f", "hub", "-o", project) == (
+        2,
+        f"error: --out {project}: {project / 'data'} holds files an export did not write "
+        "(notes.txt, run.jsonl, run.meta.jsonl) and would lose them; choose another --out\n",
+    )
+    assert {p: p.read_bytes() for p in project.rglob("*") if p.is_file()} == before
+    readme = tmp_path / "repo" / "README.md"
+    readme.parent.mkdir()
+    readme.write_text("# my project\n")
+    assert export(run, "-f", "hub", "-o", readme.parent) == (
+        2,
+        f"error: --out {readme.parent}: {readme} is not a dataset card amcs wrote and an export "
+        "would replace it; choose another --out\n",
+    )
+    assert readme.read_text() == "# my project\n" and sorted(files(readme.parent)) == ["README.md"]
+    # A folder holding an earlier export (its shards and its card) is replaced as before.
+    export_records(run, "hub", tmp_path / "hub")
+    assert export_records(run, "hub", tmp_path / "hub") > 0
