@@ -201,11 +201,40 @@ def test_decoding_is_bit_identical_alone_and_in_company(smollm2):
     assert all(len(r.token_ids) > 0 for r in alone)
 
 
-def test_train_takes_the_runs_separator_and_trains_lora(prm, smollm2):
+def test_train_takes_the_runs_separator_and_trains_lora(prm, smollm2, run):
     info = json.loads((prm / "amcs_prm.json").read_text())
     assert info["separator"] == "\n"  # from the run's meta: not given to train
     assert Path(info["base_model"]).expanduser() == smollm2 or info["base_model"] == str(smollm2)
     assert (prm / "adapter_config.json").is_file() or any(prm.glob("*.safetensors"))
+    # Its model card names the real base, the run it learned from (by content) and the separator.
+    import hashlib
+
+    card = (prm / "README.md").read_text(encoding="utf-8")
+    assert f"fine-tuned from `{info['base_model']}`" in card
+    assert '| step separator | `"\\n"` |' in card
+    sha = re.search(r"sha256 `([0-9a-f]{64})`", card)
+    assert sha is not None, card
+    assert hashlib.sha256(run.read_bytes()).hexdigest() == sha.group(1)
+
+
+def test_hub_export_of_a_real_models_run_loads_and_counts_its_rows(run, tmp_path, monkeypatch):
+    """Natural-language steps (SmolLM2's) through export -f hub: datasets loads every row with
+    its steps and labels as the run wrote them."""
+    import datasets
+
+    out = tmp_path / "hub"
+    code, _, err = amcs("export", str(run), "-f", "hub", "--out", str(out))
+    assert code == 0, err[-3000:]
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    train = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))["train"]
+    rows = read_jsonl(run)
+    assert len(rows) > 0 and train.num_rows == len(rows)
+    assert train["completions"] == [r["completions"] for r in rows]
+    assert train["labels"] == [r["labels"] for r in rows]
+    assert f"| labelled paths (rows) | {len(rows)} |" in (out / "README.md").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_eval_compares_majority_and_best_of_n_on_held_out_problems(prm, smollm2, tmp_path):
